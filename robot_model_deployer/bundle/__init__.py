@@ -1,0 +1,1 @@
+"""Model bundles: the manifest schema, loading, signing and safe extraction."""

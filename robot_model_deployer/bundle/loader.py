@@ -1,0 +1,65 @@
+"""Open an extracted bundle directory: read its manifest and check its files."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from robot_model_deployer.bundle.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest
+
+MAX_MANIFEST_BYTES = 1 << 20
+
+
+class BundleError(ValueError):
+    """A bundle was refused; the message says why and what to fix."""
+
+
+@dataclass(frozen=True)
+class BundleDir:
+    """An extracted bundle on disk with its validated manifest."""
+
+    root: Path
+    manifest: Manifest
+    labels: tuple[str, ...]
+
+    @property
+    def model_path(self) -> Path:
+        return self.root / self.manifest.model
+
+    def path(self, relative: str) -> Path:
+        """Absolute path of a file the manifest names."""
+        return self.root / relative
+
+
+def load_bundle_dir(path: str | Path) -> BundleDir:
+    """Read and check the bundle in directory ``path``; raises BundleError."""
+    root = Path(path)
+    if not root.exists():
+        raise BundleError(f"bundle path {root} does not exist")
+    if not root.is_dir():
+        raise BundleError(f"{root} is not a bundle directory (expected a directory with {MANIFEST_NAME})")
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise BundleError(f"{root} is not a bundle: it has no {MANIFEST_NAME}")
+    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{manifest_path} is larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        manifest = parse_manifest(manifest_path.read_text(encoding="utf-8"), str(manifest_path))
+    except UnicodeDecodeError:
+        raise BundleError(f"{manifest_path} is not UTF-8 text") from None
+    except ManifestError as exc:
+        raise BundleError(str(exc)) from None
+    resolved_root = root.resolve()
+    for relative in manifest.referenced_files():
+        target = root / relative
+        if not target.resolve().is_relative_to(resolved_root):
+            raise BundleError(f"{relative} named in {MANIFEST_NAME} points outside the bundle")
+        if not target.is_file():
+            raise BundleError(f"{relative} named in {MANIFEST_NAME} is missing from the bundle")
+    labels: tuple[str, ...] = ()
+    if manifest.labels:
+        labels = tuple(
+            line.strip() for line in (root / manifest.labels).read_text(encoding="utf-8").splitlines() if line.strip()
+        )
+        if not labels:
+            raise BundleError(f"labels file {manifest.labels} is empty")
+    return BundleDir(root=root, manifest=manifest, labels=labels)

@@ -1,0 +1,1 @@
+"""Inference core: ONNX Runtime sessions with the bundle's pre/post-processing."""

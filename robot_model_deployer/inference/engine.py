@@ -1,0 +1,134 @@
+"""An ONNX Runtime session wrapped with the bundle's pre- and post-processing."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from robot_model_deployer.bundle.loader import BundleDir
+from robot_model_deployer.bundle.manifest import Manifest, Task, TensorType
+from robot_model_deployer.inference.postprocess import OutputSpecError, Prediction, classify, detect
+from robot_model_deployer.inference.preprocess import PixelFormat, Preprocessor
+
+_ORT_TYPES = {TensorType.FLOAT32: "tensor(float)", TensorType.FLOAT16: "tensor(float16)",
+              TensorType.UINT8: "tensor(uint8)"}
+
+
+class ModelLoadError(ValueError):
+    """The model file cannot be served as the manifest describes it."""
+
+
+class InferenceEngine:
+    """Runs one model on camera images and returns Predictions.
+
+    Construction loads and checks the model against the manifest and warms it
+    up, so a model that cannot serve fails here, never on the first frame.
+    """
+
+    def __init__(self, model_path: str | Path, manifest: Manifest, labels: Sequence[str] = (),
+                 providers: Sequence[str | tuple[str, dict[str, Any]]] = ("CPUExecutionProvider",),
+                 session_options: ort.SessionOptions | None = None, warmup_runs: int = 3) -> None:
+        self.manifest = manifest
+        self.labels = tuple(labels)
+        self.model_path = Path(model_path)
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), sess_options=session_options,
+                                                providers=list(providers))
+        except Exception as exc:  # ORT raises several unrelated exception types for bad files.
+            raise ModelLoadError(f"{self.model_path.name} is not a model ONNX Runtime can load: "
+                                 f"{_first_line(exc)}") from None
+        self._input = self._check_input()
+        self._outputs = self._output_names()
+        self._preprocess = Preprocessor(manifest.input)
+        self.warm_up(warmup_runs)
+
+    @classmethod
+    def from_bundle(cls, bundle: BundleDir, **kwargs: Any) -> "InferenceEngine":
+        return cls(bundle.model_path, bundle.manifest, bundle.labels, **kwargs)
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def infer(self, image: np.ndarray, pixel_format: PixelFormat = PixelFormat.RGB8) -> Prediction:
+        """Pre-process, run and post-process one HxW(xC) uint8 image."""
+        start = time.perf_counter()
+        tensor, transform = self._preprocess(image, pixel_format)
+        outputs = self.session.run(self._outputs, {self._input: tensor})
+        spec = self.manifest.input
+        if self.manifest.task is Task.CLASSIFICATION:
+            top = classify(outputs[0], self.manifest.classification, self.labels)
+            return Prediction(top.class_ids, top.scores, top.labels, inference_ms=_ms_since(start))
+        boxes, scores, class_ids, labels = detect(outputs, self.manifest.detection, self.labels,
+                                                  spec.width, spec.height)
+        boxes = transform.boxes_to_image(boxes, image.shape[1], image.shape[0])
+        return Prediction(class_ids, scores, labels, boxes, inference_ms=_ms_since(start))
+
+    def warm_up(self, runs: int = 3) -> None:
+        """Run a few grey frames so the first real frame is not slow; checks the outputs too."""
+        spec = self.manifest.input
+        frame = np.full((spec.height, spec.width, 3), 127, dtype=np.uint8)
+        try:
+            for _ in range(max(1, runs)):
+                self.infer(frame)
+        except OutputSpecError as exc:
+            raise ModelLoadError(f"{self.model_path.name}: {exc}") from None
+        except Exception as exc:
+            raise ModelLoadError(f"{self.model_path.name} failed on a test frame: {_first_line(exc)}") from None
+        if self.manifest.task is Task.CLASSIFICATION and self.labels:
+            scores = self.session.run(self._outputs[:1], {self._input: self._preprocess(frame, PixelFormat.RGB8)[0]})
+            classes = int(scores[0].size)
+            if classes != len(self.labels):
+                raise ModelLoadError(f"{self.model_path.name} scores {classes} classes but the labels file "
+                                     f"{self.manifest.labels} lists {len(self.labels)}")
+
+    def _check_input(self) -> str:
+        spec = self.manifest.input
+        inputs = self.session.get_inputs()
+        if spec.name:
+            matching = [i for i in inputs if i.name == spec.name]
+            if not matching:
+                raise ModelLoadError(f"model has no input named '{spec.name}' "
+                                     f"(it has {', '.join(i.name for i in inputs)})")
+            model_input = matching[0]
+        elif len(inputs) == 1:
+            model_input = inputs[0]
+        else:
+            raise ModelLoadError(f"model has {len(inputs)} inputs; name the image input in manifest input.name")
+        if model_input.type != _ORT_TYPES[spec.dtype]:
+            raise ModelLoadError(f"model input '{model_input.name}' is {model_input.type} but the manifest "
+                                 f"says input.dtype {spec.dtype.value}")
+        expected = spec.shape
+        shape = model_input.shape
+        if len(shape) != len(expected):
+            raise ModelLoadError(f"model input '{model_input.name}' has shape {shape}, the manifest describes "
+                                 f"{list(expected)} ({spec.layout.value})")
+        for axis, (have, want) in enumerate(zip(shape, expected)):
+            if isinstance(have, int) and have > 0 and have != want:
+                raise ModelLoadError(f"model input '{model_input.name}' has shape {shape}, the manifest describes "
+                                     f"{list(expected)} ({spec.layout.value}): axis {axis} differs")
+        return model_input.name
+
+    def _output_names(self) -> list[str]:
+        names = [o.name for o in self.session.get_outputs()]
+        if self.manifest.task is Task.CLASSIFICATION:
+            wanted = [self.manifest.classification.output_name] if self.manifest.classification.output_name else []
+        else:
+            det = self.manifest.detection
+            wanted = [n for n in (det.boxes_output, det.scores_output) if n]
+        for name in wanted:
+            if name not in names:
+                raise ModelLoadError(f"model has no output named '{name}' (it has {', '.join(names)})")
+        return wanted + [n for n in names if n not in wanted]
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

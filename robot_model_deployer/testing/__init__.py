@@ -1,0 +1,1 @@
+"""Real ONNX models and bundles for tests and benchmarks."""

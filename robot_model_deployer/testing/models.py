@@ -1,0 +1,120 @@
+"""Tiny real ONNX models whose right answers are known, and bundles around them.
+
+Used by the tests, the benchmarks and `rmd` examples. The models are small
+graphs built with ``onnx.helper``; ONNX Runtime runs them like any other.
+
+- colour classifier: input 1x3xHxW RGB in [0, 1], classes red/green/blue:
+  the logit of a class is the mean of that channel minus the mean of the
+  others, so a mostly red image is "red".
+- colour detector (YOLO layout): the image is cut in cells of ``cell``
+  pixels; each cell is one candidate box covering the cell, its objectness
+  the brightest channel mean and its class scores the channel means. A
+  saturated red square that fills a cell is found as "red" in that cell.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import onnx
+import yaml
+from onnx import TensorProto, helper, numpy_helper
+
+COLOUR_LABELS = ("red", "green", "blue")
+OPSET = 17
+
+
+def colour_classifier(size: int = 32, scale: float = 10.0) -> onnx.ModelProto:
+    """A 3-class classifier by dominant colour; input ``images`` [1, 3, size, size]."""
+    # logits = scale * (M @ channel_means), M = 1.5 * I - 0.5 (own minus mean of others).
+    mixing = (1.5 * np.eye(3, dtype=np.float32) - 0.5) * scale
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["means"], axis=1),
+        helper.make_node("MatMul", ["means", "mixing"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "colour_classifier",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(mixing.T.copy(), "mixing")],
+    )
+    return _model(graph)
+
+
+def colour_detector(size: int = 64, cell: int = 16) -> onnx.ModelProto:
+    """A YOLO-layout detector of coloured cells; output ``detections`` [1, N, 8]."""
+    if size % cell:
+        raise ValueError("size must be a multiple of cell")
+    cells = size // cell
+    ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
+    geometry = np.stack([(xs + 0.5) * cell, (ys + 0.5) * cell,
+                         np.full_like(xs, cell), np.full_like(ys, cell)]).astype(np.float32)[None]
+    nodes = [
+        helper.make_node("AveragePool", ["images"], ["cell_means"], kernel_shape=[cell, cell], strides=[cell, cell]),
+        helper.make_node("ReduceMax", ["cell_means"], ["objectness"], keepdims=1, axes=[1]),
+        helper.make_node("Concat", ["geometry", "objectness", "cell_means"], ["grid"], axis=1),
+        helper.make_node("Reshape", ["grid", "flat_shape"], ["rows_t"]),
+        helper.make_node("Transpose", ["rows_t"], ["detections"], perm=[0, 2, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "colour_detector",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("detections", TensorProto.FLOAT, [1, cells * cells, 8])],
+        [numpy_helper.from_array(geometry, "geometry"),
+         numpy_helper.from_array(np.array([1, 8, cells * cells], dtype=np.int64), "flat_shape")],
+    )
+    return _model(graph)
+
+
+def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="rmd-testing")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def classifier_manifest(name: str = "colour_classifier", version: str = "1.0.0", size: int = 32) -> dict[str, Any]:
+    return {
+        "schema_version": 1, "name": name, "version": version, "task": "classification",
+        "model": "model.onnx", "labels": "labels.txt",
+        "input": {"width": size, "height": size, "resize": "stretch", "color_order": "rgb", "layout": "nchw",
+                  "dtype": "float32", "scale": 1.0 / 255.0},
+        "classification": {"top_k": 3, "softmax": True},
+    }
+
+
+def detector_manifest(name: str = "colour_detector", version: str = "1.0.0", size: int = 64) -> dict[str, Any]:
+    return {
+        "schema_version": 1, "name": name, "version": version, "task": "detection",
+        "model": "model.onnx", "labels": "labels.txt",
+        "input": {"width": size, "height": size, "resize": "letterbox", "color_order": "rgb", "layout": "nchw",
+                  "dtype": "float32", "scale": 1.0 / 255.0, "letterbox_fill": 0},
+        "detection": {"format": "yolo", "score_threshold": 0.3, "iou_threshold": 0.5},
+    }
+
+
+def write_bundle(directory: str | Path, model: onnx.ModelProto | bytes, manifest: Mapping[str, Any],
+                 labels: tuple[str, ...] | None = COLOUR_LABELS,
+                 extra_files: Mapping[str, bytes] | None = None) -> Path:
+    """Write a bundle directory (manifest.yaml, model file, labels, extras)."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    model_bytes = model if isinstance(model, bytes) else model.SerializeToString()
+    (root / manifest.get("model", "model.onnx")).write_bytes(model_bytes)
+    if labels is not None and manifest.get("labels"):
+        (root / manifest["labels"]).write_text("\n".join(labels) + "\n", encoding="utf-8")
+    for relative, data in (extra_files or {}).items():
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    (root / "manifest.yaml").write_text(yaml.safe_dump(dict(manifest), sort_keys=False), encoding="utf-8")
+    return root
+
+
+def solid_image(colour: str, width: int = 64, height: int = 48, background: int = 0) -> np.ndarray:
+    """An HxWx3 RGB uint8 image filled with one of COLOUR_LABELS."""
+    image = np.full((height, width, 3), background, dtype=np.uint8)
+    image[:, :, COLOUR_LABELS.index(colour)] = 255
+    return image
