@@ -1,0 +1,1 @@
+"""Validation: agreement measures, shadow comparison and live health."""
