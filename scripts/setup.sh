@@ -29,6 +29,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # pip warns once for every package this machine's local mirrors lack: noise.
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" 2>&1 \
     | { grep -v '^WARNING: Location .* is ignored' || true; }
+  # ddddocr ships the demo's text detector (common_det.onnx); only that file is
+  # used, so --no-deps keeps its opencv and second onnxruntime out.
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps ddddocr==1.6.1 2>&1 \
+    | { grep -v '^WARNING: Location .* is ignored' || true; }
   echo "$want" > "$stamp"
 else
   say "dependencies up to date"

@@ -1,0 +1,1 @@
+"""Demo helpers: real models built locally for the demo and the benchmarks."""
