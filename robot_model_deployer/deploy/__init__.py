@@ -1,0 +1,1 @@
+"""Deployment orchestration: blue/green switching and the deploy flow (no ROS)."""

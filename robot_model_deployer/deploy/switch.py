@@ -1,0 +1,132 @@
+"""Blue/green switching between two perception nodes.
+
+One node is live (active, publishing), the other a standby. A new model is
+loaded into the standby, which is then activated before the live node is
+deactivated, so results never stop. The old live node stays loaded (inactive
+and warm) and becomes the standby: rolling back is one activation away.
+
+The switch only sees PerceptionSlot objects; the manager node implements them
+with lifecycle service calls, tests may implement them in-process.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol, Sequence
+
+
+class SlotState(str, Enum):
+    UNCONFIGURED = "unconfigured"
+    INACTIVE = "inactive"
+    ACTIVE = "active"
+    UNKNOWN = "unknown"
+
+
+class SwapError(RuntimeError):
+    """A perception node refused a step; the message says which and why."""
+
+
+class PerceptionSlot(Protocol):
+    """One perception node as the switch drives it."""
+
+    name: str
+
+    def state(self) -> SlotState: ...
+
+    def load(self, model_dir: str) -> None:
+        """Configure the node with the model in model_dir (unconfigured -> inactive)."""
+
+    def unload(self) -> None:
+        """Release the model (inactive -> unconfigured)."""
+
+    def activate(self) -> None: ...
+
+    def deactivate(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model version as served by a perception node."""
+
+    name: str
+    version: str
+    task: str
+    path: str
+    model_sha256: str = ""
+
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+@dataclass(frozen=True)
+class SwitchSnapshot:
+    live_node: str
+    standby_node: str
+    live_model: ServedModel | None
+    standby_model: ServedModel | None
+
+
+class BlueGreenSwitch:
+    """Keeps track of which slot is live and swaps models without a gap."""
+
+    def __init__(self, slots: Sequence[PerceptionSlot]) -> None:
+        if len(slots) != 2:
+            raise ValueError(f"blue/green switching needs exactly two perception nodes, got {len(slots)}")
+        self._slots = list(slots)
+        self._live_index = 0
+        self._models: list[ServedModel | None] = [None, None]
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> SwitchSnapshot:
+        with self._lock:
+            live, standby = self._live_index, 1 - self._live_index
+            return SwitchSnapshot(self._slots[live].name, self._slots[standby].name,
+                                  self._models[live], self._models[standby])
+
+    def deploy(self, model: ServedModel) -> None:
+        """Load ``model`` into the standby, make it live, keep the old model warm.
+
+        On any failure the node that was live stays live and SwapError says why.
+        """
+        live, standby = self._live_index, 1 - self._live_index
+        standby_slot, live_slot = self._slots[standby], self._slots[live]
+        self._make_unconfigured(standby_slot)
+        self._models[standby] = None
+        standby_slot.load(model.path)
+        with self._lock:
+            self._models[standby] = model
+        self._hand_over(live_slot, standby_slot)
+
+    def rollback(self) -> ServedModel:
+        """Make the warm standby live again; returns the model now served."""
+        live, standby = self._live_index, 1 - self._live_index
+        previous = self._models[standby]
+        if previous is None or self._slots[standby].state() is not SlotState.INACTIVE:
+            raise SwapError(f"no previous model is loaded on {self._slots[standby].name} to roll back to")
+        self._hand_over(self._slots[live], self._slots[standby])
+        return previous
+
+    def _hand_over(self, live_slot: PerceptionSlot, standby_slot: PerceptionSlot) -> None:
+        standby_slot.activate()
+        if live_slot.state() is SlotState.ACTIVE:
+            try:
+                live_slot.deactivate()
+            except SwapError:
+                # The new node serves; two publishers for a moment beats none.
+                # Undo the activation so exactly one node stays live.
+                standby_slot.deactivate()
+                raise
+        with self._lock:
+            self._live_index = self._slots.index(standby_slot)
+
+    @staticmethod
+    def _make_unconfigured(slot: PerceptionSlot) -> None:
+        state = slot.state()
+        if state is SlotState.ACTIVE:
+            slot.deactivate()
+            state = SlotState.INACTIVE
+        if state is SlotState.INACTIVE:
+            slot.unload()
+        elif state is not SlotState.UNCONFIGURED:
+            raise SwapError(f"{slot.name} is in state {state.value}; restart it before deploying")

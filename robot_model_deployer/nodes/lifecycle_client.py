@@ -1,0 +1,89 @@
+"""Drive a remote lifecycle node through its standard services.
+
+Used from the manager's worker thread, never from an executor callback: each
+call sends a request with ``call_async`` and waits on the future while the
+executor (spinning in other threads) completes it.
+"""
+from __future__ import annotations
+
+import threading
+from enum import IntEnum
+from typing import Any
+
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.callback_groups import CallbackGroup
+from rclpy.node import Node
+from rclpy.task import Future
+
+
+class LifecycleState(IntEnum):
+    """Primary lifecycle states (lifecycle_msgs/State ids)."""
+
+    UNKNOWN = State.PRIMARY_STATE_UNKNOWN
+    UNCONFIGURED = State.PRIMARY_STATE_UNCONFIGURED
+    INACTIVE = State.PRIMARY_STATE_INACTIVE
+    ACTIVE = State.PRIMARY_STATE_ACTIVE
+    FINALIZED = State.PRIMARY_STATE_FINALIZED
+
+
+class LifecycleTransition(IntEnum):
+    CONFIGURE = Transition.TRANSITION_CONFIGURE
+    CLEANUP = Transition.TRANSITION_CLEANUP
+    ACTIVATE = Transition.TRANSITION_ACTIVATE
+    DEACTIVATE = Transition.TRANSITION_DEACTIVATE
+
+
+class LifecycleCallError(RuntimeError):
+    """A lifecycle or parameter service did not answer, or refused."""
+
+
+class RemoteLifecycleNode:
+    """Client side of one lifecycle node's ``~/get_state``, ``~/change_state`` and ``~/set_parameters``."""
+
+    def __init__(self, node: Node, target: str, callback_group: CallbackGroup, timeout: float) -> None:
+        self.name = target.lstrip("/")
+        self._timeout = timeout
+        self._get_state = node.create_client(GetState, f"{target}/get_state", callback_group=callback_group)
+        self._change_state = node.create_client(ChangeState, f"{target}/change_state", callback_group=callback_group)
+        self._set_parameters = node.create_client(SetParameters, f"{target}/set_parameters",
+                                                  callback_group=callback_group)
+
+    def wait_until_available(self, timeout: float) -> bool:
+        return all(c.wait_for_service(timeout_sec=timeout)
+                   for c in (self._get_state, self._change_state, self._set_parameters))
+
+    def state(self) -> LifecycleState:
+        response = self._call(self._get_state, GetState.Request(), "get_state")
+        try:
+            return LifecycleState(response.current_state.id)
+        except ValueError:
+            return LifecycleState.UNKNOWN
+
+    def transition(self, transition: LifecycleTransition) -> bool:
+        """Trigger a transition; True when the node reports success."""
+        request = ChangeState.Request()
+        request.transition.id = int(transition)
+        return bool(self._call(self._change_state, request, transition.name.lower()).success)
+
+    def set_string_parameter(self, name: str, value: str) -> None:
+        parameter = Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value))
+        response = self._call(self._set_parameters, SetParameters.Request(parameters=[parameter]), "set_parameters")
+        result = response.results[0]
+        if not result.successful:
+            raise LifecycleCallError(f"{self.name} refused parameter {name}: {result.reason}")
+
+    def _call(self, client: Any, request: Any, what: str) -> Any:
+        if not client.service_is_ready() and not client.wait_for_service(timeout_sec=self._timeout):
+            raise LifecycleCallError(f"{self.name} does not offer {what} (is the node running?)")
+        future: Future = client.call_async(request)
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(self._timeout):
+            future.cancel()
+            raise LifecycleCallError(f"{self.name} did not answer {what} within {self._timeout:.0f} s")
+        if future.exception() is not None:
+            raise LifecycleCallError(f"{self.name} {what} failed: {future.exception()}")
+        return future.result()

@@ -1,0 +1,70 @@
+"""Declaring node parameters with descriptions and validating them in one place."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+
+
+class ParameterValueError(ValueError):
+    """A parameter has a value the node cannot work with."""
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One parameter: its default, what it means and which values are valid."""
+
+    name: str
+    default: Any
+    description: str
+    choices: Sequence[str] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    read_only: bool = False
+    check: Callable[[Any], str | None] | None = field(default=None, compare=False)
+
+    def descriptor(self) -> ParameterDescriptor:
+        text = self.description
+        if self.choices:
+            text += f" One of: {', '.join(self.choices)}."
+        descriptor = ParameterDescriptor(description=text, read_only=self.read_only)
+        if self.minimum is not None or self.maximum is not None:
+            if isinstance(self.default, bool):
+                pass
+            elif isinstance(self.default, int):
+                descriptor.integer_range = [IntegerRange(
+                    from_value=int(self.minimum if self.minimum is not None else -2**31),
+                    to_value=int(self.maximum if self.maximum is not None else 2**31 - 1), step=0)]
+            elif isinstance(self.default, float):
+                descriptor.floating_point_range = [FloatingPointRange(
+                    from_value=float(self.minimum if self.minimum is not None else -1e300),
+                    to_value=float(self.maximum if self.maximum is not None else 1e300), step=0.0)]
+        return descriptor
+
+    def validate(self, value: Any) -> None:
+        if self.choices and value not in self.choices:
+            raise ParameterValueError(f"parameter {self.name} must be one of {', '.join(self.choices)}, got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise ParameterValueError(f"parameter {self.name} must be >= {self.minimum}, got {value!r}")
+        if self.maximum is not None and value > self.maximum:
+            raise ParameterValueError(f"parameter {self.name} must be <= {self.maximum}, got {value!r}")
+        if self.check is not None:
+            problem = self.check(value)
+            if problem:
+                raise ParameterValueError(f"parameter {self.name} {problem}")
+
+
+def declare_parameters(node: Node, specs: Sequence[ParameterSpec]) -> dict[str, Any]:
+    """Declare every spec on the node and return the validated values by name.
+
+    Raises ParameterValueError naming the parameter when a value is invalid,
+    so a node refuses to start with a setting it would misuse.
+    """
+    values: dict[str, Any] = {}
+    for spec in specs:
+        value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+        spec.validate(value)
+        values[spec.name] = value
+    return values

@@ -1,0 +1,160 @@
+"""Lifecycle perception node: serves one model on the camera topic.
+
+configure  = load the bundle in ``model_dir`` and warm the model up
+activate   = publish an InferenceResult for every image on ``results``
+deactivate = stop publishing (the model stays loaded: a warm standby)
+cleanup    = release the model
+
+The image subscription exists from configure on, so a standby node is
+already matched with the camera and starts serving on the very next frame
+after activation. A model that fails to load makes configure return
+FAILURE: the node stays unconfigured and says why in its log.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import onnxruntime as ort
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from robot_model_deployer.bundle.loader import BundleError, load_bundle_dir
+from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
+from robot_model_deployer.msg import InferenceResult
+from robot_model_deployer.nodes.conversions import UnsupportedImageError, image_to_array, prediction_to_result
+from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
+
+IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
+
+PARAMETERS = (
+    ParameterSpec("model_dir", "", "Installed bundle directory loaded on configure (set by the manager)."),
+    ParameterSpec("image_qos", "sensor_data",
+                  "QoS of the image subscription: sensor_data (best effort, matches any camera) or reliable.",
+                  choices=IMAGE_QOS_CHOICES),
+    ParameterSpec("providers", ["CPUExecutionProvider"],
+                  "ONNX Runtime execution providers to try, in order of preference."),
+    ParameterSpec("warmup_runs", 3, "Inference runs on a blank frame during configure.", minimum=1, maximum=100),
+    ParameterSpec("intra_op_threads", 0, "ONNX Runtime intra-op threads (0: ONNX Runtime decides).",
+                  minimum=0, maximum=256),
+)
+
+
+class PerceptionNode(LifecycleNode):
+    """Runs the configured model on every image while active."""
+
+    def __init__(self, node_name: str = "perception", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._settings = declare_parameters(self, PARAMETERS)
+        self._engine: InferenceEngine | None = None
+        self._publisher = None
+        self._subscription = None
+        self._serving = threading.Event()
+        self._errors = 0
+
+    # Lifecycle transitions -------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        model_dir = self.get_parameter("model_dir").value
+        if not model_dir:
+            self.get_logger().error("cannot configure: parameter model_dir is empty (the manager sets it)")
+            return TransitionCallbackReturn.FAILURE
+        try:
+            bundle = load_bundle_dir(model_dir)
+            self._engine = InferenceEngine.from_bundle(
+                bundle, providers=self.get_parameter("providers").value,
+                session_options=self._session_options(),
+                warmup_runs=self.get_parameter("warmup_runs").value)
+        except (BundleError, ModelLoadError) as exc:
+            self.get_logger().error(f"cannot configure with {model_dir}: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        manifest = bundle.manifest
+        self.get_logger().info(
+            f"loaded {manifest.name} {manifest.version} ({manifest.task.value}) on {self._engine.providers[0]}")
+        self._publisher = self.create_lifecycle_publisher(InferenceResult, "results", 10)
+        self._subscription = self.create_subscription(Image, "image", self._on_image, self._image_qos())
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)
+        self._serving.set()
+        self.get_logger().info("active: publishing results")
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._serving.clear()
+        self.get_logger().info("inactive: model kept warm, not publishing")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    # Frames -----------------------------------------------------------------
+
+    def _on_image(self, msg: Image) -> None:
+        engine = self._engine
+        if not self._serving.is_set() or engine is None:
+            return
+        try:
+            image, pixel_format = image_to_array(msg)
+            prediction = engine.infer(image, pixel_format)
+        except UnsupportedImageError as exc:
+            self._report_error(str(exc))
+            return
+        except Exception as exc:  # A model can fail on one frame; the node keeps serving the next.
+            self._report_error(f"inference failed: {exc}")
+            return
+        manifest = engine.manifest
+        self._publisher.publish(prediction_to_result(
+            prediction, msg.header, manifest.name, str(manifest.version), manifest.task.value, self.get_name()))
+
+    def _report_error(self, text: str) -> None:
+        self._errors += 1
+        self.get_logger().error(f"{text} (frame skipped, {self._errors} errors so far)",
+                                throttle_duration_sec=5.0)
+
+    # Helpers ----------------------------------------------------------------
+
+    def _image_qos(self) -> QoSProfile:
+        if self._settings["image_qos"] == "sensor_data":
+            return qos_profile_sensor_data
+        return QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
+    def _session_options(self) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.get_parameter("intra_op_threads").value
+        return options
+
+    def _release(self) -> None:
+        self._serving.clear()
+        if self._subscription is not None:
+            self.destroy_subscription(self._subscription)
+            self._subscription = None
+        if self._publisher is not None:
+            self.destroy_lifecycle_publisher(self._publisher)
+            self._publisher = None
+        self._engine = None
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = PerceptionNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
