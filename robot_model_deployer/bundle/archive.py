@@ -1,0 +1,549 @@
+"""Reading and writing bundle archives without trusting them.
+
+A bundle travels as one tar file (written uncompressed; gzip is accepted on
+read). Member order is part of the format: ``files.json`` first, then
+``signature.json`` if signed, then ``manifest.yaml``, then the rest. So the
+signature and the manifest are checked before any model byte is read, and
+every later member is checked against ``files.json`` while it streams.
+
+Readers never seek and never trust a header: the decompressed stream is
+capped at what ``files.json`` declares plus tar overhead, so an archive that
+inflates beyond its claims is stopped as soon as it does.
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import os
+import stat
+import tarfile
+import tempfile
+import zlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+from robot_model_deployer.bundle.errors import (BundleError, BundleFormatError, IntegrityError,
+                                                LimitExceededError, UnsafeArchiveError)
+from robot_model_deployer.bundle.filelist import (FILE_LIST_NAME, MAX_FILE_LIST_BYTES, SIGNATURE_NAME, FileList,
+                                                  build_file_list, check_bundle_path, hash_stream,
+                                                  parse_file_list, walk_bundle_dir)
+from robot_model_deployer.bundle.loader import MAX_MANIFEST_BYTES, load_bundle_dir
+from robot_model_deployer.bundle.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest
+from robot_model_deployer.bundle.signing import (MAX_SIGNATURE_BYTES, Signature, load_private_key, parse_signature,
+                                                 sign_file_list)
+
+GIB = 1 << 30
+ProgressCallback = Callable[[str, float], None]
+"""Called with what is being done (e.g. a file name) and the fraction done, 0..1."""
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_BLOCK = 512
+# Per member: a header, a pax header with its data block, and padding; plus
+# the end-of-archive blocks and tarfile's read-ahead of one record.
+_MEMBER_OVERHEAD = 4 * _BLOCK
+_ARCHIVE_OVERHEAD = 4 * tarfile.RECORDSIZE
+_FILTER_ROOT = "/rmd-extraction-root"
+
+
+@dataclass(frozen=True)
+class ExtractionLimits:
+    """What a robot agrees to unpack; checked against the declarations and the actual bytes."""
+
+    max_total_bytes: int = 2 * GIB
+    max_files: int = 1000
+    max_file_bytes: int = 1 * GIB
+
+    def __post_init__(self) -> None:
+        for name in ("max_total_bytes", "max_files", "max_file_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ExtractionLimits.{name} must be >= 1, got {getattr(self, name)}")
+
+    def check(self, file_list: FileList) -> None:
+        """Refuse a file list that declares more than the limits allow."""
+        count = len(file_list.files)
+        if count > self.max_files:
+            raise LimitExceededError(f"bundle has {count} files, more than the limit of {self.max_files}; "
+                                     "pack fewer files (e.g. fewer calibration images)")
+        for entry in file_list.files:
+            if entry.size > self.max_file_bytes:
+                raise LimitExceededError(f"{entry.path} is {entry.size} bytes, more than the per-file limit of "
+                                         f"{self.max_file_bytes}")
+        if file_list.total_size > self.max_total_bytes:
+            raise LimitExceededError(f"bundle holds {file_list.total_size} bytes, more than the limit of "
+                                     f"{self.max_total_bytes}")
+
+
+@dataclass(frozen=True)
+class BundleHeader:
+    """The first members of a bundle: what the signature covers and the signature itself."""
+
+    file_list: FileList
+    file_list_bytes: bytes
+    signature: Signature | None
+
+
+class BundleReader(ABC):
+    """One pass over a bundle, in format order: header, then manifest, then the other files."""
+
+    header: BundleHeader
+
+    def __init__(self, source: Path, limits: ExtractionLimits) -> None:
+        self.source = source
+        self.limits = limits
+        self._manifest_bytes: bytes | None = None
+
+    @abstractmethod
+    def read_manifest(self) -> Manifest:
+        """Read and hash-check ``manifest.yaml`` and check it only names listed files."""
+
+    @abstractmethod
+    def extract(self, dest: Path | None, progress: ProgressCallback | None = None) -> None:
+        """Check every remaining file against ``files.json``, writing it under ``dest`` if given.
+
+        ``dest`` must be an empty directory. Files are fsynced so a caller can
+        rename ``dest`` into place and have complete files after a crash.
+        """
+
+    def close(self) -> None:
+        """Release the source; safe to call twice."""
+
+    def __enter__(self) -> "BundleReader":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _parse_header(self, file_list_bytes: bytes, signature_bytes: bytes | None) -> BundleHeader:
+        file_list = parse_file_list(file_list_bytes, f"{self.source}: {FILE_LIST_NAME}")
+        self.limits.check(file_list)
+        signature = None if signature_bytes is None else parse_signature(signature_bytes,
+                                                                          f"{self.source}: {SIGNATURE_NAME}")
+        return BundleHeader(file_list, file_list_bytes, signature)
+
+    def _parse_manifest(self, data: bytes) -> Manifest:
+        entry = self.header.file_list.get(MANIFEST_NAME)
+        if entry is None:
+            raise IntegrityError(f"{FILE_LIST_NAME} does not list {MANIFEST_NAME}; rebuild the bundle with "
+                                 "rmd bundle create")
+        _check_hash(MANIFEST_NAME, entry.sha256, entry.size, *_digest(data))
+        try:
+            manifest = parse_manifest(data.decode("utf-8"), f"{self.source}: {MANIFEST_NAME}")
+        except UnicodeDecodeError:
+            raise BundleFormatError(f"{self.source}: {MANIFEST_NAME} is not UTF-8 text") from None
+        except ManifestError as exc:
+            raise BundleFormatError(str(exc)) from None
+        listed = self.header.file_list.by_path()
+        for relative in manifest.referenced_files():
+            if relative not in listed:
+                raise IntegrityError(f"{MANIFEST_NAME} names {relative}, which {FILE_LIST_NAME} does not list; "
+                                     "the file is missing from the bundle")
+        self._manifest_bytes = data
+        return manifest
+
+    def _write_metadata(self, dest: Path) -> None:
+        if self._manifest_bytes is None:
+            raise RuntimeError("read_manifest() must come before extract()")
+        _write_file(dest / FILE_LIST_NAME, self.header.file_list_bytes)
+        if self.header.signature is not None:
+            _write_file(dest / SIGNATURE_NAME, self.header.signature.to_bytes())
+        _write_file(dest / MANIFEST_NAME, self._manifest_bytes)
+
+
+def open_bundle(source: Path, limits: ExtractionLimits = ExtractionLimits()) -> BundleReader:
+    """Open a bundle tar file (plain or gzip) or an unpacked bundle directory and read its header."""
+    if source.is_dir():
+        return _DirectoryReader(source, limits)
+    if not source.exists():
+        raise BundleFormatError(f"bundle {source} does not exist")
+    return _TarReader(source, limits)
+
+
+class _CappedStream(io.RawIOBase):
+    """Counts the bytes tarfile pulls from the (decompressed) stream and stops at a budget."""
+
+    def __init__(self, stream: BinaryIO, budget: int, source: Path) -> None:
+        self._stream = stream
+        self.budget = budget
+        self.consumed = 0
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        remaining = self.budget - self.consumed
+        if remaining <= 0:
+            raise LimitExceededError(
+                f"{self._source} inflates beyond the {self.budget} bytes its {FILE_LIST_NAME} accounts for "
+                "(a decompression bomb or hidden data); refusing it")
+        data = self._stream.read(remaining if size < 0 else min(size, remaining))
+        self.consumed += len(data)
+        return data
+
+
+@contextlib.contextmanager
+def _archive_errors(source: Path) -> Iterator[None]:
+    """Turn tar, gzip and zlib failures into one clear BundleFormatError."""
+    try:
+        yield
+    except BundleError:
+        raise
+    except (tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError) as exc:
+        raise BundleFormatError(f"{source} is not a complete bundle archive (truncated or corrupt tar/gzip: "
+                                f"{exc}); copy it again") from None
+
+
+class _TarReader(BundleReader):
+    def __init__(self, source: Path, limits: ExtractionLimits) -> None:
+        super().__init__(source, limits)
+        self._file = open(source, "rb")
+        try:
+            with _archive_errors(source):
+                compressed = self._file.read(2) == _GZIP_MAGIC
+                self._file.seek(0)
+                stream: BinaryIO = gzip.GzipFile(fileobj=self._file, mode="rb") if compressed else self._file
+                self._capped = _CappedStream(stream, MAX_FILE_LIST_BYTES + MAX_SIGNATURE_BYTES
+                                             + _ARCHIVE_OVERHEAD, source)
+                try:
+                    self._tar = tarfile.open(fileobj=self._capped, mode="r|")
+                except tarfile.ReadError as exc:
+                    raise BundleFormatError(f"{source} is not a tar archive ({exc}); a bundle is a .tar file "
+                                            "made by rmd bundle create") from None
+                self.header = self._read_header()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _next(self) -> tarfile.TarInfo | None:
+        member = self._tar.next()
+        if member is not None:
+            _check_member(member)
+        return member
+
+    def _read_small(self, member: tarfile.TarInfo, limit: int) -> bytes:
+        if member.size > limit:
+            raise LimitExceededError(f"{member.name} is {member.size} bytes; at most {limit} are allowed")
+        stream = self._tar.extractfile(member)
+        assert stream is not None  # _check_member admits regular files only
+        return stream.read()
+
+    def _read_header(self) -> BundleHeader:
+        first = self._next()
+        if first is None:
+            raise BundleFormatError(f"{self.source} is an empty archive, not a bundle")
+        if first.name != FILE_LIST_NAME:
+            raise BundleFormatError(f"{self.source}: first member is {first.name!r}, expected {FILE_LIST_NAME}; "
+                                    "pack bundles with rmd bundle create")
+        file_list_bytes = self._read_small(first, MAX_FILE_LIST_BYTES)
+        file_list = parse_file_list(file_list_bytes, f"{self.source}: {FILE_LIST_NAME}")
+        self.limits.check(file_list)
+        # From now on the stream may only hold what files.json declares.
+        self._capped.budget = (self._capped.consumed + MAX_SIGNATURE_BYTES + file_list.total_size
+                               + (len(file_list.files) + 2) * _MEMBER_OVERHEAD + _ARCHIVE_OVERHEAD)
+        member = self._next()
+        signature_bytes = None
+        if member is not None and member.name == SIGNATURE_NAME:
+            signature_bytes = self._read_small(member, MAX_SIGNATURE_BYTES)
+            member = self._next()
+        self._pending = member
+        return self._parse_header(file_list_bytes, signature_bytes)
+
+    def read_manifest(self) -> Manifest:
+        with _archive_errors(self.source):
+            member = self._pending
+            if member is None or member.name != MANIFEST_NAME:
+                found = "the end of the archive" if member is None else repr(member.name)
+                raise BundleFormatError(f"{self.source}: expected {MANIFEST_NAME} after {FILE_LIST_NAME}, found "
+                                        f"{found}; pack bundles with rmd bundle create")
+            return self._parse_manifest(self._read_small(member, MAX_MANIFEST_BYTES))
+
+    def extract(self, dest: Path | None, progress: ProgressCallback | None = None) -> None:
+        if dest is not None:
+            self._write_metadata(dest)
+        listed = self.header.file_list.by_path()
+        seen = {MANIFEST_NAME}
+        tracker = _Progress(self.header.file_list.total_size, progress)
+        with _archive_errors(self.source):
+            while (member := self._next()) is not None:
+                entry = listed.get(member.name)
+                if member.name in seen:
+                    raise IntegrityError(f"{member.name} appears twice in the archive; a later copy could "
+                                         "replace a checked one, so the bundle is refused")
+                if entry is None:
+                    raise IntegrityError(f"{member.name} is in the archive but not listed in {FILE_LIST_NAME} "
+                                         "(an extra, unsigned file); rebuild the bundle with rmd bundle create")
+                if member.size != entry.size:
+                    raise IntegrityError(f"{member.name} is {member.size} bytes in the archive but "
+                                         f"{FILE_LIST_NAME} says {entry.size}; the bundle was altered")
+                seen.add(member.name)
+                stream = self._tar.extractfile(member)
+                assert stream is not None
+                _copy_checked(stream, dest, member.name, entry.sha256, entry.size, tracker)
+        missing = sorted(set(listed) - seen)
+        if missing:
+            raise IntegrityError(f"{FILE_LIST_NAME} lists {', '.join(missing[:5])} but the archive does not "
+                                 "contain it (truncated or incomplete bundle)")
+
+
+class _DirectoryReader(BundleReader):
+    """An unpacked bundle directory, held to the same rules as an archive."""
+
+    def __init__(self, source: Path, limits: ExtractionLimits) -> None:
+        super().__init__(source, limits)
+        file_list_path = source / FILE_LIST_NAME
+        if not file_list_path.exists():
+            raise BundleFormatError(f"{source} has no {FILE_LIST_NAME}; a bundle directory needs one (write it "
+                                    "with robot_model_deployer.bundle.filelist.write_file_list)")
+        file_list_bytes = _read_regular(file_list_path, MAX_FILE_LIST_BYTES)
+        signature_path = source / SIGNATURE_NAME
+        signature_bytes = _read_regular(signature_path, MAX_SIGNATURE_BYTES) if signature_path.exists() \
+            or signature_path.is_symlink() else None
+        self.header = self._parse_header(file_list_bytes, signature_bytes)
+
+    def read_manifest(self) -> Manifest:
+        path = self.source / MANIFEST_NAME
+        if not path.exists():
+            raise BundleFormatError(f"{self.source} is not a bundle: it has no {MANIFEST_NAME}")
+        return self._parse_manifest(_read_regular(path, MAX_MANIFEST_BYTES))
+
+    def extract(self, dest: Path | None, progress: ProgressCallback | None = None) -> None:
+        listed = self.header.file_list.by_path()
+        present = set(walk_bundle_dir(self.source))
+        extra = sorted(present - set(listed))
+        if extra:
+            raise IntegrityError(f"{extra[0]} is in {self.source} but not listed in {FILE_LIST_NAME} "
+                                 "(an extra, unsigned file); remove it or rewrite the file list")
+        missing = sorted(set(listed) - present)
+        if missing:
+            raise IntegrityError(f"{FILE_LIST_NAME} lists {', '.join(missing[:5])} but {self.source} does not "
+                                 "contain it")
+        if dest is not None:
+            self._write_metadata(dest)
+        tracker = _Progress(self.header.file_list.total_size, progress)
+        for relative, entry in listed.items():
+            if relative == MANIFEST_NAME:
+                continue
+            descriptor = os.open(self.source / relative, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(descriptor, "rb") as stream:
+                _copy_checked(stream, dest, relative, entry.sha256, entry.size, tracker)
+
+
+class _Progress:
+    """Turns bytes copied into (file, fraction) calls."""
+
+    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
+        self._total = max(total, 1)
+        self._done = 0
+        self._callback = callback
+
+    def advance(self, name: str, size: int) -> None:
+        self._done += size
+        if self._callback is not None:
+            self._callback(name, min(self._done / self._total, 1.0))
+
+
+def _check_member(member: tarfile.TarInfo) -> None:
+    """Admit regular files with plain relative names; everything else is refused by kind."""
+    name = member.name
+    if member.issym():
+        raise UnsafeArchiveError(f"{name!r} is a symlink (to {member.linkname!r}); bundles hold regular files only")
+    if member.islnk():
+        raise UnsafeArchiveError(f"{name!r} is a hard link (to {member.linkname!r}); bundles hold regular "
+                                 "files only")
+    if member.ischr() or member.isblk():
+        raise UnsafeArchiveError(f"{name!r} is a device node; bundles hold regular files only")
+    if member.isfifo():
+        raise UnsafeArchiveError(f"{name!r} is a FIFO; bundles hold regular files only")
+    if member.isdir():
+        raise UnsafeArchiveError(f"{name!r} is a directory entry; bundles hold regular files only "
+                                 "(directories are implied by file paths)")
+    if not member.isreg():
+        raise UnsafeArchiveError(f"{name!r} has tar type {member.type!r}; bundles hold regular files only")
+    check_bundle_path(name)
+    try:
+        # The standard library's own policy as a second line behind the checks above.
+        tarfile.data_filter(member, _FILTER_ROOT)
+    except tarfile.FilterError as exc:
+        raise UnsafeArchiveError(f"{name!r} is refused by tarfile's data filter: {exc}") from None
+
+
+def _digest(data: bytes) -> tuple[str, int]:
+    return hash_stream(io.BytesIO(data))
+
+
+def _check_hash(name: str, want_sha256: str, want_size: int, sha256: str, size: int) -> None:
+    if size != want_size or sha256 != want_sha256:
+        raise IntegrityError(f"{name} does not match {FILE_LIST_NAME} (sha256 {sha256[:12]}..., {size} bytes; "
+                             f"expected {want_sha256[:12]}..., {want_size} bytes): the file was altered or "
+                             "damaged; get a fresh copy of the bundle")
+
+
+def _copy_checked(stream: BinaryIO, dest: Path | None, name: str, sha256: str, size: int,
+                  tracker: _Progress) -> None:
+    """Stream one file to ``dest/name`` (or nowhere), hashing as it goes."""
+    if dest is None:
+        digest, actual = hash_stream(stream, lambda chunk: tracker.advance(name, len(chunk)), limit=size)
+        _check_hash(name, sha256, size, digest, actual)
+        return
+    target = dest / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(descriptor, "wb") as out:
+        def write(chunk: bytes) -> None:
+            out.write(chunk)
+            tracker.advance(name, len(chunk))
+        digest, actual = hash_stream(stream, write, limit=size)
+        _check_hash(name, sha256, size, digest, actual)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """Read a small file that must be a regular file, not a link, of at most ``limit`` bytes."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise UnsafeArchiveError(f"{path} cannot be opened as a regular file ({exc.strerror}); "
+                                 "bundle files must not be symlinks") from None
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            raise UnsafeArchiveError(f"{path} is not a regular file")
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise LimitExceededError(f"{path} is larger than {limit} bytes")
+    return data
+
+
+# ---- writing ---------------------------------------------------------------
+
+
+def create_bundle(*, source: Path, output: Path, progress: ProgressCallback | None = None) -> FileList:
+    """Check the bundle directory ``source`` and pack it as an unsigned bundle tar at ``output``."""
+    load_bundle_dir(source)
+    if output.resolve().is_relative_to(source.resolve()):
+        raise BundleError(f"output {output} is inside the bundle directory {source}; write it elsewhere")
+    file_list = _build_checked_file_list(source)
+    write_bundle_tar(output=output, root=source, file_list_bytes=file_list.to_bytes(), signature=None,
+                     progress=progress)
+    return file_list
+
+
+def _build_checked_file_list(source: Path) -> FileList:
+    file_list = build_file_list(source)
+    ExtractionLimits().check(file_list)
+    return file_list
+
+
+def sign_bundle(*, bundle: Path, key: Path, limits: ExtractionLimits = ExtractionLimits()) -> Signature:
+    """Add or replace the signature of a bundle tar, after checking every file against ``files.json``.
+
+    The bundle is unpacked to a temporary directory next to it and repacked,
+    so what gets signed is exactly what was checked.
+    """
+    private_key = load_private_key(key)
+    with tempfile.TemporaryDirectory(prefix=".rmd-sign-", dir=bundle.parent) as scratch:
+        root = Path(scratch)
+        with open_bundle(bundle, limits) as reader:
+            if reader.source.is_dir():
+                raise BundleError(f"{bundle} is a directory; sign a bundle tar made by rmd bundle create")
+            reader.read_manifest()
+            reader.extract(root)
+            file_list_bytes = reader.header.file_list_bytes
+        signature = sign_file_list(file_list_bytes, private_key)
+        write_bundle_tar(output=bundle, root=root, file_list_bytes=file_list_bytes, signature=signature)
+    return signature
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What ``rmd bundle inspect`` shows; nothing here has been verified."""
+
+    manifest: Manifest
+    file_list: FileList
+    signature_key_id: str | None
+
+
+def inspect_bundle(*, bundle: Path, limits: ExtractionLimits = ExtractionLimits()) -> BundleInfo:
+    """Read a bundle's header and manifest only: no trust store, no model bytes."""
+    with open_bundle(bundle, limits) as reader:
+        manifest = reader.read_manifest()
+        signature = reader.header.signature
+        return BundleInfo(manifest, reader.header.file_list, None if signature is None else signature.key_id)
+
+
+def write_bundle_tar(*, output: Path, root: Path, file_list_bytes: bytes, signature: Signature | None,
+                     progress: ProgressCallback | None = None) -> None:
+    """Pack ``root`` in format order; each file is re-hashed as packed so a change mid-way is caught.
+
+    Written to a temporary name and renamed, so ``output`` is never half a bundle.
+    """
+    file_list = parse_file_list(file_list_bytes)
+    ordered = [MANIFEST_NAME] + [e.path for e in file_list.files if e.path != MANIFEST_NAME]
+    listed = file_list.by_path()
+    tracker = _Progress(file_list.total_size, progress)
+    temporary = output.with_name(output.name + ".partial")
+    try:
+        with tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
+            _add_bytes(tar, FILE_LIST_NAME, file_list_bytes)
+            if signature is not None:
+                _add_bytes(tar, SIGNATURE_NAME, signature.to_bytes())
+            for relative in ordered:
+                entry = listed[relative]
+                with open(root / relative, "rb") as stream:
+                    hashing = _HashingReader(stream, lambda n, name=relative: tracker.advance(name, n))
+                    tar.addfile(_member_info(relative, entry.size), hashing)
+                    _check_hash(relative, entry.sha256, entry.size, hashing.hexdigest(), hashing.size)
+        os.replace(temporary, output)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+class _HashingReader(io.RawIOBase):
+    def __init__(self, stream: BinaryIO, on_read: Callable[[int], None]) -> None:
+        self._stream = stream
+        self._hash = hashlib.sha256()
+        self._on_read = on_read
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._hash.update(data)
+        self.size += len(data)
+        self._on_read(len(data))
+        return data
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def _member_info(name: str, size: int) -> tarfile.TarInfo:
+    """A reproducible header: no owner, no timestamp, mode 0644."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    tar.addfile(_member_info(name, len(data)), io.BytesIO(data))
