@@ -47,6 +47,8 @@ _BLOCK = 512
 _MEMBER_OVERHEAD = 4 * _BLOCK
 _ARCHIVE_OVERHEAD = 4 * tarfile.RECORDSIZE
 _FILTER_ROOT = "/rmd-extraction-root"
+# Unpacked bundle files are read-only: an installed version is immutable.
+_FILE_MODE = 0o444
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class BundleReader(ABC):
     def _write_metadata(self, dest: Path) -> None:
         if self._manifest_bytes is None:
             raise RuntimeError("read_manifest() must come before extract()")
+        dest.mkdir(parents=True, exist_ok=True)
         _write_file(dest / FILE_LIST_NAME, self.header.file_list_bytes)
         if self.header.signature is not None:
             _write_file(dest / SIGNATURE_NAME, self.header.signature.to_bytes())
@@ -394,7 +397,7 @@ def _copy_checked(stream: BinaryIO, dest: Path | None, name: str, sha256: str, s
         return
     target = dest / name
     target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
     with os.fdopen(descriptor, "wb") as out:
         def write(chunk: bytes) -> None:
             out.write(chunk)
@@ -406,7 +409,7 @@ def _copy_checked(stream: BinaryIO, dest: Path | None, name: str, sha256: str, s
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
     with os.fdopen(descriptor, "wb") as out:
         out.write(data)
         out.flush()

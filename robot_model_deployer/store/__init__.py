@@ -1,0 +1,1 @@
+"""The on-robot model store: installed versions, active/previous/candidate slots, crash recovery."""

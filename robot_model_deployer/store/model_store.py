@@ -1,0 +1,350 @@
+"""The robot's model store: installed versions, which one serves, and why.
+
+Layout under the store root::
+
+    state.json                      slots, stage, history (replaced atomically)
+    staging/                        scratch; wiped on every open
+    versions/<name>/<version>/
+        bundle/                     the verified bundle, read-only
+        derived/                    compiled models and reports of later stages
+        install.json                who signed it, when it was installed
+
+A version directory appears by one rename from ``staging/``, so it is
+complete or absent; slots only ever name versions already on disk.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from robot_model_deployer.bundle.archive import ExtractionLimits, ProgressCallback
+from robot_model_deployer.bundle.errors import BundleError, InsufficientSpaceError, VersionConflictError
+from robot_model_deployer.bundle.filelist import FileList
+from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
+from robot_model_deployer.bundle.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest
+from robot_model_deployer.bundle.signing import TrustStore
+from robot_model_deployer.bundle.verify import VerifiedBundle, check_model, unpack_bundle
+from robot_model_deployer.store.durable import TEMP_SUFFIX, fsync_dir, fsync_tree, write_atomic
+from robot_model_deployer.store.state import DeploymentStage, EventKind, StoreError, StoreState, VersionRef
+
+STATE_NAME = "state.json"
+VERSIONS_DIR = "versions"
+STAGING_DIR = "staging"
+BUNDLE_SUBDIR = "bundle"
+DERIVED_SUBDIR = "derived"
+INSTALL_RECORD = "install.json"
+DEFAULT_FREE_SPACE_MARGIN = 64 << 20
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InstalledVersion:
+    """One version on disk, as ``ingest`` and ``list_versions`` report it."""
+
+    ref: VersionRef
+    root: Path
+    manifest: Manifest
+    key_id: str | None
+    installed_at: str
+    forced: bool
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def bundle_dir(self) -> Path:
+        return self.root / BUNDLE_SUBDIR
+
+    @property
+    def derived_dir(self) -> Path:
+        return self.root / DERIVED_SUBDIR
+
+
+class ModelStore:
+    """All changes to installed models go through here; every change is recorded with its reason.
+
+    Open with ``ModelStore.open(root)``, which also recovers from a crash.
+    Not safe for two processes at once: one manager owns a store.
+    """
+
+    def __init__(self, root: Path, state: StoreState, keep_others: int, free_space_margin: int) -> None:
+        self.root = root
+        self._state = state
+        self.keep_others = keep_others
+        self.free_space_margin = free_space_margin
+
+    # ---- opening and recovery ------------------------------------------------
+
+    @classmethod
+    def open(cls, root: Path, *, keep_others: int = 2,
+             free_space_margin: int = DEFAULT_FREE_SPACE_MARGIN) -> "ModelStore":
+        """Open (or create) the store at ``root``, wipe staging and roll back an uncommitted candidate.
+
+        ``keep_others`` versions besides those a slot names survive pruning;
+        ``free_space_margin`` bytes must stay free after staging a bundle.
+        """
+        if keep_others < 0 or free_space_margin < 0:
+            raise ValueError("keep_others and free_space_margin must be >= 0")
+        root = Path(root)
+        for directory in (root, root / VERSIONS_DIR, root / STAGING_DIR):
+            directory.mkdir(parents=True, exist_ok=True)
+        _wipe(root / STAGING_DIR)
+        (root / (STATE_NAME + TEMP_SUFFIX)).unlink(missing_ok=True)
+        state_path = root / STATE_NAME
+        state = StoreState.from_bytes(state_path.read_bytes(), str(state_path)) if state_path.exists() \
+            else StoreState()
+        store = cls(root, state, keep_others, free_space_margin)
+        store._recover()
+        return store
+
+    def _recover(self) -> None:
+        state = self._state
+        for slot in ("active", "previous", "candidate"):
+            ref = getattr(state, slot)
+            if ref is not None and not self.version_dir(ref).is_dir():
+                state = replace(state, **{slot: None}).with_event(
+                    EventKind.RECOVERED, ref, f"{slot} slot named {ref}, which is not on disk; slot cleared")
+        if state.candidate is not None:
+            serving = f"serving {state.active}" if state.active else "no model is active"
+            state = replace(state, candidate=None, stage=DeploymentStage.IDLE,
+                            stage_message=f"recovered: candidate {state.candidate} rolled back").with_event(
+                EventKind.RECOVERED, state.candidate,
+                f"candidate {state.candidate} was not committed when the store was last closed (crash or restart "
+                f"during stage {state.stage.value}); rolled back, {serving}")
+        elif state.stage not in (DeploymentStage.IDLE, DeploymentStage.FAILED):
+            state = replace(state, stage=DeploymentStage.IDLE,
+                            stage_message=f"recovered: deployment interrupted during {state.stage.value}").with_event(
+                EventKind.RECOVERED, None, f"deployment interrupted during {state.stage.value}; back to idle")
+        for ref in self._refs_on_disk():
+            # A crash between the rename into versions/ and the state update.
+            state = state.with_newest(ref)
+        if state != self._state or not (self.root / STATE_NAME).exists():
+            self._save(state)
+
+    # ---- queries -----------------------------------------------------------
+
+    @property
+    def state(self) -> StoreState:
+        return self._state
+
+    def version_dir(self, ref: VersionRef) -> Path:
+        return self.root / VERSIONS_DIR / ref.name / str(ref.version)
+
+    def bundle_dir(self, ref: VersionRef) -> Path:
+        """The verified bundle files of ``ref`` (read-only)."""
+        return self.version_dir(ref) / BUNDLE_SUBDIR
+
+    def derived_dir(self, ref: VersionRef) -> Path:
+        """Where later stages (optimize, compile, shadow) keep artifacts and reports for ``ref``."""
+        return self.version_dir(ref) / DERIVED_SUBDIR
+
+    def load(self, ref: VersionRef) -> BundleDir:
+        """Open an installed version for serving; raises StoreError if it is not installed."""
+        if not self.version_dir(ref).is_dir():
+            raise StoreError(f"{ref} is not installed in {self.root}")
+        return load_bundle_dir(self.bundle_dir(ref))
+
+    def list_versions(self) -> list[InstalledVersion]:
+        """Every installed version, ordered by name then version."""
+        return [self._installed(ref) for ref in self._refs_on_disk()]
+
+    def _refs_on_disk(self) -> list[VersionRef]:
+        refs = []
+        for name_dir in sorted((self.root / VERSIONS_DIR).iterdir()):
+            for version_dir in name_dir.iterdir():
+                try:
+                    refs.append(VersionRef.parse(f"{name_dir.name}@{version_dir.name}"))
+                except ValueError:
+                    _log.warning("ignoring %s: not a version directory", version_dir)
+        return sorted(refs, key=lambda r: (r.name, r.version))
+
+    def _installed(self, ref: VersionRef) -> InstalledVersion:
+        root = self.version_dir(ref)
+        try:
+            record = json.loads((root / INSTALL_RECORD).read_text(encoding="utf-8"))
+            manifest = parse_manifest((root / BUNDLE_SUBDIR / MANIFEST_NAME).read_text(encoding="utf-8"))
+            return InstalledVersion(ref, root, manifest, record["key_id"], record["installed_at"],
+                                    record["forced"], tuple(record["warnings"]))
+        except (OSError, ValueError, KeyError, ManifestError) as exc:
+            raise StoreError(f"installed version {root} is damaged ({exc}); remove it from the store") from None
+
+    # ---- ingest ------------------------------------------------------------
+
+    def ingest(self, bundle_path: Path, *, trust: TrustStore | None, allow_unsigned: bool = False,
+               force: bool = False, limits: ExtractionLimits = ExtractionLimits(),
+               progress: ProgressCallback | None = None) -> InstalledVersion:
+        """Verify a bundle (tar or directory) and install it as a new version; slots are not touched.
+
+        Refused bundles raise a BundleError subclass, leave a ``rejected``
+        event in the history and nothing outside ``staging/``.
+        ``force`` admits a downgrade or a replay of a version no longer on
+        disk; it is recorded as a ``forced`` event.
+        """
+        bundle_path = Path(bundle_path)
+        work = self.root / STAGING_DIR / uuid.uuid4().hex
+        work.mkdir()
+        seen: list[VersionRef] = []
+        forced: list[str] = []
+
+        def before_extract(manifest: Manifest, file_list: FileList) -> None:
+            ref = VersionRef(manifest.name, manifest.version)
+            seen.append(ref)
+            forced.extend(self._check_version(ref, force))
+            self._check_space(file_list.total_size)
+
+        try:
+            verified = unpack_bundle(bundle_path, dest=work / BUNDLE_SUBDIR, trust=trust,
+                                     allow_unsigned=allow_unsigned, limits=limits,
+                                     before_extract=before_extract, progress=progress)
+            check_model(work / BUNDLE_SUBDIR)
+            return self._install(work, verified, bundle_path, forced)
+        except BundleError as exc:
+            self._save(self._state.with_event(EventKind.REJECTED, seen[0] if seen else None,
+                                              f"{bundle_path} rejected: {exc}"))
+            raise
+        finally:
+            if work.exists():
+                shutil.rmtree(work)
+
+    def _install(self, work: Path, verified: VerifiedBundle, bundle_path: Path,
+                 forced: list[str]) -> InstalledVersion:
+        """Move a verified staging directory into ``versions/`` and record it."""
+        ref = VersionRef(verified.manifest.name, verified.manifest.version)
+        installed_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        (work / DERIVED_SUBDIR).mkdir()
+        record = {"format": 1, "name": ref.name, "version": str(ref.version), "key_id": verified.key_id,
+                  "installed_at": installed_at, "forced": bool(forced), "warnings": list(verified.warnings),
+                  "source": str(bundle_path)}
+        write_atomic(work / INSTALL_RECORD, (json.dumps(record, indent=1) + "\n").encode("utf-8"))
+        fsync_tree(work)
+        target = self.version_dir(ref)
+        name_dir = target.parent
+        if not name_dir.is_dir():
+            name_dir.mkdir()
+            fsync_dir(name_dir.parent)
+        os.rename(work, target)
+        fsync_dir(name_dir)
+        fsync_dir(work.parent)
+        state = self._state.with_newest(ref)
+        signer = f"signed by key {verified.key_id}" if verified.key_id else "UNSIGNED"
+        state = state.with_event(EventKind.INSTALLED, ref, f"installed from {bundle_path}, {signer}")
+        for message in forced:
+            state = state.with_event(EventKind.FORCED, ref, message)
+        self._save(replace(state, bad=tuple(r for r in state.bad if r != ref)))
+        return InstalledVersion(ref, target, verified.manifest, verified.key_id, installed_at, bool(forced),
+                                verified.warnings)
+
+    def _check_version(self, ref: VersionRef, force: bool) -> list[str]:
+        """Refuse downgrades and replays; with ``force`` return what to record instead."""
+        if self.version_dir(ref).exists():
+            raise VersionConflictError(f"{ref} is already installed and installed versions are immutable; "
+                                       "deploy it by reference, or bump the version for new contents")
+        newest = self._state.newest_version(ref.name)
+        if newest is None or ref.version > newest:
+            return []
+        kind = "a downgrade" if ref.version < newest else "a replay of the same version"
+        if not force:
+            raise VersionConflictError(f"{ref} is {kind}: the store already had {ref.name} {newest}; bump the "
+                                       "version in manifest.yaml, or force the install if you mean it")
+        return [f"{ref} is {kind} (store had {ref.name} {newest}); installed because force was set"]
+
+    def _check_space(self, declared_bytes: int) -> None:
+        free = shutil.disk_usage(self.root).free
+        needed = declared_bytes + self.free_space_margin
+        if free < needed:
+            raise InsufficientSpaceError(f"the bundle needs {declared_bytes} bytes plus a {self.free_space_margin} "
+                                         f"byte margin, but {self.root} has only {free} bytes free; prune old "
+                                         "versions or free disk space")
+
+    # ---- deployment steps ----------------------------------------------------
+
+    def set_candidate(self, ref: VersionRef) -> None:
+        """Put an installed version on trial; it serves only after ``commit_candidate``."""
+        state = self._state
+        if state.candidate is not None:
+            raise StoreError(f"{state.candidate} is already the candidate; commit or reject it first")
+        if not self.version_dir(ref).is_dir():
+            raise StoreError(f"{ref} is not installed; ingest its bundle first")
+        if ref in state.bad:
+            raise StoreError(f"{ref} was marked bad after a failed deployment; publish a new version")
+        if ref == state.active:
+            raise StoreError(f"{ref} is already active")
+        self._save(replace(state, candidate=ref).with_event(EventKind.CANDIDATE_SET, ref, f"{ref} on trial"))
+
+    def set_stage(self, stage: DeploymentStage, message: str = "") -> None:
+        """Record how far the current deployment got (shown in status, kept in history)."""
+        state = replace(self._state, stage=stage, stage_message=message)
+        self._save(state.with_event(EventKind.STAGE_CHANGED, state.candidate, f"{stage.value}: {message}"))
+
+    def commit_candidate(self) -> VersionRef:
+        """The candidate proved itself: it becomes active and the old active becomes previous."""
+        state = self._state
+        if state.candidate is None:
+            raise StoreError("there is no candidate to commit; set_candidate first")
+        ref = state.candidate
+        state = replace(state, active=ref, previous=state.active or state.previous, candidate=None,
+                        stage=DeploymentStage.IDLE, stage_message=f"committed {ref}")
+        self._save(state.with_event(EventKind.COMMITTED, ref, f"{ref} active, previous {state.previous}"))
+        self._prune()
+        return ref
+
+    def reject_candidate(self, reason: str, mark_bad: bool = True) -> None:
+        """The candidate failed a gate; the active version keeps serving."""
+        state = self._state
+        if state.candidate is None:
+            raise StoreError("there is no candidate to reject")
+        ref = state.candidate
+        bad = state.bad + (ref,) if mark_bad and ref not in state.bad else state.bad
+        state = replace(state, candidate=None, bad=bad, stage=DeploymentStage.FAILED,
+                        stage_message=f"{ref} rejected: {reason}")
+        marked = " and marked bad" if mark_bad else ""
+        self._save(state.with_event(EventKind.CANDIDATE_REJECTED, ref, f"rejected{marked}: {reason}"))
+
+    def rollback(self, reason: str) -> VersionRef:
+        """Serve the previous version again (active and previous swap); a pending candidate is dropped."""
+        state = self._state
+        if state.previous is None:
+            raise StoreError("there is no previous version to roll back to")
+        if state.candidate is not None:
+            state = replace(state, candidate=None).with_event(
+                EventKind.CANDIDATE_REJECTED, state.candidate, f"dropped by rollback: {reason}")
+        restored = state.previous
+        state = replace(state, active=restored, previous=state.active, stage=DeploymentStage.IDLE,
+                        stage_message=f"rolled back to {restored}: {reason}")
+        self._save(state.with_event(EventKind.ROLLED_BACK, restored, f"from {state.previous}: {reason}"))
+        return restored
+
+    # ---- internals -----------------------------------------------------------
+
+    def _prune(self) -> None:
+        """Keep what a slot names plus the ``keep_others`` most recently installed others."""
+        named = set(self._state.slots)
+        others = sorted((v for v in self.list_versions() if v.ref not in named),
+                        key=lambda v: v.installed_at, reverse=True)
+        for version in others[self.keep_others:]:
+            # Moving into staging first makes the removal atomic: a crash leaves it to the next wipe.
+            trash = self.root / STAGING_DIR / f"pruned-{uuid.uuid4().hex}"
+            os.rename(version.root, trash)
+            fsync_dir(version.root.parent)
+            self._save(self._state.with_event(EventKind.PRUNED, version.ref,
+                                              f"removed to keep {self.keep_others} unused versions"))
+            _wipe(trash)
+            trash.rmdir()
+
+    def _save(self, state: StoreState) -> None:
+        write_atomic(self.root / STATE_NAME, state.to_bytes())
+        self._state = state
+
+
+def _wipe(directory: Path) -> None:
+    """Remove everything inside ``directory`` (read-only bundle files included)."""
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
