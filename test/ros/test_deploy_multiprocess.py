@@ -10,7 +10,7 @@ import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from graph_harness import NodeProcess, RosTestClient, next_domain_id, stop_all, wait_for
+from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient, next_domain_id, stop_all, wait_for
 from robot_model_deployer.inference.preprocess import PixelFormat
 from robot_model_deployer.msg import DeploymentStatus, InferenceResult
 from robot_model_deployer.nodes.conversions import array_to_image

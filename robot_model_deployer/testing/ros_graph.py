@@ -1,4 +1,4 @@
-"""Run real nodes in separate processes over real DDS, and talk to them.
+"""Run real nodes in separate processes over real DDS, and talk to them (tests, bench/).
 
 Every ROS test takes a fresh ROS_DOMAIN_ID so that its processes never meet
 those of another test (or a leftover process) on this host.
@@ -48,14 +48,15 @@ class NodeProcess:
     """One node executable in its own process; its output goes to a log file."""
 
     def __init__(self, exe: str, name: str, domain_id: int, log_dir: Path,
-                 parameters: dict[str, Any] | None = None, remappings: dict[str, str] | None = None) -> None:
+                 parameters: dict[str, Any] | None = None, remappings: dict[str, str] | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         command = [executable(exe), "--ros-args", "-r", f"__node:={name}"]
         for key, value in (remappings or {}).items():
             command += ["-r", f"{key}:={value}"]
         for key, value in (parameters or {}).items():
             command += ["-p", f"{key}:={_ros_value(value)}"]
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-                   PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
+                   PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0", **(extra_env or {}))
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")
