@@ -98,7 +98,8 @@ def test_nan_outputs_fail_and_count_as_judged_frames():
     assert verdict.reasons == ("the candidate output NaN or Inf on 2 of 20 frames; none are allowed",)
     report = verdict.report
     assert (report.candidate_non_finite, report.frames_paired, report.frames_judged) == (2, 18, 20)
-    assert report.expired_live == 0
+    # The live results of the two failed frames are settled, not left to expire as unpaired.
+    assert shadow.verdict(now + 1.0).report.expired_live == 0
 
 
 def test_inf_box_in_detection_is_caught():
@@ -115,12 +116,16 @@ def test_candidate_errors_fail_above_max_error_rate_and_pass_within_it():
     tolerant = classifier_shadow(max_error_rate=0.1)
     for shadow in (strict, tolerant):
         feed(shadow, range(19), lambda f: label(0), lambda f: label(0))
+        shadow.add_live(stamp(19), label(0), 1.9, 10.0)
         shadow.add_candidate_error(stamp(19), 1.95)
-    verdict = strict.verdict(2.0)
+    strict.verdict(2.95)
+    verdict = strict.verdict(3.95)
     assert verdict.outcome is ShadowOutcome.FAIL
+    # The live result of the failed frame is settled, not left to expire as unpaired.
+    assert verdict.report.expired_live == 0
     assert "error on 1 of 20 frames (5.0%)" in verdict.reasons[0]
     assert "acceptance.max_error_rate" in verdict.reasons[0]
-    assert tolerant.verdict(2.0).outcome is ShadowOutcome.PASS
+    assert tolerant.verdict(2.95).outcome is ShadowOutcome.PASS
 
 
 def test_a_candidate_that_fails_every_frame_still_reaches_a_verdict():

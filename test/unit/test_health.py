@@ -1,0 +1,191 @@
+"""Probation health watch: every check, with times passed in."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from robot_model_deployer.bundle.manifest import AcceptanceSpec
+from robot_model_deployer.inference.postprocess import Prediction
+from robot_model_deployer.validation.health import HealthState, HealthThresholds, HealthWatch
+
+FRAME_S = 0.05  # a 20 Hz camera
+GOOD = Prediction(np.array([0, 1], np.int32), np.array([0.9, 0.1], np.float32), ("red", "green"))
+BROKEN = Prediction(np.array([0, 1], np.int32), np.array([np.nan, 0.1], np.float32), ("red", "green"))
+
+
+def stamp(frame: int) -> int:
+    return 5_000_000_000 + frame * 50_000_000
+
+
+def watch(baseline_ms: float | None = 10.0, thresholds: HealthThresholds = HealthThresholds(),
+          **acceptance) -> HealthWatch:
+    return HealthWatch(AcceptanceSpec(**{"probation_seconds": 5.0, **acceptance}), baseline_ms, thresholds)
+
+
+def run(health: HealthWatch, frames: range, answered=lambda f: True, latency_ms=lambda f: 10.0,
+        prediction=lambda f: GOOD, start_s: float = 0.0):
+    """Camera frames at 20 Hz, each answered 10 ms later when ``answered``; returns statuses per frame."""
+    statuses = []
+    for frame in frames:
+        now = start_s + frame * FRAME_S
+        health.add_input(stamp(frame), now)
+        if answered(frame):
+            health.add_output(stamp(frame), now + 0.01, latency_ms(frame), prediction(frame).is_finite())
+        statuses.append(health.status(now + 0.02))
+    return statuses
+
+
+def test_healthy_probation_warms_up_then_passes_at_the_end_and_stays_passed():
+    health = watch()
+    statuses = run(health, range(100))  # 0 .. 4.97 s
+    assert statuses[0].state is HealthState.WARMING_UP
+    assert statuses[30].state is HealthState.HEALTHY
+    assert statuses[-1].state is HealthState.HEALTHY
+    final = health.status(5.0)
+    assert final.state is HealthState.PASSED and final.decided
+    assert final.reasons == ()
+    assert (final.inputs, final.outputs, final.errors, final.non_finite) == (100, 100, 0, 0)
+    assert final.latency_p99_ms == pytest.approx(10.0)
+    health.add_error(5.1)
+    assert health.status(5.2) is final
+
+
+def test_stalled_output_is_unhealthy_after_stall_seconds_while_frames_keep_coming():
+    # The output-ratio check would also catch this; switched off to see the stall check alone.
+    health = watch(thresholds=HealthThresholds(min_output_ratio=0.0))
+    statuses = run(health, range(80), answered=lambda f: f < 40)  # output stops at 2.0 s
+    first_bad = next(i for i, s in enumerate(statuses) if s.state is HealthState.UNHEALTHY)
+    # Frame 40 arrived at 2.0 s; it is a stall once it waited more than 1 s.
+    assert first_bad * FRAME_S + 0.02 - 2.0 == pytest.approx(1.02, abs=0.051)
+    assert any(reason.startswith("no result for 1.0 s while camera frames keep arriving")
+               for reason in statuses[first_bad].reasons)
+    assert statuses[first_bad].decided
+
+
+def test_results_lagging_ever_further_behind_are_a_stall_even_though_results_come():
+    health = watch(baseline_ms=None)
+    # Each result is for a frame ever older: the node's queue grows.
+    for frame in range(60):
+        now = frame * FRAME_S
+        health.add_input(stamp(frame), now)
+        health.add_output(stamp(frame // 2), now + 0.01, 10.0, True)
+    status = health.status(60 * FRAME_S)
+    assert status.state is HealthState.UNHEALTHY
+    assert "no result for" in status.reasons[0]
+
+
+def test_output_rate_drop_is_unhealthy():
+    health = watch()
+    statuses = run(health, range(60), answered=lambda f: f < 20 or f % 2 == 0)
+    bad = [s for s in statuses if s.state is HealthState.UNHEALTHY]
+    assert bad, "half the frames unanswered must fail the 80% output ratio"
+    assert bad[0].reasons == ("only 27 results for 34 camera frames in the last 2 s (79%); at least 80% must "
+                              "get a result",)
+    assert bad[0].output_ratio == pytest.approx(27 / 34)
+
+
+def test_skipping_frames_within_the_ratio_is_healthy():
+    health = watch()
+    statuses = run(health, range(99), answered=lambda f: f % 10 != 0)
+    assert {s.state for s in statuses[20:]} == {HealthState.HEALTHY}
+
+
+def test_latency_regression_against_the_old_model_is_unhealthy():
+    health = watch(baseline_ms=10.0, max_latency_ratio=1.5)
+    statuses = run(health, range(60), latency_ms=lambda f: 16.0)
+    bad = next(s for s in statuses if s.state is HealthState.UNHEALTHY)
+    assert bad.reasons == ("latency p99 is 16.0 ms against 10.0 ms for the old model (1.60x); the bundle "
+                           "allows at most 1.50x (acceptance.max_latency_ratio)",)
+    # Judged after warm-up, on at least min_latency_samples results.
+    assert bad.watched_s >= 1.0 + 19 * FRAME_S
+
+
+def test_slow_first_frames_during_warm_up_are_forgiven():
+    health = watch(baseline_ms=10.0)
+    run(health, range(100), latency_ms=lambda f: 200.0 if f < 10 else 10.0)
+    assert health.status(5.0).state is HealthState.PASSED
+
+
+def test_first_deployment_without_a_baseline_does_not_judge_latency():
+    health = watch(baseline_ms=None)
+    run(health, range(100), latency_ms=lambda f: 500.0)
+    assert health.status(5.0).state is HealthState.PASSED
+
+
+def test_nan_output_is_unhealthy_at_once_even_while_warming_up():
+    health = watch()
+    statuses = run(health, range(10), prediction=lambda f: BROKEN if f == 3 else GOOD)
+    assert [s.state for s in statuses[:3]] == [HealthState.WARMING_UP] * 3
+    assert statuses[3].state is HealthState.UNHEALTHY
+    assert statuses[3].reasons == ("the model output NaN or Inf in 1 of 4 results; none are allowed",)
+    assert statuses[9] is statuses[3]
+
+
+def test_an_exception_is_unhealthy_at_once_when_no_error_is_allowed():
+    health = watch(max_error_rate=0.0)
+    run(health, range(5))
+    health.add_error(0.3)
+    status = health.status(0.3)
+    assert status.state is HealthState.UNHEALTHY
+    assert "the model raised an error on 1 of 6 frames" in status.reasons[0]
+
+
+def test_error_rate_is_judged_against_max_error_rate_after_warm_up():
+    tolerant, strict = watch(max_error_rate=0.1), watch(max_error_rate=0.05)
+    # One early error is a 100% rate on the first frame; it is not judged until warm-up ends.
+    run(tolerant, range(100), answered=lambda f: f != 0)
+    tolerant.add_error(0.0)
+    assert tolerant.status(5.0).state is HealthState.PASSED
+    # Every tenth frame raises: 10% of frames, above the 5% allowed.
+    statuses = []
+    for frame in range(40):
+        now = frame * FRAME_S
+        strict.add_input(stamp(frame), now)
+        if frame % 10 == 9:
+            strict.add_error(now + 0.01)
+        else:
+            strict.add_output(stamp(frame), now + 0.01, 10.0, True)
+        statuses.append(strict.status(now + 0.02))
+    first_bad = next(s for s in statuses if s.state is HealthState.UNHEALTHY)
+    assert first_bad.watched_s == pytest.approx(1.02)
+    assert first_bad.reasons == ("the model raised an error on 2 of 21 frames (9.5%); the bundle allows at most "
+                                 "5.0% (acceptance.max_error_rate)",)
+
+
+def test_no_camera_frames_during_probation_is_not_a_pass():
+    health = watch()
+    for tick in range(51):
+        status = health.status(tick * 0.1)
+    assert status.state is HealthState.UNHEALTHY
+    assert "no camera frame arrived during the 5 s probation" in status.reasons[0]
+
+
+def test_simulated_time_jumps_neither_end_probation_nor_fake_a_stall():
+    health = watch(baseline_ms=10.0)
+    run(health, range(40))  # 0 .. 1.97 s
+    # The simulator skips ahead 60 s: probation is not over, and no frame waited that long.
+    assert health.status(61.97).state is HealthState.HEALTHY
+    # Then it resets to 0: stamps restart; the frames of the old timeline are forgotten.
+    health.add_input(stamp(10_000), 62.0)
+    statuses = run(health, range(40))
+    assert {s.state for s in statuses} == {HealthState.HEALTHY}
+    assert health.status(2.0).watched_s == pytest.approx(1.97 + 1.0 + 1.99, abs=0.05)
+    # Probation ends after 5 watched seconds.
+    run(health, range(40, 45))
+    assert health.status(2.3).state is HealthState.PASSED
+
+
+@pytest.mark.parametrize("field, value", [
+    ("warm_up_s", -1.0), ("rate_window_s", 0.0), ("min_output_ratio", 1.5), ("min_window_inputs", 0),
+    ("stall_s", float("inf")), ("latency_samples", 0), ("min_latency_samples", 1000), ("max_clock_step_s", 0.0),
+])
+def test_bad_thresholds_are_refused_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=f"health threshold {field} "):
+        HealthThresholds(**{field: value})
+
+
+def test_bad_baseline_and_latency_are_refused():
+    with pytest.raises(ValueError, match="baseline_latency_p99_ms"):
+        watch(baseline_ms=0.0)
+    with pytest.raises(ValueError, match="latency"):
+        watch().add_output(stamp(0), 0.0, float("nan"), True)
