@@ -1,0 +1,1 @@
+"""The ``rmd`` command-line tool: a thin layer over the core modules."""

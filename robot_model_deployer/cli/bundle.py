@@ -1,0 +1,84 @@
+"""``rmd bundle``: create, sign, verify and inspect bundle files."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from robot_model_deployer.bundle.archive import create_bundle, inspect_bundle, sign_bundle
+from robot_model_deployer.bundle.signing import TrustStore
+from robot_model_deployer.bundle.verify import verify_bundle
+from robot_model_deployer.cli.progress import progress_for
+
+
+def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    parser = subparsers.add_parser("bundle", help="create, sign, verify and inspect model bundles")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    create = verbs.add_parser("create", help="pack a bundle directory into an (unsigned) bundle .tar")
+    create.add_argument("directory", type=Path, help="directory with manifest.yaml, the model and its files")
+    create.add_argument("-o", "--output", type=Path, required=True, help="bundle file to write")
+    create.set_defaults(run=_create)
+
+    sign = verbs.add_parser("sign", help="add or replace the bundle's signature")
+    sign.add_argument("bundle", type=Path)
+    sign.add_argument("--key", type=Path, required=True, help="private key file from rmd keys generate")
+    sign.set_defaults(run=_sign)
+
+    verify = verbs.add_parser("verify", help="run every check a robot makes before installing the bundle")
+    verify.add_argument("bundle", type=Path, help="bundle .tar (or unpacked bundle directory)")
+    verify.add_argument("--trust", type=Path, help="trust store: directory of trusted .pub key files")
+    verify.add_argument("--allow-unsigned", action="store_true",
+                        help="accept an unsigned bundle (development only; prints a warning)")
+    verify.set_defaults(run=_verify)
+
+    inspect = verbs.add_parser("inspect", help="show manifest, files and signer (checks nothing)")
+    inspect.add_argument("bundle", type=Path)
+    inspect.set_defaults(run=_inspect)
+
+
+def _create(args: argparse.Namespace) -> int:
+    file_list = create_bundle(source=args.directory, output=args.output,
+                              progress=progress_for(args.directory, "packing"))
+    print(f"wrote {args.output}: {len(file_list.files)} files, {file_list.total_size} bytes, unsigned "
+          f"(sign it with: rmd bundle sign {args.output} --key KEY)")
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    signature = sign_bundle(bundle=args.bundle, key=args.key)
+    print(f"signed {args.bundle} with key {signature.key_id}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    if args.trust is None and not args.allow_unsigned:
+        print("rmd: error: give --trust DIR (directory of trusted .pub keys), or --allow-unsigned for "
+              "development", file=sys.stderr)
+        return 1
+    trust = TrustStore.load(args.trust) if args.trust is not None else None
+    verified = verify_bundle(bundle=args.bundle, trust=trust, allow_unsigned=args.allow_unsigned,
+                             progress=progress_for(args.bundle, "checking"))
+    manifest = verified.manifest
+    signer = f"signed by trusted key {verified.key_id}" if verified.signed else "UNSIGNED"
+    print(f"OK {manifest.name} {manifest.version} ({manifest.task.value}): {len(verified.file_list.files)} files, "
+          f"{verified.file_list.total_size} bytes, {signer}, model loads")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    info = inspect_bundle(bundle=args.bundle)
+    manifest = info.manifest
+    signature = (f"key {info.signature_key_id} (not checked; use rmd bundle verify)"
+                 if info.signature_key_id else "none (unsigned)")
+    print(f"bundle     {args.bundle}")
+    print(f"model      {manifest.name} {manifest.version} ({manifest.task.value}), file {manifest.model}")
+    print(f"input      {manifest.input.width}x{manifest.input.height} {manifest.input.color_order.value} "
+          f"{manifest.input.layout.value} {manifest.input.dtype.value}")
+    if manifest.description:
+        print(f"about      {manifest.description}")
+    print(f"signature  {signature}")
+    print(f"files      {len(info.file_list.files)}, {info.file_list.total_size} bytes")
+    for entry in info.file_list.files:
+        print(f"  {entry.size:>12}  {entry.sha256[:16]}  {entry.path}")
+    return 0

@@ -1,0 +1,61 @@
+"""``rmd``: make keys, pack, sign, verify and inspect model bundles.
+
+Each command group is a module with ``add_parser(subparsers)`` that sets
+``run`` on its parsers; adding a group means adding its module to COMMANDS.
+The work itself lives in plain keyword-only functions of the core modules.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from types import ModuleType
+from typing import Sequence
+
+from robot_model_deployer.bundle.loader import BundleError
+from robot_model_deployer.bundle.manifest import ManifestError
+from robot_model_deployer.bundle.signing import KeyFileError
+from robot_model_deployer.cli import bundle, keys
+from robot_model_deployer.store.state import StoreError
+
+COMMANDS: tuple[ModuleType, ...] = (
+    keys,
+    bundle,
+)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rmd", description="Pack, sign and verify robot model bundles.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``rmd`` command; returns the process exit code (argparse exits 2 on bad usage)."""
+    args = build_parser().parse_args(argv)
+    # Core modules log warnings (e.g. an unsigned bundle accepted); show them as rmd's own.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("rmd: %(message)s"))
+    package_log = logging.getLogger("robot_model_deployer")
+    package_log.addHandler(handler)
+    try:
+        return args.run(args)
+    except (BundleError, ManifestError, KeyFileError, StoreError, OSError, ValueError) as exc:
+        # One line, whatever the underlying library put in the message.
+        print(f"rmd: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("rmd: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        package_log.removeHandler(handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
