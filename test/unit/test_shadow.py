@@ -294,3 +294,13 @@ def test_dropped_frames_are_reported():
     shadow.add_dropped_frames()
     shadow.add_dropped_frames(3)
     assert shadow.report().dropped_frames == 4
+
+
+def test_callbacks_reading_the_clock_slightly_out_of_order_neither_reset_nor_add_time():
+    shadow = classifier_shadow()
+    shadow.add_live(stamp(0), label(0), 1.0, 10.0)
+    shadow.add_candidate(stamp(0), label(0), 0.8, 10.0)  # read 0.2 s earlier, delivered later
+    shadow.add_live(stamp(1), label(0), 1.1, 10.0)
+    report = shadow.report()
+    assert report.watched_s == pytest.approx(0.1)
+    assert report.frames_paired == 1
