@@ -167,7 +167,8 @@ class HealthWatch:
         watched = self._observe(now)
         reasons = self._problems(watched)
         probation_over = watched >= self.acceptance.probation_seconds
-        if not reasons and probation_over and self._inputs == 0:
+        # probation_seconds 0 is the bundle author opting out of probation, not a silent camera.
+        if not reasons and probation_over and self._inputs == 0 and self.acceptance.probation_seconds > 0:
             reasons = [f"no camera frame arrived during the {self.acceptance.probation_seconds:g} s probation, "
                        "so the new model was never exercised; check the camera topic"]
         if reasons:

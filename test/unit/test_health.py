@@ -160,6 +160,10 @@ def test_no_camera_frames_during_probation_is_not_a_pass():
     assert "no camera frame arrived during the 5 s probation" in status.reasons[0]
 
 
+def test_zero_probation_seconds_passes_at_once():
+    assert watch(probation_seconds=0.0).status(12.0).state is HealthState.PASSED
+
+
 def test_simulated_time_jumps_neither_end_probation_nor_fake_a_stall():
     health = watch(baseline_ms=10.0)
     run(health, range(40))  # 0 .. 1.97 s
