@@ -16,13 +16,19 @@ from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 
 def generate_launch_description() -> LaunchDescription:
     default_params = str(Path(get_package_share_directory("robot_model_deployer")) / "config" / "deployer.yaml")
     params = LaunchConfiguration("params_file")
     namespace = LaunchConfiguration("namespace")
-    use_sim_time = {"use_sim_time": LaunchConfiguration("use_sim_time")}
+    # Typed on purpose: launch_ros reads an untyped substitution with YAML rules, so a bundle path
+    # such as "/data/bundle #2" would lose everything after " #", and use_sim_time:=1 would reach
+    # the node as an integer (rclpy then refuses it). With a type, the path stays a string and
+    # use_sim_time accepts true/false/1/0 like IfCondition does.
+    use_sim_time = {"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}
+    initial_bundle = ParameterValue(LaunchConfiguration("initial_bundle"), value_type=str)
     topics = [("image", LaunchConfiguration("image_topic")), ("results", LaunchConfiguration("results_topic"))]
 
     perception = [
@@ -32,7 +38,7 @@ def generate_launch_description() -> LaunchDescription:
     ]
     manager = Node(package="robot_model_deployer", executable="manager_node", name="model_manager",
                    namespace=namespace, output="screen",
-                   parameters=[params, use_sim_time, {"initial_bundle": LaunchConfiguration("initial_bundle")}])
+                   parameters=[params, use_sim_time, {"initial_bundle": initial_bundle}])
     camera = Node(package="robot_model_deployer", executable="demo_camera_node", name="demo_camera",
                   namespace=namespace, parameters=[params, use_sim_time],
                   remappings=[("image", LaunchConfiguration("image_topic"))], output="screen",
