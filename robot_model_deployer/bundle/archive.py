@@ -146,6 +146,11 @@ class BundleReader(ABC):
         self._manifest_bytes = data
         return manifest
 
+    def _progress(self, callback: ProgressCallback | None) -> "_Progress":
+        tracker = _Progress(self.header.file_list.total_size, callback)
+        tracker.done = len(self._manifest_bytes or b"")  # read before extract() starts
+        return tracker
+
     def _write_metadata(self, dest: Path) -> None:
         if self._manifest_bytes is None:
             raise RuntimeError("read_manifest() must come before extract()")
@@ -272,7 +277,7 @@ class _TarReader(BundleReader):
             self._write_metadata(dest)
         listed = self.header.file_list.by_path()
         seen = {MANIFEST_NAME}
-        tracker = _Progress(self.header.file_list.total_size, progress)
+        tracker = self._progress(progress)
         with _archive_errors(self.source):
             while (member := self._next()) is not None:
                 entry = listed.get(member.name)
@@ -329,7 +334,7 @@ class _DirectoryReader(BundleReader):
                                  "contain it")
         if dest is not None:
             self._write_metadata(dest)
-        tracker = _Progress(self.header.file_list.total_size, progress)
+        tracker = self._progress(progress)
         for relative, entry in listed.items():
             if relative == MANIFEST_NAME:
                 continue
@@ -343,13 +348,13 @@ class _Progress:
 
     def __init__(self, total: int, callback: ProgressCallback | None) -> None:
         self._total = max(total, 1)
-        self._done = 0
+        self.done = 0
         self._callback = callback
 
     def advance(self, name: str, size: int) -> None:
-        self._done += size
+        self.done += size
         if self._callback is not None:
-            self._callback(name, min(self._done / self._total, 1.0))
+            self._callback(name, min(self.done / self._total, 1.0))
 
 
 def _check_member(member: tarfile.TarInfo) -> None:

@@ -1,0 +1,273 @@
+"""The model store: slots, deployment steps, recovery, retention, and what ingest accepts."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from bundle_helpers import Keys, bundle_directory, bundle_files, make_keys, signed_tar, standard_members, write_tar
+from robot_model_deployer.bundle.errors import (InsufficientSpaceError, IntegrityError, SignatureError,
+                                                UnsafeArchiveError, VersionConflictError)
+from robot_model_deployer.store.model_store import STAGING_DIR, STATE_NAME, ModelStore
+from robot_model_deployer.store.state import DeploymentStage, EventKind, StoreError, VersionRef
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    return make_keys(tmp_path_factory.mktemp("keys"))
+
+
+def _deploy(store: ModelStore, bundle: Path, keys: Keys) -> VersionRef:
+    ref = store.ingest(bundle, trust=keys.trust).ref
+    store.set_candidate(ref)
+    store.commit_candidate()
+    return ref
+
+
+def _ref(version: str) -> VersionRef:
+    return VersionRef.parse(f"colour_classifier@{version}")
+
+
+def test_first_deployment_goes_through_candidate_and_commit(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    installed = store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust)
+    assert installed.ref == _ref("1.0.0") and installed.key_id is not None and not installed.forced
+    assert store.state.active is None and store.state.candidate is None  # ingest never changes a slot
+
+    store.set_candidate(installed.ref)
+    store.set_stage(DeploymentStage.SHADOW, "comparing on 60 frames")
+    assert store.state.candidate == installed.ref and store.state.stage is DeploymentStage.SHADOW
+    assert store.commit_candidate() == installed.ref
+
+    state = ModelStore.open(store.root).state
+    assert (state.active, state.previous, state.candidate) == (installed.ref, None, None)
+    assert state.stage is DeploymentStage.IDLE
+    assert [e.kind for e in state.history] == [EventKind.INSTALLED, EventKind.CANDIDATE_SET,
+                                               EventKind.STAGE_CHANGED, EventKind.COMMITTED]
+    assert store.load(installed.ref).labels == ("red", "green", "blue")
+
+
+def test_commit_makes_old_active_previous_and_rollback_swaps_them(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    first = _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
+    second = _deploy(store, signed_tar(tmp_path / "2.tar", keys.private, "1.1.0"), keys)
+    assert (store.state.active, store.state.previous) == (second, first)
+
+    assert store.rollback("latency p99 doubled") == first
+    state = ModelStore.open(store.root).state
+    assert (state.active, state.previous) == (first, second)
+    assert state.history[-1].kind is EventKind.ROLLED_BACK and "latency p99 doubled" in state.history[-1].message
+
+
+def test_rejected_candidate_is_marked_bad_and_active_keeps_serving(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    first = _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
+    candidate = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust).ref
+    store.set_candidate(candidate)
+    store.reject_candidate("top-1 agreement 0.71 < 0.99")
+
+    state = store.state
+    assert (state.active, state.candidate, state.bad) == (first, None, (candidate,))
+    assert state.stage is DeploymentStage.FAILED and "0.71" in state.stage_message
+    with pytest.raises(StoreError, match="marked bad"):
+        store.set_candidate(candidate)
+
+
+def test_reject_without_marking_bad_allows_a_retry(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
+    candidate = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust).ref
+    store.set_candidate(candidate)
+    store.reject_candidate("operator cancelled", mark_bad=False)
+    store.set_candidate(candidate)
+    assert store.state.candidate == candidate
+
+
+def test_rollback_drops_a_pending_candidate(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    first = _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
+    second = _deploy(store, signed_tar(tmp_path / "2.tar", keys.private, "1.1.0"), keys)
+    third = store.ingest(signed_tar(tmp_path / "3.tar", keys.private, "1.2.0"), trust=keys.trust).ref
+    store.set_candidate(third)
+    assert store.rollback("operator asked") == first
+    assert (store.state.active, store.state.previous, store.state.candidate) == (first, second, None)
+
+
+def test_misuse_is_refused_with_a_reason(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    with pytest.raises(StoreError, match="no candidate to commit"):
+        store.commit_candidate()
+    with pytest.raises(StoreError, match="no candidate to reject"):
+        store.reject_candidate("x")
+    with pytest.raises(StoreError, match="no previous version"):
+        store.rollback("x")
+    with pytest.raises(StoreError, match="not installed"):
+        store.set_candidate(_ref("3.0.0"))
+    first = _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
+    with pytest.raises(StoreError, match="already active"):
+        store.set_candidate(first)
+    second = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust).ref
+    third = store.ingest(signed_tar(tmp_path / "3.tar", keys.private, "3.0.0"), trust=keys.trust).ref
+    store.set_candidate(second)
+    with pytest.raises(StoreError, match="already the candidate"):
+        store.set_candidate(third)
+    with pytest.raises(StoreError, match="not installed"):
+        store.load(_ref("9.0.0"))
+
+
+def test_open_rolls_back_an_uncommitted_candidate_and_wipes_staging(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    first = _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
+    candidate = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust).ref
+    store.set_candidate(candidate)
+    store.set_stage(DeploymentStage.PROBATION, "watching health")
+    (tmp_path / "store" / STAGING_DIR / "half-extracted").mkdir()
+    (tmp_path / "store" / STAGING_DIR / "half-extracted" / "model.onnx").write_bytes(b"\0" * 100)
+
+    reopened = ModelStore.open(tmp_path / "store")  # as after a crash: the old object is simply dropped
+
+    state = reopened.state
+    assert (state.active, state.candidate, state.stage) == (first, None, DeploymentStage.IDLE)
+    assert state.history[-1].kind is EventKind.RECOVERED
+    assert "not committed" in state.history[-1].message and "probation" in state.history[-1].message
+    assert candidate not in state.bad  # a crash is not the model's fault
+    assert list((tmp_path / "store" / STAGING_DIR).iterdir()) == []
+    reopened.set_candidate(candidate)  # and it can be tried again
+
+
+def test_open_clears_a_slot_whose_version_vanished(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    first = _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
+    second = _deploy(store, signed_tar(tmp_path / "2.tar", keys.private, "1.1.0"), keys)
+    os.rename(store.version_dir(first), tmp_path / "moved-away")
+    state = ModelStore.open(store.root).state
+    assert (state.active, state.previous) == (second, None)
+    assert "not on disk" in state.history[-1].message
+
+
+def test_damaged_state_file_is_reported_not_replaced(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    ModelStore.open(root)
+    (root / STATE_NAME).write_text("{not json", encoding="utf-8")
+    with pytest.raises(StoreError, match="damaged .* move it aside"):
+        ModelStore.open(root)
+    assert (root / STATE_NAME).read_text(encoding="utf-8") == "{not json"
+
+
+def test_retention_keeps_slots_and_n_others(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store", keep_others=1)
+    refs = [_deploy(store, signed_tar(tmp_path / f"{v}.tar", keys.private, v), keys)
+            for v in ("1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0")]
+    installed = [v.ref for v in store.list_versions()]
+    assert installed == refs[2:]  # active 1.4.0, previous 1.3.0, and the newest other, 1.2.0
+    assert {e.ref for e in store.state.history if e.kind is EventKind.PRUNED} == set(refs[:2])
+    # Pruned versions stay "seen": installing one again is a downgrade.
+    with pytest.raises(VersionConflictError, match="downgrade"):
+        store.ingest(signed_tar(tmp_path / "again.tar", keys.private, "1.0.0"), trust=keys.trust)
+
+
+def test_retention_never_deletes_what_a_slot_names(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store", keep_others=0)
+    first = _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
+    second = _deploy(store, signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), keys)
+    store.rollback("regression")
+    third = _deploy(store, signed_tar(tmp_path / "3.tar", keys.private, "3.0.0"), keys)
+    assert (store.state.active, store.state.previous) == (third, first)
+    assert [v.ref for v in store.list_versions()] == [first, third]
+    assert not store.version_dir(second).exists()
+
+
+def test_force_installs_a_downgrade_and_records_it(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    _deploy(store, signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), keys)
+    installed = store.ingest(signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), trust=keys.trust, force=True)
+    assert installed.forced
+    kinds = [e.kind for e in store.state.history[-2:]]
+    assert kinds == [EventKind.INSTALLED, EventKind.FORCED]
+    assert "downgrade" in store.state.history[-1].message and "force" in store.state.history[-1].message
+    assert [v.forced for v in store.list_versions()] == [True, False]
+
+
+def test_unsigned_bundle_only_when_allowed_and_with_a_loud_warning(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    bundle = signed_tar(tmp_path / "u.tar", None)
+    with pytest.raises(SignatureError, match="not signed"):
+        store.ingest(bundle, trust=keys.trust)
+    installed = store.ingest(bundle, trust=keys.trust, allow_unsigned=True)
+    assert installed.key_id is None
+    assert len(installed.warnings) == 1 and "NOT SIGNED" in installed.warnings[0]
+    assert store.list_versions()[0].warnings == installed.warnings
+    assert "UNSIGNED" in store.state.history[-1].message
+
+
+def test_unpacked_directory_is_held_to_the_same_rules(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    signed = bundle_directory(tmp_path / "signed", keys.private, "1.0.0")
+    assert store.ingest(signed, trust=keys.trust).key_id is not None
+
+    unsigned = bundle_directory(tmp_path / "unsigned", None, "1.1.0")
+    with pytest.raises(SignatureError, match="not signed"):
+        store.ingest(unsigned, trust=keys.trust)
+    assert store.ingest(unsigned, trust=keys.trust, allow_unsigned=True).key_id is None
+
+    extra = bundle_directory(tmp_path / "extra", keys.private, "1.2.0")
+    (extra / "notes.txt").write_text("added after signing", encoding="utf-8")
+    with pytest.raises(IntegrityError, match="notes.txt is in .* but not listed"):
+        store.ingest(extra, trust=keys.trust)
+
+    linked = bundle_directory(tmp_path / "linked", keys.private, "1.3.0")
+    os.unlink(linked / "labels.txt")
+    os.symlink("/etc/passwd", linked / "labels.txt")
+    with pytest.raises(UnsafeArchiveError, match="symlink"):
+        store.ingest(linked, trust=keys.trust)
+
+    tampered = bundle_directory(tmp_path / "tampered", keys.private, "1.4.0")
+    (tampered / "labels.txt").write_bytes(b"red\ngreen\nblau\n")
+    with pytest.raises(IntegrityError, match="labels.txt does not match files.json"):
+        store.ingest(tampered, trust=keys.trust)
+    assert [str(v.ref.version) for v in store.list_versions()] == ["1.0.0", "1.1.0"]
+
+
+def test_gzip_bundle_is_accepted(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    bundle = write_tar(tmp_path / "b.tar.gz", standard_members(bundle_files("1.0.0"), keys.private), compress=True)
+    assert store.ingest(bundle, trust=keys.trust).ref == _ref("1.0.0")
+
+
+def test_free_space_is_checked_before_staging(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store", free_space_margin=1 << 60)
+    with pytest.raises(InsufficientSpaceError, match="free"):
+        store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust)
+    assert store.list_versions() == []
+    assert store.state.history[-1].kind is EventKind.REJECTED
+
+
+def test_installed_bundle_is_read_only_and_derived_is_writable(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    installed = store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust)
+    for name in ("manifest.yaml", "model.onnx", "labels.txt", "files.json", "signature.json"):
+        assert stat.S_IMODE((installed.bundle_dir / name).stat().st_mode) == 0o444
+    (store.derived_dir(installed.ref) / "model.int8.onnx").write_bytes(b"compiled")
+    record = json.loads((installed.root / "install.json").read_text(encoding="utf-8"))
+    assert record["key_id"] == installed.key_id and record["version"] == "1.0.0"
+
+
+def test_progress_reports_fractions_up_to_one(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    calls: list[tuple[str, float]] = []
+    store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust,
+                 progress=lambda name, fraction: calls.append((name, fraction)))
+    fractions = [f for _, f in calls]
+    assert fractions == sorted(fractions) and 0 < fractions[0] and fractions[-1] == 1.0
+    assert {name for name, _ in calls} == {"labels.txt", "model.onnx"}
+
+
+def test_state_file_is_plain_json_and_no_temp_file_is_left(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    _deploy(store, signed_tar(tmp_path / "b.tar", keys.private), keys)
+    body = json.loads((store.root / STATE_NAME).read_text(encoding="utf-8"))
+    assert body["active"] == "colour_classifier@1.0.0" and body["stage"] == "idle"
+    assert sorted(p.name for p in store.root.iterdir()) == [STAGING_DIR, STATE_NAME, "versions"]
