@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -21,6 +21,23 @@ class ModelLoadError(ValueError):
     """The model file cannot be served as the manifest describes it."""
 
 
+class ModelSession(Protocol):
+    """The part of ``onnxruntime.InferenceSession`` the engine uses.
+
+    Another runtime (OpenVINO, see inference/openvino_session.py) serves a
+    compiled artifact through the same pre- and post-processing by
+    implementing these four methods.
+    """
+
+    def get_inputs(self) -> Sequence[Any]: ...
+
+    def get_outputs(self) -> Sequence[Any]: ...
+
+    def run(self, output_names: Sequence[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+    def get_providers(self) -> list[str]: ...
+
+
 class InferenceEngine:
     """Runs one model on camera images and returns Predictions.
 
@@ -30,16 +47,20 @@ class InferenceEngine:
 
     def __init__(self, model_path: str | Path, manifest: Manifest, labels: Sequence[str] = (),
                  providers: Sequence[str | tuple[str, dict[str, Any]]] = ("CPUExecutionProvider",),
-                 session_options: ort.SessionOptions | None = None, warmup_runs: int = 3) -> None:
+                 session_options: ort.SessionOptions | None = None, warmup_runs: int = 3,
+                 session: ModelSession | None = None) -> None:
         self.manifest = manifest
         self.labels = tuple(labels)
         self.model_path = Path(model_path)
-        try:
-            self.session = ort.InferenceSession(str(self.model_path), sess_options=session_options,
-                                                providers=list(providers))
-        except Exception as exc:  # ORT raises several unrelated exception types for bad files.
-            raise ModelLoadError(f"{self.model_path.name} is not a model ONNX Runtime can load: "
-                                 f"{_first_line(exc)}") from None
+        if session is not None:
+            self.session: ModelSession = session
+        else:
+            try:
+                self.session = ort.InferenceSession(str(self.model_path), sess_options=session_options,
+                                                    providers=list(providers))
+            except Exception as exc:  # ORT raises several unrelated exception types for bad files.
+                raise ModelLoadError(f"{self.model_path.name} is not a model ONNX Runtime can load: "
+                                     f"{_first_line(exc)}") from None
         self._input = self._check_input()
         self._outputs = self._output_names()
         self._preprocess = Preprocessor(manifest.input)
@@ -52,6 +73,11 @@ class InferenceEngine:
     @property
     def providers(self) -> list[str]:
         return self.session.get_providers()
+
+    @property
+    def input_name(self) -> str:
+        """The model input the preprocessed image is fed to (for benchmarks that skip pre-processing)."""
+        return self._input
 
     def infer(self, image: np.ndarray, pixel_format: PixelFormat = PixelFormat.RGB8) -> Prediction:
         """Pre-process, run and post-process one HxW(xC) uint8 image."""

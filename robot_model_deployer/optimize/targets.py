@@ -1,0 +1,167 @@
+"""Target profiles: what each robot may try when optimizing a model.
+
+A profile (one per robot model, in config/targets.yaml) names the
+accelerators and precisions worth trying there and the limits the optimize
+stage must respect. It is read once and checked up front, so a typo fails
+with the field named instead of silently trying nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+DEFAULT_TARGETS_FILE = Path(__file__).resolve().parents[2] / "config" / "targets.yaml"
+
+
+class TargetConfigError(ValueError):
+    """targets.yaml has a missing or bad field; the message names it."""
+
+
+class Accelerator(str, Enum):
+    """Where a variant runs: ONNX Runtime CPU, OpenVINO, or ORT's CUDA / TensorRT providers."""
+
+    CPU = "cpu"
+    OPENVINO = "openvino"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+# Which precisions each accelerator can serve; anything else is a config error.
+SUPPORTED_PRECISIONS: dict[Accelerator, frozenset[Precision]] = {
+    Accelerator.CPU: frozenset({Precision.FP32, Precision.INT8}),
+    Accelerator.OPENVINO: frozenset({Precision.FP32, Precision.FP16, Precision.INT8}),
+    Accelerator.CUDA: frozenset({Precision.FP32, Precision.FP16}),
+    Accelerator.TENSORRT: frozenset({Precision.FP32, Precision.FP16, Precision.INT8}),
+}
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    """One robot's optimization plan and limits.
+
+    ``accelerators`` are tried in order, each with every precision in
+    ``precisions`` it supports; FP32 on the CPU is always built as the
+    fallback whatever the profile says. ``time_limit_s`` bounds the whole
+    stage (variants not reached are reported as skipped);
+    ``max_memory_mb`` rejects a variant whose loaded session grows the
+    process by more than that.
+    """
+
+    name: str
+    accelerators: tuple[Accelerator, ...]
+    precisions: tuple[Precision, ...]
+    time_limit_s: float = 600.0
+    max_memory_mb: float = 0.0
+    benchmark_runs: int = 50
+    warmup_runs: int = 5
+    device_id: int = 0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"target '{self.name}'"
+        if not self.accelerators:
+            raise TargetConfigError(f"{where}: accelerators must list at least one of "
+                                    f"{', '.join(a.value for a in Accelerator)}")
+        if not self.precisions:
+            raise TargetConfigError(f"{where}: precisions must list at least one of "
+                                    f"{', '.join(p.value for p in Precision)}")
+        if len(set(self.accelerators)) != len(self.accelerators) or len(set(self.precisions)) != len(self.precisions):
+            raise TargetConfigError(f"{where}: accelerators and precisions must not repeat entries")
+        for accelerator in self.accelerators:
+            if not SUPPORTED_PRECISIONS[accelerator] & set(self.precisions):
+                supported = ", ".join(sorted(p.value for p in SUPPORTED_PRECISIONS[accelerator]))
+                raise TargetConfigError(f"{where}: accelerator {accelerator.value} supports none of the listed "
+                                        f"precisions; add one of {supported}")
+        if self.time_limit_s <= 0:
+            raise TargetConfigError(f"{where}: time_limit_s must be > 0, got {self.time_limit_s}")
+        if self.max_memory_mb < 0:
+            raise TargetConfigError(f"{where}: max_memory_mb must be >= 0 (0 = no limit), got {self.max_memory_mb}")
+        if self.benchmark_runs < 1:
+            raise TargetConfigError(f"{where}: benchmark_runs must be >= 1, got {self.benchmark_runs}")
+        if self.warmup_runs < 0:
+            raise TargetConfigError(f"{where}: warmup_runs must be >= 0, got {self.warmup_runs}")
+        if self.device_id < 0:
+            raise TargetConfigError(f"{where}: device_id must be >= 0, got {self.device_id}")
+
+    def plan(self) -> list[tuple[Accelerator, Precision]]:
+        """(accelerator, precision) pairs in the order the profile lists them, unsupported pairs left out."""
+        return [(a, p) for a in self.accelerators for p in self.precisions if p in SUPPORTED_PRECISIONS[a]]
+
+
+_FIELDS = {"accelerators", "precisions", "time_limit_s", "max_memory_mb", "benchmark_runs", "warmup_runs",
+           "device_id", "description"}
+
+
+def load_target_profiles(path: str | Path = DEFAULT_TARGETS_FILE) -> dict[str, TargetProfile]:
+    """Every profile in a targets YAML file, by name; raises TargetConfigError."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TargetConfigError(f"cannot read target profiles {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise TargetConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("targets"), dict) or not data["targets"]:
+        raise TargetConfigError(f"{path} must be a mapping with a non-empty 'targets:' mapping of profile names")
+    return {str(name): profile_from_dict(str(name), entry, str(path)) for name, entry in data["targets"].items()}
+
+
+def load_target_profile(name: str, path: str | Path = DEFAULT_TARGETS_FILE) -> TargetProfile:
+    """One named profile; the error lists the names there are."""
+    profiles = load_target_profiles(path)
+    if name not in profiles:
+        raise TargetConfigError(f"no target profile '{name}' in {path}; known: {', '.join(sorted(profiles))}")
+    return profiles[name]
+
+
+def profile_from_dict(name: str, entry: Any, source: str = "targets.yaml") -> TargetProfile:
+    """Build one profile from parsed YAML; errors name the file, the profile and the field."""
+    where = f"{source}: targets.{name}"
+    if not isinstance(entry, Mapping):
+        raise TargetConfigError(f"{where} must be a mapping of fields")
+    unknown = sorted(set(map(str, entry)) - _FIELDS)
+    if unknown:
+        raise TargetConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELDS))}")
+    fields = dict(
+        name=name,
+        accelerators=tuple(_enum_list(entry, "accelerators", Accelerator, where)),
+        precisions=tuple(_enum_list(entry, "precisions", Precision, where)),
+        time_limit_s=_number(entry, "time_limit_s", 600.0, where),
+        max_memory_mb=_number(entry, "max_memory_mb", 0.0, where),
+        benchmark_runs=int(_number(entry, "benchmark_runs", 50, where, integer=True)),
+        warmup_runs=int(_number(entry, "warmup_runs", 5, where, integer=True)),
+        device_id=int(_number(entry, "device_id", 0, where, integer=True)),
+        description=str(entry.get("description", "")),
+    )
+    try:
+        return TargetProfile(**fields)
+    except TargetConfigError as exc:
+        raise TargetConfigError(f"{source}: {exc}") from None
+
+
+def _enum_list(entry: Mapping[str, Any], key: str, enum: type[Enum], where: str) -> list[Any]:
+    value = entry.get(key)
+    choices = ", ".join(e.value for e in enum)
+    if not isinstance(value, list) or not value:
+        raise TargetConfigError(f"{where}.{key} must be a non-empty list of {choices}")
+    try:
+        return [enum(str(v).lower()) for v in value]
+    except ValueError:
+        raise TargetConfigError(f"{where}.{key} has {value!r}; each entry must be one of {choices}") from None
+
+
+def _number(entry: Mapping[str, Any], key: str, default: float, where: str, integer: bool = False) -> float:
+    value = entry.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise TargetConfigError(f"{where}.{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    return float(value)
