@@ -167,6 +167,8 @@ def open_bundle(source: Path, limits: ExtractionLimits = ExtractionLimits()) -> 
         return _DirectoryReader(source, limits)
     if not source.exists():
         raise BundleFormatError(f"bundle {source} does not exist")
+    if not source.is_file():
+        raise BundleFormatError(f"bundle {source} is not a regular file or a bundle directory")
     return _TarReader(source, limits)
 
 
@@ -250,18 +252,17 @@ class _TarReader(BundleReader):
             raise BundleFormatError(f"{self.source}: first member is {first.name!r}, expected {FILE_LIST_NAME}; "
                                     "pack bundles with rmd bundle create")
         file_list_bytes = self._read_small(first, MAX_FILE_LIST_BYTES)
-        file_list = parse_file_list(file_list_bytes, f"{self.source}: {FILE_LIST_NAME}")
-        self.limits.check(file_list)
-        # From now on the stream may only hold what files.json declares.
-        self._capped.budget = (self._capped.consumed + MAX_SIGNATURE_BYTES + file_list.total_size
-                               + (len(file_list.files) + 2) * _MEMBER_OVERHEAD + _ARCHIVE_OVERHEAD)
         member = self._next()
         signature_bytes = None
         if member is not None and member.name == SIGNATURE_NAME:
             signature_bytes = self._read_small(member, MAX_SIGNATURE_BYTES)
             member = self._next()
         self._pending = member
-        return self._parse_header(file_list_bytes, signature_bytes)
+        header = self._parse_header(file_list_bytes, signature_bytes)
+        # From now on the stream may only hold what files.json declares.
+        self._capped.budget = (self._capped.consumed + header.file_list.total_size
+                               + (len(header.file_list.files) + 2) * _MEMBER_OVERHEAD + _ARCHIVE_OVERHEAD)
+        return header
 
     def read_manifest(self) -> Manifest:
         with _archive_errors(self.source):
@@ -372,7 +373,7 @@ def _check_member(member: tarfile.TarInfo) -> None:
     if member.isdir():
         raise UnsafeArchiveError(f"{name!r} is a directory entry; bundles hold regular files only "
                                  "(directories are implied by file paths)")
-    if not member.isreg():
+    if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
         raise UnsafeArchiveError(f"{name!r} has tar type {member.type!r}; bundles hold regular files only")
     check_bundle_path(name)
     try:

@@ -21,7 +21,7 @@ import yaml
 from bundle_helpers import (Keys, Member, bundle_files, file_list_bytes, make_keys, regular, signature_bytes,
                             signed_tar, special, standard_members, write_tar)
 from robot_model_deployer.bundle.archive import ExtractionLimits
-from robot_model_deployer.bundle.errors import (BundleFormatError, InsufficientSpaceError, IntegrityError,
+from robot_model_deployer.bundle.errors import (BundleFormatError, IntegrityError,
                                                 LimitExceededError, ModelCheckError, SignatureError,
                                                 UnsafeArchiveError, VersionConflictError)
 from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, SIGNATURE_NAME
@@ -30,7 +30,7 @@ from robot_model_deployer.bundle.manifest import MANIFEST_NAME
 from robot_model_deployer.inference.engine import InferenceEngine
 from robot_model_deployer.store.model_store import STAGING_DIR, STATE_NAME, ModelStore
 from robot_model_deployer.store.state import EventKind
-from robot_model_deployer.testing.models import classifier_manifest, colour_classifier, solid_image
+from robot_model_deployer.testing.models import classifier_manifest, solid_image
 
 NEXT = "2.0.0"  # newer than the active 1.0.0, so only the planted defect is wrong
 
@@ -153,6 +153,15 @@ def fifo_member(tmp: Path, keys: Keys) -> Path:
     members = _replace(standard_members(_files(), keys.private), "labels.txt",
                        special("labels.txt", tarfile.FIFOTYPE))
     return write_tar(tmp / "fifo.tar", members)
+
+
+def contiguous_file_member(tmp: Path, keys: Keys) -> Path:
+    """Tar type '7' counts as a regular file to tarfile; the format admits only '0'."""
+    members = standard_members(_files(), keys.private)
+    for member in members:
+        if member.info.name == "labels.txt":
+            member.info.type = tarfile.CONTTYPE
+    return write_tar(tmp / "contiguous.tar", members)
 
 
 def directory_member(tmp: Path, keys: Keys) -> Path:
@@ -344,6 +353,7 @@ CASES = {
     "device node": Case(device_node, UnsafeArchiveError, "is a device node"),
     "fifo": Case(fifo_member, UnsafeArchiveError, "is a FIFO"),
     "directory entry": Case(directory_member, UnsafeArchiveError, "is a directory entry"),
+    "unusual tar member type": Case(contiguous_file_member, UnsafeArchiveError, "has tar type b'7'"),
     "oversized file": Case(good_next, LimitExceededError, "is \\d+ bytes, more than the per-file limit of 200",
                            ExtractionLimits(max_file_bytes=200)),
     "too many files": Case(good_next, LimitExceededError, "bundle has 3 files, more than the limit of 2",
