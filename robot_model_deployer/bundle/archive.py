@@ -376,11 +376,13 @@ def _check_member(member: tarfile.TarInfo) -> None:
     if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
         raise UnsafeArchiveError(f"{name!r} has tar type {member.type!r}; bundles hold regular files only")
     check_bundle_path(name)
-    try:
-        # The standard library's own policy as a second line behind the checks above.
-        tarfile.data_filter(member, _FILTER_ROOT)
-    except tarfile.FilterError as exc:
-        raise UnsafeArchiveError(f"{name!r} is refused by tarfile's data filter: {exc}") from None
+    data_filter = getattr(tarfile, "data_filter", None)  # Python >= 3.10.12 / 3.11.4
+    if data_filter is not None:
+        try:
+            # The standard library's own policy as a second line behind the checks above.
+            data_filter(member, _FILTER_ROOT)
+        except tarfile.FilterError as exc:
+            raise UnsafeArchiveError(f"{name!r} is refused by tarfile's data filter: {exc}") from None
 
 
 def _digest(data: bytes) -> tuple[str, int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from robot_model_deployer.bundle.archive import BundleHeader, ExtractionLimits, ProgressCallback, open_bundle
-from robot_model_deployer.bundle.errors import ModelCheckError, SignatureError
+from robot_model_deployer.bundle.errors import BundleError, BundleFormatError, ModelCheckError, SignatureError
 from robot_model_deployer.bundle.filelist import FileList
 from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
 from robot_model_deployer.bundle.manifest import Manifest
@@ -81,12 +81,15 @@ def check_model(root: Path) -> BundleDir:
     """Load the unpacked bundle's model with the serving engine; a model that cannot serve is refused."""
     try:
         bundle = load_bundle_dir(root)
+    except UnicodeDecodeError:
+        raise BundleFormatError("the labels file is not UTF-8 text; save it as UTF-8 and rebuild the bundle") from None
+    except BundleError as exc:
+        raise BundleFormatError(str(exc)) from None
+    try:
         InferenceEngine.from_bundle(bundle, warmup_runs=1)
     except ModelLoadError as exc:
         raise ModelCheckError(f"model check failed: {exc}; fix the model or the manifest's input section "
                               "and rebuild the bundle") from None
-    except UnicodeDecodeError:
-        raise ModelCheckError("the labels file is not UTF-8 text; save it as UTF-8 and rebuild the bundle") from None
     return bundle
 
 

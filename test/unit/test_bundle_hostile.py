@@ -321,6 +321,10 @@ def labels_not_utf8(tmp: Path, keys: Keys) -> Path:
     return write_tar(tmp / "latin1.tar", standard_members(files, keys.private))
 
 
+def empty_labels(tmp: Path, keys: Keys) -> Path:
+    return write_tar(tmp / "no-labels.tar", standard_members(_files(**{"labels.txt": b"\n\n"}), keys.private))
+
+
 def label_count_mismatch(tmp: Path, keys: Keys) -> Path:
     files = _files(**{"labels.txt": b"red\ngreen\n"})
     return write_tar(tmp / "two-labels.tar", standard_members(files, keys.private))
@@ -386,7 +390,8 @@ CASES = {
     "files.json not canonical": Case(non_canonical_file_list, BundleFormatError, "not in canonical form"),
     "files.json does not list the manifest": Case(file_list_without_manifest, IntegrityError,
                                                   "does not list manifest.yaml"),
-    "labels not UTF-8": Case(labels_not_utf8, ModelCheckError, "not UTF-8"),
+    "labels not UTF-8": Case(labels_not_utf8, BundleFormatError, "labels file is not UTF-8"),
+    "labels file empty": Case(empty_labels, BundleFormatError, "labels file labels.txt is empty"),
     "labels contradict model": Case(label_count_mismatch, ModelCheckError, "scores 3 classes"),
 }
 
