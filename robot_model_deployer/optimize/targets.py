@@ -7,6 +7,7 @@ with the field named instead of silently trying nothing.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -14,7 +15,24 @@ from typing import Any, Mapping
 
 import yaml
 
-DEFAULT_TARGETS_FILE = Path(__file__).resolve().parents[2] / "config" / "targets.yaml"
+TARGETS_FILE_ENV = "RMD_TARGETS_FILE"
+_PACKAGE = "robot_model_deployer"
+
+
+def default_targets_file() -> Path:
+    """$RMD_TARGETS_FILE, else the checkout's config/targets.yaml, else the ROS package's share copy."""
+    override = os.environ.get(TARGETS_FILE_ENV)
+    if override:
+        return Path(override)
+    checkout = Path(__file__).resolve().parents[2] / "config" / "targets.yaml"
+    if checkout.is_file():
+        return checkout
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        return Path(get_package_share_directory(_PACKAGE)) / "config" / "targets.yaml"
+    except (ImportError, PackageNotFoundError):
+        return checkout
 
 
 class TargetConfigError(ValueError):
@@ -102,9 +120,9 @@ _FIELDS = {"accelerators", "precisions", "time_limit_s", "max_memory_mb", "bench
            "device_id", "description"}
 
 
-def load_target_profiles(path: str | Path = DEFAULT_TARGETS_FILE) -> dict[str, TargetProfile]:
-    """Every profile in a targets YAML file, by name; raises TargetConfigError."""
-    path = Path(path)
+def load_target_profiles(path: str | Path | None = None) -> dict[str, TargetProfile]:
+    """Every profile in a targets YAML file (default: default_targets_file()), by name; raises TargetConfigError."""
+    path = Path(path) if path is not None else default_targets_file()
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -116,11 +134,12 @@ def load_target_profiles(path: str | Path = DEFAULT_TARGETS_FILE) -> dict[str, T
     return {str(name): profile_from_dict(str(name), entry, str(path)) for name, entry in data["targets"].items()}
 
 
-def load_target_profile(name: str, path: str | Path = DEFAULT_TARGETS_FILE) -> TargetProfile:
+def load_target_profile(name: str, path: str | Path | None = None) -> TargetProfile:
     """One named profile; the error lists the names there are."""
     profiles = load_target_profiles(path)
     if name not in profiles:
-        raise TargetConfigError(f"no target profile '{name}' in {path}; known: {', '.join(sorted(profiles))}")
+        source = path if path is not None else default_targets_file()
+        raise TargetConfigError(f"no target profile '{name}' in {source}; known: {', '.join(sorted(profiles))}")
     return profiles[name]
 
 
