@@ -15,12 +15,13 @@ from typing import Sequence
 from robot_model_deployer.bundle.loader import BundleError
 from robot_model_deployer.bundle.manifest import ManifestError
 from robot_model_deployer.bundle.signing import KeyFileError
-from robot_model_deployer.cli import bundle, keys
+from robot_model_deployer.cli import bundle, keys, optimize
 from robot_model_deployer.store.state import StoreError
 
 COMMANDS: tuple[ModuleType, ...] = (
     keys,
     bundle,
+    optimize,
 )
 
 EXIT_OK = 0

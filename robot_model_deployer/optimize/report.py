@@ -119,3 +119,20 @@ class OptimizationReport:
         data = json.loads((Path(directory) / REPORT_NAME).read_text(encoding="utf-8"))
         data["variants"] = [VariantResult.from_dict(v) for v in data["variants"]]
         return cls(**data)
+
+
+def format_table(report: OptimizationReport) -> str:
+    """The report as a fixed-width table for terminals and logs, chosen variant marked with '*'."""
+    rows = [("", "variant", "status", "p50 ms", "p99 ms", "agree/F1", "MB", "why not")]
+    for v in report.variants:
+        score = v.top1_agreement if v.top1_agreement is not None else v.detection_f1
+        rows.append(("*" if v.name == report.chosen else "", v.name, v.status.value,
+                     f"{v.p50_ms:.2f}" if v.p50_ms is not None else "-",
+                     f"{v.p99_ms:.2f}" if v.p99_ms is not None else "-",
+                     f"{score:.3f}" if score is not None else "-",
+                     f"{v.size_bytes / 1e6:.1f}" if v.size_bytes else "-",
+                     v.reason))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths)) + "  " + row[-1]
+             for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
