@@ -3,7 +3,8 @@
     python crash_driver.py STORE BUNDLES TRUST KILL_AT
 
 Write steps are the file-system calls the store makes to change the disk
-(os.open for writing, fsync, rename, replace, mkdir, unlink, rmdir); they
+(open and os.open for writing, fsync, rename, replace, mkdir, unlink,
+rmdir); they
 are wrapped here, in the driver, so product code carries no test hooks.
 KILL_AT 0 runs to the end and prints every write step as JSON lines
 ``[n, call, phase]``. The scenario picks up wherever a killed run left
@@ -11,6 +12,7 @@ off, so running it again always converges on the same final slots.
 """
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import signal
@@ -40,7 +42,12 @@ def counted(name, original, is_write=lambda *args, **kwargs: True):
     return wrapper
 
 
+def _opens_for_writing(file, mode="r", *args, **kwargs) -> bool:
+    return any(flag in mode for flag in "wax+")
+
+
 def install_kill_switch() -> None:
+    builtins.open = counted("open", builtins.open, _opens_for_writing)
     os.open = counted("open", os.open, lambda path, flags, *args, **kwargs: bool(flags & WRITE_FLAGS))
     for name in ("fsync", "replace", "rename", "mkdir", "unlink", "rmdir"):
         setattr(os, name, counted(name, getattr(os, name)))
