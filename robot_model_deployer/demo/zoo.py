@@ -61,9 +61,9 @@ def efficientnet_lite0_bundle(cache_dir: str | Path | None = None, calibration_i
         _export_efficientnet(tmp / "model.onnx")
         (tmp / "labels.txt").write_text("\n".join(imagenet_class_names()) + "\n", encoding="utf-8")
         rng = np.random.default_rng(0)
-        calibration = _write_images(tmp, "calibration", _photo_variants(rng, calibration_images))
+        calibration = _write_images(tmp, "calibration", photo_variants(rng, calibration_images))
         validation = _write_images(tmp, "validation",
-                                   _clear_answers(tmp / "model.onnx", _photo_variants(rng, validation_images * 6),
+                                   _clear_answers(tmp / "model.onnx", photo_variants(rng, validation_images * 6),
                                                   validation_images))
         _write_manifest(tmp, {
             "schema_version": 1, "name": "efficientnet-lite0", "version": "1.0.0", "task": "classification",
@@ -156,7 +156,7 @@ def _export_efficientnet(target: Path) -> None:
                           output_names=["logits"], dynamo=False)
 
 
-def _photo_variants(rng: np.random.Generator, count: int) -> Iterator[np.ndarray]:
+def photo_variants(rng: np.random.Generator, count: int) -> Iterator[np.ndarray]:
     """Crops, flips and colour changes of skimage's photos (grey ones as RGB)."""
     from skimage import data
 

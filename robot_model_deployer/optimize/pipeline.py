@@ -31,7 +31,7 @@ from robot_model_deployer.optimize.compile import (CompileError, CompiledArtifac
 from robot_model_deployer.optimize.gate import check_variant, load_expected_outputs
 from robot_model_deployer.optimize.hardware import HardwareInfo, detect_hardware, int8_advice
 from robot_model_deployer.optimize.quantize import (FloatRegion, Int8Scheme, QuantizationConfig, QuantizationError,
-                                                    quantize_model)
+                                                    QuantizedModel, quantize_model)
 from robot_model_deployer.optimize.report import OptimizationReport, VariantResult, VariantStatus
 from robot_model_deployer.optimize.targets import Accelerator, Precision, TargetProfile
 from robot_model_deployer.validation.metrics import percentile
@@ -116,7 +116,7 @@ class _Run:
         plan = [(Accelerator.CPU, Precision.FP32)] + [p for p in target.plan() if p != (Accelerator.CPU, Precision.FP32)]
         self.plan = plan
         self.total_steps = len(plan) + 2
-        self.quantized: dict[str, Path] = {}
+        self.quantized: dict[str, QuantizedModel] = {}
         self.engines: dict[str, InferenceEngine] = {}
 
     def execute(self) -> OptimizationReport:
@@ -214,15 +214,12 @@ class _Run:
             try:
                 quantized = self.quantized.get(config.label)
                 if quantized is None:
-                    q = quantize_model(self.bundle.model_path, scratch / f"{config.label}.onnx", calibration,
-                                       input_name, config)
-                    quantized = q.path
+                    quantized = quantize_model(self.bundle.model_path, scratch / f"{config.label}.onnx",
+                                               calibration, input_name, config)
                     self.quantized[config.label] = quantized
-                    result.float_nodes, result.notes = q.float_nodes, q.notes
-                else:
-                    result.notes = ("quantized model shared with the CPU variant",)
+                result.float_nodes, result.notes = quantized.float_nodes, quantized.notes
                 self._check_cancel()
-                artifact = self._compile(accelerator, Precision.INT8, quantized, work, name)
+                artifact = self._compile(accelerator, Precision.INT8, quantized.path, work, name)
             except (QuantizationError, CompileError) as exc:
                 result.status, result.reason = VariantStatus.FAILED, str(exc)
                 continue
@@ -347,6 +344,28 @@ class _Run:
             self.step += 1
         if self.progress is not None:
             self.progress(OptimizeProgress(self.step, self.total_steps, variant, message))
+
+
+def open_optimized_engine(out_dir: str | Path, bundle: BundleDir,
+                          warmup_runs: int = 3) -> tuple[VariantResult, InferenceEngine]:
+    """The fastest accepted variant in ``out_dir`` that loads here, as an engine, for a perception node.
+
+    Variants are tried fastest first, so an artifact that no longer loads
+    (a runtime upgraded since, a missing optional package) falls back to the
+    next; FP32 is always among them. Raises ModelLoadError if none loads.
+    """
+    report = OptimizationReport.read(out_dir)
+    accepted = sorted((v for v in report.variants if v.accepted and v.artifact),
+                      key=lambda v: (v.name != report.chosen, v.p50_ms if v.p50_ms is not None else float("inf")))
+    failures = []
+    for variant in accepted:
+        try:
+            engine = variant.artifact.open_engine(out_dir, bundle.manifest, bundle.labels, warmup_runs=warmup_runs)
+        except (ModelLoadError, RuntimeError) as exc:
+            failures.append(f"{variant.name}: {exc}")
+            continue
+        return variant, engine
+    raise ModelLoadError(f"no optimized variant in {out_dir} loads here: {'; '.join(failures) or 'none accepted'}")
 
 
 def load_bundle_image(path: str | Path) -> np.ndarray:

@@ -13,7 +13,7 @@ from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
 from robot_model_deployer.inference.openvino_session import openvino_available
 from robot_model_deployer.optimize.hardware import HardwareInfo, detect_hardware, parse_cpu_features
 from robot_model_deployer.optimize.pipeline import (
-    FP32_FALLBACK, OptimizationCancelled, OptimizeProgress, load_bundle_image, optimize_bundle,
+    FP32_FALLBACK, OptimizationCancelled, OptimizeProgress, load_bundle_image, open_optimized_engine, optimize_bundle,
 )
 from robot_model_deployer.optimize.report import OptimizationReport, VariantStatus
 from robot_model_deployer.optimize.targets import Accelerator, Precision, TargetProfile
@@ -175,3 +175,16 @@ def test_openvino_variants_are_built_gated_and_measured(tmp_path: Path) -> None:
     openvino = [v for v in report.variants if v.accelerator is Accelerator.OPENVINO and v.accepted]
     assert {v.precision for v in openvino} == {Precision.INT8, Precision.FP32}
     assert all(v.providers == ("OpenVINO:CPU",) and v.p50_ms is not None for v in openvino)
+
+
+def test_node_opens_the_chosen_variant_and_falls_back_when_it_is_gone(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle", conv_classifier(SIZE))
+    out = tmp_path / "out"
+    report = optimize_bundle(bundle, CPU_ONLY, out)
+    variant, engine = open_optimized_engine(out, bundle, warmup_runs=1)
+    assert variant.name == report.chosen
+    for name in report.chosen_variant.artifact.files():
+        (out / name).unlink()
+    fallback, engine = open_optimized_engine(out, bundle, warmup_runs=1)
+    assert fallback.name != report.chosen and fallback.accepted
+    assert engine.infer(colour_images(1, SIZE)[0]).labels[0] == "red"

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""The optimize stage on real models: INT8 against FP32 on this CPU.
+
+For EfficientNet-Lite0 (ImageNet classifier) and, when the ddddocr wheel is
+installed, its YOLOX text detector (common_det.onnx), in one run:
+- runs optimize_bundle for a target profile (default x86_openvino when the
+  openvino package is installed, else x86_cpu) and times the whole stage;
+- reports every variant (accepted or why not), the FP32 and best accepted
+  INT8 latency (p50/p99 over interleaved runs), their ratio, top-1
+  agreement / box F1 with FP32, and artifact sizes;
+- for the classifier also the chosen INT8 model's top-1 agreement on
+  unfiltered photo variants (near-ties included), which the bundle's
+  validation set leaves out;
+- measures ONNX Runtime dynamic quantization (quantize_dynamic) against FP32,
+  which the stage does not use, to show whether it would pay here.
+Prints a table per model and the whole result as JSON.
+
+    source scripts/env.sh
+    python bench/bench_optimize.py [--target NAME] [--cache DIR] [--runs N] [--json-out FILE]
+
+Goals (from the issue): the CNN >= 1.8x faster than FP32 with >= 99% top-1
+agreement; the detector: the best INT8 variant keeping F1 >= 0.95, or an
+honest statement that none does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
+from robot_model_deployer.demo import zoo
+from robot_model_deployer.inference.engine import InferenceEngine
+from robot_model_deployer.inference.preprocess import PixelFormat, Preprocessor
+from robot_model_deployer.optimize.hardware import detect_hardware
+from robot_model_deployer.optimize.pipeline import FP32_FALLBACK, load_bundle_image, optimize_bundle
+from robot_model_deployer.optimize.report import OptimizationReport, VariantResult, format_table
+from robot_model_deployer.optimize.targets import Precision, load_target_profile
+from robot_model_deployer.validation.metrics import percentile
+
+CNN_GOAL_SPEEDUP = 1.8
+CNN_GOAL_AGREEMENT = 0.99
+DETECTOR_GOAL_F1 = 0.95
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--target", help="target profile (default: x86_openvino if openvino is installed, else x86_cpu)")
+    parser.add_argument("--cache", type=Path, default=None, help="zoo cache directory")
+    parser.add_argument("--runs", type=int, default=100, help="benchmark runs per variant")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON result here")
+    args = parser.parse_args()
+
+    hardware = detect_hardware()
+    target_name = args.target or ("x86_openvino" if hardware.openvino_version else "x86_cpu")
+    target = load_target_profile(target_name)
+    target = type(target)(**{**target.__dict__, "benchmark_runs": args.runs})
+    machine = {
+        "cpu": hardware.cpu.model_name, "cores": os.cpu_count(), "python": platform.python_version(),
+        "onnxruntime": ort.__version__, "openvino": hardware.openvino_version or "not installed",
+        "int8_dot_product": hardware.cpu.int8_dot_product, "avx512_vnni": hardware.cpu.avx512_vnni,
+        "amx_int8": hardware.cpu.amx_int8, "target": target.name,
+    }
+    print(f"machine: {machine}\n", flush=True)
+    results: dict[str, Any] = {"machine": machine, "models": {}}
+
+    bundles = {"efficientnet_lite0": zoo.efficientnet_lite0_bundle(args.cache)}
+    try:
+        bundles["ddddocr_common_det"] = zoo.ddddocr_detector_bundle(args.cache)
+    except zoo.ZooUnavailable as exc:
+        print(f"ddddocr detector skipped: {exc}\n")
+        results["models"]["ddddocr_common_det"] = {"skipped": str(exc)}
+
+    for name, root in bundles.items():
+        bundle = load_bundle_dir(root)
+        with tempfile.TemporaryDirectory(prefix="rmd-bench-optimize-") as scratch:
+            out = Path(scratch) / "out"
+            started = time.monotonic()
+            report = optimize_bundle(bundle, target, out, hardware=hardware,
+                                     progress=lambda p: print(f"  [{p.fraction:4.0%}] {p.variant}: {p.message}",
+                                                              file=sys.stderr, flush=True))
+            wall = time.monotonic() - started
+            summary = summarise(report, wall)
+            if bundle.manifest.task.value == "classification":
+                summary["unfiltered_top1_agreement"] = unfiltered_agreement(bundle, report, out)
+            summary["dynamic_quantization"] = dynamic_quantization(bundle, args.runs, Path(scratch))
+        results["models"][name] = summary
+        print(f"== {name} ({bundle.manifest.task.value}), target {target.name}")
+        print(format_table(report))
+        print(verdict(name, summary, bundle.manifest.task.value))
+        print()
+    print(json.dumps(results, indent=2))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def summarise(report: OptimizationReport, wall: float) -> dict[str, Any]:
+    fp32 = report.variant(FP32_FALLBACK)
+    int8 = [v for v in report.variants if v.precision is Precision.INT8]
+    accepted = [v for v in int8 if v.accepted]
+    best = min(accepted, key=lambda v: v.p50_ms) if accepted else None
+    best_rejected = max((v for v in int8 if v.status.value == "rejected"),
+                        key=lambda v: v.detection_f1 or v.top1_agreement or 0.0, default=None)
+    return {
+        "wall_seconds": round(wall, 1),
+        "chosen": report.chosen,
+        "fp32": variant_summary(fp32),
+        "best_int8": variant_summary(best) if best else None,
+        "best_rejected_int8": variant_summary(best_rejected) if best_rejected else None,
+        "int8_speedup_p50": round(fp32.p50_ms / best.p50_ms, 2) if best else None,
+        "chosen_speedup_p50": round(report.speedup_over(FP32_FALLBACK) or 0.0, 2),
+        "variants": [variant_summary(v) for v in report.variants],
+    }
+
+
+def variant_summary(v: VariantResult) -> dict[str, Any]:
+    return {"name": v.name, "status": v.status.value, "p50_ms": v.p50_ms, "p99_ms": v.p99_ms,
+            "top1_agreement": v.top1_agreement, "detection_f1": v.detection_f1, "score_drift": v.score_drift,
+            "size_bytes": v.size_bytes, "reason": v.reason}
+
+
+def unfiltered_agreement(bundle: BundleDir, report: OptimizationReport, out: Path, count: int = 100) -> float | None:
+    """Top-1 agreement of the fastest accepted INT8 variant on photo variants FP32 may find ambiguous."""
+    accepted = [v for v in report.variants if v.precision is Precision.INT8 and v.accepted]
+    if not accepted:
+        return None
+    best = min(accepted, key=lambda v: v.p50_ms)
+    reference = InferenceEngine.from_bundle(bundle, warmup_runs=1)
+    candidate = best.artifact.open_engine(out, bundle.manifest, bundle.labels, warmup_runs=1)
+    images = list(zoo.photo_variants(np.random.default_rng(123), count))
+    same = sum(int(reference.infer(i).class_ids[0]) == int(candidate.infer(i).class_ids[0]) for i in images)
+    return same / len(images)
+
+
+def dynamic_quantization(bundle: BundleDir, runs: int, scratch: Path) -> dict[str, Any]:
+    """quantize_dynamic (weights INT8, activations quantized at run time) against FP32, interleaved."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = scratch / "dynamic.onnx"
+    started = time.monotonic()
+    try:
+        quantize_dynamic(str(bundle.model_path), str(target), weight_type=QuantType.QInt8)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        dynamic = ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # Report it: dynamic quantization is only measured, never used.
+        return {"error": str(exc).splitlines()[0]}
+    fp32 = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
+    image = load_bundle_image(bundle.path(bundle.manifest.validation.images[0]))
+    tensor = Preprocessor(bundle.manifest.input)(image, PixelFormat.RGB8)[0]
+    name = fp32.get_inputs()[0].name
+    timings: dict[str, list[float]] = {"fp32": [], "dynamic": []}
+    for session in (fp32, dynamic):
+        for _ in range(5):
+            session.run(None, {name: tensor})
+    for _ in range(runs):
+        for key, session in (("fp32", fp32), ("dynamic", dynamic)):
+            start = time.perf_counter()
+            session.run(None, {name: tensor})
+            timings[key].append((time.perf_counter() - start) * 1000.0)
+    p50 = {k: percentile(v, 50) for k, v in timings.items()}
+    return {"fp32_p50_ms": round(p50["fp32"], 3), "dynamic_p50_ms": round(p50["dynamic"], 3),
+            "speedup_p50": round(p50["fp32"] / p50["dynamic"], 2), "size_bytes": target.stat().st_size,
+            "quantize_seconds": round(time.monotonic() - started, 1)}
+
+
+def verdict(name: str, summary: dict[str, Any], task: str) -> str:
+    best = summary["best_int8"]
+    dynamic = summary["dynamic_quantization"]
+    dyn = (f"dynamic INT8 {dynamic['speedup_p50']}x FP32 (not used by the stage)" if "speedup_p50" in dynamic
+           else f"dynamic INT8 failed: {dynamic.get('error')}")
+    if best is None:
+        rejected = summary["best_rejected_int8"]
+        score = rejected and (rejected["detection_f1"] or rejected["top1_agreement"])
+        return (f"{name}: no INT8 variant passed the gate (best refused: "
+                f"{rejected['name'] if rejected else '-'} at {score:.3f}); FP32 serves. {dyn}; "
+                f"stage wall time {summary['wall_seconds']} s")
+    speedup = summary["int8_speedup_p50"]
+    if task == "classification":
+        ok = speedup >= CNN_GOAL_SPEEDUP and best["top1_agreement"] >= CNN_GOAL_AGREEMENT
+        goal = f"goal >= {CNN_GOAL_SPEEDUP}x at >= {CNN_GOAL_AGREEMENT:.0%} top-1: {'met' if ok else 'NOT met'}"
+        quality = f"top-1 agreement {best['top1_agreement']:.3f} (unfiltered photos {summary['unfiltered_top1_agreement']:.3f})"
+    else:
+        ok = best["detection_f1"] >= DETECTOR_GOAL_F1
+        goal = f"goal F1 >= {DETECTOR_GOAL_F1}: {'met' if ok else 'NOT met'}"
+        quality = f"box F1 {best['detection_f1']:.3f}, score drift {best['score_drift']:.3f}"
+    return (f"{name}: best INT8 {best['name']} {speedup}x FP32 p50 ({summary['fp32']['p50_ms']:.2f} -> "
+            f"{best['p50_ms']:.2f} ms), {quality}, {best['size_bytes'] / 1e6:.1f} MB vs "
+            f"{summary['fp32']['size_bytes'] / 1e6:.1f} MB; {goal}; chosen {summary['chosen']}; {dyn}; "
+            f"stage wall time {summary['wall_seconds']} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
