@@ -11,6 +11,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/paths.sh"
+venv="$rmd_venv"
 python="${RMD_PYTHON:-python3.11}"
 work="$root/.colcon"
 say() { printf '[setup] %s\n' "$*"; }
