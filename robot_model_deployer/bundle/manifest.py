@@ -192,16 +192,26 @@ class ValidationSpec:
 
 @dataclass(frozen=True)
 class AcceptanceSpec:
-    """Thresholds a candidate must meet in the optimization and shadow gates."""
+    """Thresholds a candidate must meet in the optimization and shadow gates.
+
+    Latency passes when the candidate's p99 is within ``max_latency_ratio``
+    times the live model's, or within ``latency_slack_ms`` of it: ratios of
+    sub-millisecond latencies are scheduler noise, not a slower model.
+    """
 
     min_top1_agreement: float = 0.99
     min_detection_f1: float = 0.95
     max_score_drift: float = 0.1
     max_latency_ratio: float = 1.5
+    latency_slack_ms: float = 2.0
     max_error_rate: float = 0.0
     shadow_frames: int = 60
     shadow_seconds: float = 0.0
     probation_seconds: float = 5.0
+
+    def allowed_latency_ms(self, reference_ms: float) -> float:
+        """The highest latency p99 accepted next to a reference model's p99."""
+        return max(reference_ms * self.max_latency_ratio, reference_ms + self.latency_slack_ms)
 
 
 @dataclass(frozen=True)
@@ -354,6 +364,7 @@ def _acceptance_spec(r: "_Reader") -> AcceptanceSpec:
         min_detection_f1=r.number("min_detection_f1", default=defaults.min_detection_f1, minimum=0.0, maximum=1.0),
         max_score_drift=r.number("max_score_drift", default=defaults.max_score_drift, minimum=0.0, maximum=1.0),
         max_latency_ratio=r.number("max_latency_ratio", default=defaults.max_latency_ratio, minimum=0.0, exclusive_minimum=True),
+        latency_slack_ms=r.number("latency_slack_ms", default=defaults.latency_slack_ms, minimum=0.0),
         max_error_rate=r.number("max_error_rate", default=defaults.max_error_rate, minimum=0.0, maximum=1.0),
         shadow_frames=r.integer("shadow_frames", default=defaults.shadow_frames, minimum=0),
         shadow_seconds=r.number("shadow_seconds", default=defaults.shadow_seconds, minimum=0.0),

@@ -223,11 +223,11 @@ class HealthWatch:
                                "must get a result")
         if self.baseline_latency_p99_ms is not None and len(self._latencies) >= limits.min_latency_samples:
             p99 = percentile(self._latencies, 99)
-            allowed = self.baseline_latency_p99_ms * self.acceptance.max_latency_ratio
-            if p99 > allowed:
+            if p99 > self.acceptance.allowed_latency_ms(self.baseline_latency_p99_ms):
                 reasons.append(f"latency p99 is {p99:.1f} ms against {self.baseline_latency_p99_ms:.1f} ms for the "
                                f"old model ({p99 / self.baseline_latency_p99_ms:.2f}x); the bundle allows at most "
-                               f"{self.acceptance.max_latency_ratio:.2f}x (acceptance.max_latency_ratio)")
+                               f"{self.acceptance.max_latency_ratio:.2f}x or +{self.acceptance.latency_slack_ms:g} ms "
+                               "(acceptance.max_latency_ratio, acceptance.latency_slack_ms)")
         return reasons
 
     def _observe(self, now: float) -> float:

@@ -291,15 +291,17 @@ class ShadowComparator:
         return reasons
 
     def _latency_failures(self, report: ShadowReport) -> list[str]:
-        limit = self.acceptance.max_latency_ratio
+        spec = self.acceptance
         candidate, live = report.candidate_latency_p99_ms, report.live_latency_p99_ms
-        if candidate <= live * limit:
+        if candidate <= spec.allowed_latency_ms(live):
             return []
         if live == 0:
             return [f"the live results report 0 ms latency (inference_ms unset?), so the candidate's p99 of "
-                    f"{candidate:.1f} ms cannot be held to {limit:.2f}x of it (acceptance.max_latency_ratio)"]
+                    f"{candidate:.1f} ms exceeds the {spec.latency_slack_ms:g} ms allowed "
+                    "(acceptance.latency_slack_ms)"]
         return [f"latency p99 is {candidate:.1f} ms against {live:.1f} ms for the live model "
-                f"({candidate / live:.2f}x); the bundle allows at most {limit:.2f}x (acceptance.max_latency_ratio)"]
+                f"({candidate / live:.2f}x); the bundle allows at most {spec.max_latency_ratio:.2f}x or "
+                f"+{spec.latency_slack_ms:g} ms (acceptance.max_latency_ratio, acceptance.latency_slack_ms)"]
 
     def _compare(self, candidate: _Pending, live: _Pending) -> None:
         if not live.prediction.is_finite():

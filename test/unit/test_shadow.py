@@ -89,6 +89,13 @@ def test_latency_within_ratio_passes():
     assert shadow.verdict(now).outcome is ShadowOutcome.PASS
 
 
+def test_sub_millisecond_latency_within_the_slack_passes():
+    # 4x the live latency, but 0.3 ms more: not a slower model.
+    shadow = classifier_shadow(max_latency_ratio=1.5)
+    now = feed(shadow, range(20), lambda f: label(0), lambda f: label(0), candidate_ms=0.4, live_ms=0.1)
+    assert shadow.verdict(now).outcome is ShadowOutcome.PASS
+
+
 def test_nan_outputs_fail_and_count_as_judged_frames():
     shadow = classifier_shadow()
     nan = Prediction(np.array([0], np.int32), np.array([np.nan], np.float32), ("red",))
