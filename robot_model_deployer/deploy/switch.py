@@ -91,7 +91,7 @@ class BlueGreenSwitch:
         """
         live, standby = self._live_index, 1 - self._live_index
         standby_slot, live_slot = self._slots[standby], self._slots[live]
-        self._make_unconfigured(standby_slot)
+        release_slot(standby_slot)
         self._models[standby] = None
         standby_slot.load(model.path)
         with self._lock:
@@ -120,13 +120,14 @@ class BlueGreenSwitch:
         with self._lock:
             self._live_index = self._slots.index(standby_slot)
 
-    @staticmethod
-    def _make_unconfigured(slot: PerceptionSlot) -> None:
-        state = slot.state()
-        if state is SlotState.ACTIVE:
-            slot.deactivate()
-            state = SlotState.INACTIVE
-        if state is SlotState.INACTIVE:
-            slot.unload()
-        elif state is not SlotState.UNCONFIGURED:
-            raise SwapError(f"{slot.name} is in state {state.value}; restart it before deploying")
+
+def release_slot(slot: PerceptionSlot) -> None:
+    """Bring a node back to unconfigured (deactivate, then unload) so it can load another model."""
+    state = slot.state()
+    if state is SlotState.ACTIVE:
+        slot.deactivate()
+        state = SlotState.INACTIVE
+    if state is SlotState.INACTIVE:
+        slot.unload()
+    elif state is not SlotState.UNCONFIGURED:
+        raise SwapError(f"{slot.name} is in state {state.value}; restart it before deploying")

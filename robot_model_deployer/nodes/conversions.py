@@ -1,12 +1,18 @@
 """ROS messages to and from the core's types (images in, predictions out)."""
 from __future__ import annotations
 
+import math
+import struct
+
 import numpy as np
 from sensor_msgs.msg import Image
 
+from robot_model_deployer.bundle.manifest import Task
 from robot_model_deployer.inference.postprocess import Prediction
 from robot_model_deployer.inference.preprocess import PixelFormat
 from robot_model_deployer.msg import InferenceResult
+from robot_model_deployer.msg import ShadowReport as ShadowReportMsg
+from robot_model_deployer.validation.shadow import ShadowOutcome, ShadowReport, ShadowVerdict
 
 _CHANNELS = {PixelFormat.RGB8: 3, PixelFormat.BGR8: 3, PixelFormat.MONO8: 1}
 
@@ -62,3 +68,65 @@ def prediction_to_result(prediction: Prediction, header, model_name: str, model_
     msg.boxes = prediction.boxes.astype(np.float32).reshape(-1)
     msg.inference_ms = float(prediction.inference_ms)
     return msg
+
+
+def result_to_prediction(msg: InferenceResult) -> Prediction:
+    """The Prediction an InferenceResult carries (e.g. the live model's, for shadow comparison)."""
+    return Prediction(
+        class_ids=np.asarray(msg.class_ids, dtype=np.int32),
+        scores=np.asarray(msg.scores, dtype=np.float32),
+        labels=tuple(msg.labels),
+        boxes=np.asarray(msg.boxes, dtype=np.float32).reshape(-1, 4),
+        inference_ms=float(msg.inference_ms),
+    )
+
+
+def stamp_ns(stamp) -> int:
+    """A builtin_interfaces/Time as integer nanoseconds (the key results are paired by)."""
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+_NUMBER_FIELDS = ("watched_s", "agreement", "mean_score_drift", "candidate_latency_p50_ms",
+                  "candidate_latency_p99_ms", "live_latency_p50_ms", "live_latency_p99_ms")
+_COUNT_FIELDS = ("frames_judged", "frames_paired", "candidate_frames", "live_frames", "candidate_errors",
+                 "candidate_non_finite", "live_non_finite", "dropped_frames", "expired_candidate", "expired_live")
+
+
+def verdict_to_report_msg(verdict: ShadowVerdict, candidate_name: str, candidate_version: str) -> ShadowReportMsg:
+    """Copy a shadow verdict and every number of its report into a ShadowReport message."""
+    report = verdict.report
+    msg = ShadowReportMsg(candidate_name=candidate_name, candidate_version=candidate_version,
+                          task=report.task.value, outcome=verdict.outcome.value, reasons=list(verdict.reasons),
+                          progress=float(verdict.progress))
+    for name in _NUMBER_FIELDS:
+        setattr(msg, name, float(getattr(report, name)))
+    for name in _COUNT_FIELDS:
+        setattr(msg, name, int(getattr(report, name)))
+    msg.box_precision = float("nan") if report.box_precision is None else float(report.box_precision)
+    msg.box_recall = float("nan") if report.box_recall is None else float(report.box_recall)
+    return msg
+
+
+def report_msg_to_verdict(msg: ShadowReportMsg) -> ShadowVerdict:
+    """The shadow verdict a ShadowReport message carries (the manager's view of it)."""
+    values = {name: float(getattr(msg, name)) for name in _NUMBER_FIELDS}
+    values.update({name: int(getattr(msg, name)) for name in _COUNT_FIELDS})
+    report = ShadowReport(task=Task(msg.task),
+                          box_precision=None if math.isnan(msg.box_precision) else float(msg.box_precision),
+                          box_recall=None if math.isnan(msg.box_recall) else float(msg.box_recall), **values)
+    return ShadowVerdict(ShadowOutcome(msg.outcome), tuple(msg.reasons), float(msg.progress), report)
+
+
+def serialized_header_stamp_ns(data: bytes) -> int:
+    """Header stamp of a serialized message that starts with std_msgs/Header (e.g. an Image).
+
+    Lets a raw subscription count camera frames without deserializing
+    megabytes of pixels: CDR puts the stamp (int32 sec, uint32 nanosec)
+    right after the 4-byte encapsulation header, whose second byte says
+    the byte order.
+    """
+    if len(data) < 12:
+        raise ValueError(f"serialized message of {len(data)} bytes is too short to hold a header")
+    order = "<" if data[1] & 1 else ">"
+    sec, nanosec = struct.unpack_from(order + "iI", data, 4)
+    return sec * 1_000_000_000 + nanosec

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from enum import IntEnum
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
@@ -17,6 +17,10 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.callback_groups import CallbackGroup
 from rclpy.node import Node
 from rclpy.task import Future
+
+from robot_model_deployer.deploy.switch import SlotState, SwapError
+
+T = TypeVar("T")
 
 
 class LifecycleState(IntEnum):
@@ -87,3 +91,44 @@ class RemoteLifecycleNode:
         if future.exception() is not None:
             raise LifecycleCallError(f"{self.name} {what} failed: {future.exception()}")
         return future.result()
+
+
+_SLOT_STATES = {
+    LifecycleState.UNCONFIGURED: SlotState.UNCONFIGURED,
+    LifecycleState.INACTIVE: SlotState.INACTIVE,
+    LifecycleState.ACTIVE: SlotState.ACTIVE,
+}
+
+
+class LifecycleSlot:
+    """A PerceptionSlot backed by a remote lifecycle perception node."""
+
+    def __init__(self, remote: RemoteLifecycleNode) -> None:
+        self.remote = remote
+        self.name = remote.name
+
+    def state(self) -> SlotState:
+        return _SLOT_STATES.get(self._call(self.remote.state), SlotState.UNKNOWN)
+
+    def load(self, model_dir: str) -> None:
+        self._call(lambda: self.remote.set_string_parameter("model_dir", model_dir))
+        self._transition(LifecycleTransition.CONFIGURE, "could not load the model (its log says why)")
+
+    def unload(self) -> None:
+        self._transition(LifecycleTransition.CLEANUP, "refused to release its model")
+
+    def activate(self) -> None:
+        self._transition(LifecycleTransition.ACTIVATE, "refused to activate")
+
+    def deactivate(self) -> None:
+        self._transition(LifecycleTransition.DEACTIVATE, "refused to deactivate")
+
+    def _transition(self, transition: LifecycleTransition, failure: str) -> None:
+        if not self._call(lambda: self.remote.transition(transition)):
+            raise SwapError(f"{self.name} {failure}")
+
+    def _call(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except LifecycleCallError as exc:
+            raise SwapError(str(exc)) from None

@@ -1,149 +1,180 @@
-"""Model manager node: deploys bundles onto two lifecycle perception nodes.
+"""Model manager node: takes bundles through the deploy flow onto two perception nodes.
 
-Services (all under the node's name, e.g. /model_manager/deploy):
-  ~/deploy      robot_model_deployer/srv/DeployModel
-  ~/rollback    robot_model_deployer/srv/Rollback
-  ~/get_status  robot_model_deployer/srv/GetStatus
-Topic:
-  ~/status      robot_model_deployer/msg/DeploymentStatus (transient local)
+Interfaces (under the node's name, e.g. /model_manager/deploy):
+  ~/deploy         srv  DeployModel  (answers when the deployment ends)
+  ~/deploy_bundle  action Deploy     (feedback per stage; cancel at any stage)
+  ~/rollback       srv  Rollback     (manual rollback to the warm previous model)
+  ~/list_models    srv  ListModels
+  ~/get_status     srv  GetStatus
+  ~/status         DeploymentStatus  (transient local)
+  /diagnostics     diagnostic_msgs/DiagnosticArray (1 Hz)
 
-Deployments run one at a time on a worker thread; service callbacks only
-hand work to it, and lifecycle calls go out with call_async, so the executor
-keeps serving status requests while a model loads.
+One deployment runs at a time on a worker thread; a second request is
+refused with the reason. Callbacks only hand work over and answer, so the
+executor keeps serving status while a model loads, runs in shadow or sits
+in probation.
 """
 from __future__ import annotations
 
+import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from robot_model_deployer.deploy.preparation import prepare_bundle
-from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SlotState, SwapError
+from robot_model_deployer.bundle.signing import KeyFileError, TrustStore
+from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome, FlowSettings
+from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
+from robot_model_deployer.store.model_store import ModelStore
+from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
+from robot_model_deployer.action import Deploy
 from robot_model_deployer.msg import DeploymentStatus, ModelInfo
-from robot_model_deployer.nodes.lifecycle_client import (LifecycleCallError, LifecycleState, LifecycleTransition,
-                                                          RemoteLifecycleNode)
-from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
-from robot_model_deployer.srv import DeployModel, GetStatus, Rollback
+from robot_model_deployer.nodes.lifecycle_client import LifecycleSlot, RemoteLifecycleNode
+from robot_model_deployer.nodes.live_checks import ProbationWatch, ShadowRun
+from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError, declare_parameters
+from robot_model_deployer.srv import DeployModel, GetStatus, ListModels, Rollback
 
 T = TypeVar("T")
+DEFAULT_STORE = str(Path.home() / ".local" / "share" / "robot_model_deployer" / "store")
 
 PARAMETERS = (
     ParameterSpec("perception_nodes", ["perception_a", "perception_b"],
-                  "The two lifecycle perception nodes to switch between (relative to this node's namespace, or absolute).",
+                  "The two lifecycle perception nodes to switch between (relative to this node's namespace, "
+                  "or absolute).",
                   check=lambda v: None if len(v) == 2 and len(set(v)) == 2 else "must name two different nodes"),
-    ParameterSpec("initial_bundle", "", "Bundle deployed when the manager starts (empty: none)."),
+    ParameterSpec("shadow_node", "shadow",
+                  "Lifecycle shadow node that validates candidates on live traffic ('' skips the shadow stage)."),
+    ParameterSpec("probation", True, "Watch a new model after the swap and roll back automatically if unhealthy."),
+    ParameterSpec("store_dir", DEFAULT_STORE, "Directory of the on-robot model store."),
+    ParameterSpec("keep_versions", 2, "Installed versions kept besides active, previous and candidate.",
+                  minimum=0, maximum=1000),
+    ParameterSpec("trust_dir", "", "Directory of trusted public keys (.pub) that bundles must be signed by."),
+    ParameterSpec("allow_unsigned", False,
+                  "Accept unsigned bundles (development only; every such bundle is logged as a warning)."),
+    ParameterSpec("initial_bundle", "",
+                  "Bundle deployed at start-up when the store has no active model (empty: none)."),
     ParameterSpec("service_timeout", 30.0, "Seconds to wait for a perception node to answer a lifecycle call.",
                   minimum=0.1, maximum=3600.0),
+    ParameterSpec("shadow_timeout", 120.0, "Seconds a shadow run may take before the candidate is refused.",
+                  minimum=1.0, maximum=86400.0),
 )
-
-_SLOT_STATES = {
-    LifecycleState.UNCONFIGURED: SlotState.UNCONFIGURED,
-    LifecycleState.INACTIVE: SlotState.INACTIVE,
-    LifecycleState.ACTIVE: SlotState.ACTIVE,
-}
-
-
-class LifecycleSlot:
-    """A PerceptionSlot backed by a remote lifecycle perception node."""
-
-    def __init__(self, remote: RemoteLifecycleNode) -> None:
-        self.remote = remote
-        self.name = remote.name
-
-    def state(self) -> SlotState:
-        return _SLOT_STATES.get(self._call(self.remote.state), SlotState.UNKNOWN)
-
-    def load(self, model_dir: str) -> None:
-        self._call(lambda: self.remote.set_string_parameter("model_dir", model_dir))
-        self._transition(LifecycleTransition.CONFIGURE, "could not load the model (its log says why)")
-
-    def unload(self) -> None:
-        self._transition(LifecycleTransition.CLEANUP, "refused to release its model")
-
-    def activate(self) -> None:
-        self._transition(LifecycleTransition.ACTIVATE, "refused to activate")
-
-    def deactivate(self) -> None:
-        self._transition(LifecycleTransition.DEACTIVATE, "refused to deactivate")
-
-    def _transition(self, transition: LifecycleTransition, failure: str) -> None:
-        if not self._call(lambda: self.remote.transition(transition)):
-            raise SwapError(f"{self.name} {failure}")
-
-    def _call(self, call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except LifecycleCallError as exc:
-            raise SwapError(str(exc)) from None
 
 
 class ManagerNode(Node):
-    """Owns the deploy flow; turns service requests into calls on the core."""
+    """Owns the store and the deploy flow; turns requests into flow calls."""
 
-    def __init__(self, node_name: str = "model_manager", **kwargs) -> None:
+    def __init__(self, node_name: str = "model_manager", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         settings = declare_parameters(self, PARAMETERS)
-        clients_group = ReentrantCallbackGroup()
-        slots = [LifecycleSlot(RemoteLifecycleNode(self, name, clients_group, settings["service_timeout"]))
-                 for name in settings["perception_nodes"]]
-        self._switch = BlueGreenSwitch(slots)
+        self._flow = DeploymentFlow(
+            ModelStore.open(Path(settings["store_dir"]).expanduser(), keep_others=settings["keep_versions"]),
+            self._make_switch(settings), _flow_settings(settings), **self._make_ports(settings))
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploy")
         self._busy = threading.Lock()
-        self._stage = "idle"
-        self._message = "waiting for a bundle"
+        self._stage = DeploymentStage.IDLE
+        self._message = "starting"
         self._candidate: ServedModel | None = None
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._status_publisher = self.create_publisher(DeploymentStatus, "~/status", latched)
-        requests_group = ReentrantCallbackGroup()
-        self.create_service(DeployModel, "~/deploy", self._on_deploy, callback_group=requests_group)
-        self.create_service(Rollback, "~/rollback", self._on_rollback, callback_group=requests_group)
-        self.create_service(GetStatus, "~/get_status", self._on_get_status,
-                            callback_group=MutuallyExclusiveCallbackGroup())
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        requests = ReentrantCallbackGroup()
+        self.create_service(DeployModel, "~/deploy", self._on_deploy, callback_group=requests)
+        self.create_service(Rollback, "~/rollback", self._on_rollback, callback_group=requests)
+        quick = MutuallyExclusiveCallbackGroup()
+        self.create_service(GetStatus, "~/get_status", self._on_get_status, callback_group=quick)
+        self.create_service(ListModels, "~/list_models", self._on_list_models, callback_group=quick)
+        self._action = ActionServer(self, Deploy, "~/deploy_bundle", execute_callback=self._execute_goal,
+                                    goal_callback=lambda goal: GoalResponse.ACCEPT,
+                                    cancel_callback=lambda handle: CancelResponse.ACCEPT,
+                                    callback_group=requests)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=quick)
         self._publish_status()
-        if settings["initial_bundle"]:
-            self._start_job(lambda: self._deploy(settings["initial_bundle"], force=False))
+        self._start_job(lambda: self._start_serving(settings["initial_bundle"]))
 
-    # Service callbacks: hand work to the worker, answer with its outcome. ---
+    def _make_switch(self, settings: dict[str, Any]) -> BlueGreenSwitch:
+        group = ReentrantCallbackGroup()
+        return BlueGreenSwitch([LifecycleSlot(RemoteLifecycleNode(self, name, group, settings["service_timeout"]))
+                                for name in settings["perception_nodes"]])
+
+    def _make_ports(self, settings: dict[str, Any]) -> dict[str, Any]:
+        group = ReentrantCallbackGroup()
+        ports: dict[str, Any] = {}
+        if settings["shadow_node"]:
+            ports["shadow"] = ShadowRun(self, settings["shadow_node"], group, settings["service_timeout"],
+                                        settings["shadow_timeout"])
+        if settings["probation"]:
+            ports["probation"] = ProbationWatch(self, group)
+        return ports
+
+    # Requests: hand work to the deploy thread, answer with its outcome. -------
 
     def _on_deploy(self, request: DeployModel.Request, response: DeployModel.Response) -> DeployModel.Response:
-        job = self._start_job(lambda: self._deploy(request.bundle_path, request.force))
-        if job is None:
-            response.accepted, response.reason = False, self._busy_reason()
-            return response
-        model, reason = job.result()
-        response.accepted = model is not None
-        response.reason = reason
-        if model is not None:
-            response.model = _model_info(model)
+        job = self._start_job(lambda: self._deploy(request.bundle_path, request.force, threading.Event(), None))
+        outcome = job.result() if job is not None else DeployOutcome(False, self._busy_reason())
+        response.accepted, response.reason = outcome.accepted, outcome.reason
+        response.model = _model_info(outcome.model)
         return response
+
+    def _execute_goal(self, goal_handle) -> Deploy.Result:
+        cancel = threading.Event()
+        job = self._start_job(lambda: self._deploy(goal_handle.request.bundle_path, goal_handle.request.force,
+                                                   cancel, goal_handle))
+        if job is None:
+            outcome = DeployOutcome(False, self._busy_reason())
+        else:
+            while not job.done():
+                if goal_handle.is_cancel_requested:
+                    cancel.set()
+                time.sleep(0.05)
+            outcome = job.result()
+        result = Deploy.Result(accepted=outcome.accepted, reason=outcome.reason, model=_model_info(outcome.model),
+                               report_json=json.dumps(outcome.report, default=str))
+        if cancel.is_set() and not outcome.accepted:
+            goal_handle.canceled()
+        elif outcome.accepted:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return result
 
     def _on_rollback(self, request: Rollback.Request, response: Rollback.Response) -> Rollback.Response:
         job = self._start_job(lambda: self._rollback(request.reason))
-        if job is None:
-            response.success, response.message = False, self._busy_reason()
-            return response
-        model, response.message = job.result()
+        model, response.message = job.result() if job is not None else (None, self._busy_reason())
         response.success = model is not None
-        if model is not None:
-            response.active = _model_info(model)
+        response.active = _model_info(model)
         return response
 
     def _on_get_status(self, request: GetStatus.Request, response: GetStatus.Response) -> GetStatus.Response:
         response.status = self._status()
         return response
 
-    # Work on the deploy thread. ---------------------------------------------
+    def _on_list_models(self, request: ListModels.Request, response: ListModels.Response) -> ListModels.Response:
+        store = self._flow.store
+        slots = {ref: slot for slot, ref in (("active", store.state.active), ("previous", store.state.previous),
+                                             ("candidate", store.state.candidate)) if ref is not None}
+        for installed in store.list_versions():
+            if request.name and installed.ref.name != request.name:
+                continue
+            response.models.append(ModelInfo(name=installed.ref.name, version=str(installed.ref.version),
+                                             task=installed.manifest.task.value, path=str(installed.bundle_dir)))
+            response.slots.append(slots.get(installed.ref, ""))
+        return response
 
-    def _start_job(self, job: Callable[[], T]):
-        """Run job on the worker unless one is running; None when busy."""
+    # Work on the deploy thread. -------------------------------------------------
+
+    def _start_job(self, job: Callable[[], T]) -> Future | None:
+        """Run job on the deploy thread unless one is running; None when busy."""
         if not self._busy.acquire(blocking=False):
             return None
 
@@ -155,70 +186,113 @@ class ManagerNode(Node):
 
         return self._worker.submit(run)
 
-    def _deploy(self, bundle_path: str, force: bool) -> tuple[ServedModel | None, str]:
-        self._set_stage("verify", f"checking {bundle_path}")
+    def _start_serving(self, initial_bundle: str) -> None:
         try:
-            model = prepare_bundle(bundle_path)
-        except ValueError as exc:
-            return self._fail(f"bundle rejected: {exc}")
-        self._candidate = model
-        self._set_stage("swap", f"loading {model.label()} on the standby perception node")
-        try:
-            self._switch.deploy(model)
+            served = self._flow.serve_committed()
         except SwapError as exc:
-            self._candidate = None
-            return self._fail(f"{model.label()} not deployed: {exc}; the live model is unchanged")
-        self._candidate = None
-        snapshot = self._switch.snapshot()
-        message = f"{model.label()} is live on {snapshot.live_node}"
-        self._set_stage("idle", message)
-        self.get_logger().info(message)
-        return model, message
+            self._set_stage(DeploymentStage.FAILED, f"cannot serve the committed model: {exc}")
+            return
+        if served is not None:
+            self._set_stage(DeploymentStage.IDLE, f"serving {served.label()} from the store")
+        elif initial_bundle:
+            self._deploy(initial_bundle, False, threading.Event(), None)
+        else:
+            self._set_stage(DeploymentStage.IDLE, "waiting for a bundle")
+
+    def _deploy(self, bundle_path: str, force: bool, cancel: threading.Event, goal_handle) -> DeployOutcome:
+        def progress(stage: DeploymentStage, fraction: float, message: str) -> None:
+            if stage is not self._stage or message != self._message:
+                self._set_stage(stage, message)
+            if goal_handle is not None:
+                goal_handle.publish_feedback(Deploy.Feedback(stage=stage.value, progress=float(fraction),
+                                                             message=message))
+
+        try:
+            outcome = self._flow.deploy(bundle_path, force=force, progress=progress, cancel=cancel)
+        except (SwapError, StoreError) as exc:
+            outcome = DeployOutcome(False, f"deployment failed: {exc}")
+        self._set_stage(DeploymentStage.IDLE if outcome.accepted else DeploymentStage.FAILED, outcome.reason)
+        # rclpy ties a severity to each logging call site, so the two levels need two calls.
+        if outcome.accepted:
+            self.get_logger().info(outcome.reason)
+        else:
+            self.get_logger().error(outcome.reason)
+        return outcome
 
     def _rollback(self, reason: str) -> tuple[ServedModel | None, str]:
-        self._set_stage("rollback", f"rolling back: {reason or 'requested'}")
+        self._set_stage(DeploymentStage.ROLLBACK, f"rolling back: {reason or 'requested'}")
         try:
-            model = self._switch.rollback()
-        except SwapError as exc:
-            return self._fail(f"rollback failed: {exc}")
+            model = self._flow.rollback(reason)
+        except (SwapError, StoreError) as exc:
+            message = f"rollback failed: {exc}"
+            self._set_stage(DeploymentStage.FAILED, message)
+            self.get_logger().error(message)
+            return None, message
         message = f"rolled back to {model.label()} ({reason or 'no reason given'})"
-        self._set_stage("idle", message)
+        self._set_stage(DeploymentStage.IDLE, message)
         self.get_logger().warning(message)
         return model, message
 
-    def _fail(self, reason: str) -> tuple[None, str]:
-        self.get_logger().error(reason)
-        self._set_stage("failed", reason)
-        return None, reason
-
-    # Status. ------------------------------------------------------------------
+    # Status. --------------------------------------------------------------------
 
     def _busy_reason(self) -> str:
-        return f"a deployment is already running (stage {self._stage}: {self._message}); try again when it ends"
+        return f"a deployment is already running (stage {self._stage.value}: {self._message}); try again when it ends"
 
-    def _set_stage(self, stage: str, message: str) -> None:
+    def _set_stage(self, stage: DeploymentStage, message: str) -> None:
         self._stage, self._message = stage, message
         self._publish_status()
 
     def _status(self) -> DeploymentStatus:
-        snapshot = self._switch.snapshot()
+        snapshot = self._flow.switch.snapshot()
+        state = self._flow.store.state
         status = DeploymentStatus()
         status.stamp = self.get_clock().now().to_msg()
         status.active = _model_info(snapshot.live_model)
         status.previous = _model_info(snapshot.standby_model)
-        status.candidate = _model_info(self._candidate)
+        status.candidate = self._ref_info(state.candidate)
         status.live_node = snapshot.live_node if snapshot.live_model else ""
         status.standby_node = snapshot.standby_node
-        status.stage = self._stage
+        status.stage = self._stage.value
         status.message = self._message
         return status
+
+    def _ref_info(self, ref: VersionRef | None) -> ModelInfo:
+        if ref is None:
+            return ModelInfo()
+        return ModelInfo(name=ref.name, version=str(ref.version), path=str(self._flow.store.bundle_dir(ref)))
 
     def _publish_status(self) -> None:
         self._status_publisher.publish(self._status())
 
+    def _publish_diagnostics(self) -> None:
+        status = self._status()
+        level = {DeploymentStage.FAILED: DiagnosticStatus.WARN}.get(self._stage, DiagnosticStatus.OK)
+        if not status.active.name:
+            level = DiagnosticStatus.WARN
+        values = {"active": _label(status.active), "previous": _label(status.previous),
+                  "candidate": _label(status.candidate), "live_node": status.live_node,
+                  "standby_node": status.standby_node, "stage": status.stage}
+        array = DiagnosticArray()
+        array.header.stamp = status.stamp
+        array.status.append(DiagnosticStatus(
+            level=level, name=f"{self.get_name()}: model deployment", hardware_id=self.get_fully_qualified_name(),
+            message=status.message, values=[KeyValue(key=k, value=v) for k, v in values.items()]))
+        self._diagnostics.publish(array)
+
     def destroy_node(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
+        self._action.destroy()
         super().destroy_node()
+
+
+def _flow_settings(settings: dict[str, Any]) -> FlowSettings:
+    trust = None
+    if settings["trust_dir"]:
+        try:
+            trust = TrustStore.load(Path(settings["trust_dir"]).expanduser())
+        except KeyFileError as exc:
+            raise ParameterValueError(f"parameter trust_dir: {exc}") from None
+    return FlowSettings(trust=trust, allow_unsigned=settings["allow_unsigned"])
 
 
 def _model_info(model: ServedModel | None) -> ModelInfo:
@@ -228,10 +302,14 @@ def _model_info(model: ServedModel | None) -> ModelInfo:
                      model_sha256=model.model_sha256)
 
 
+def _label(info: ModelInfo) -> str:
+    return f"{info.name} {info.version}" if info.name else ""
+
+
 def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = ManagerNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = MultiThreadedExecutor(num_threads=6)
     executor.add_node(node)
     try:
         executor.spin()

@@ -25,20 +25,57 @@ COLOUR_LABELS = ("red", "green", "blue")
 OPSET = 17
 
 
-def colour_classifier(size: int = 32, scale: float = 10.0) -> onnx.ModelProto:
-    """A 3-class classifier by dominant colour; input ``images`` [1, 3, size, size]."""
+def colour_classifier(size: int = 32, scale: float = 10.0, label_shift: int = 0, busy_matmuls: int = 0,
+                      nan_unless: str = "") -> onnx.ModelProto:
+    """A 3-class classifier by dominant colour; input ``images`` [1, 3, size, size].
+
+    Variants for testing the gates on the same input:
+    ``label_shift``: answers the colour ``label_shift`` places further (wrong on purpose);
+    ``busy_matmuls``: that many 512x512 matrix products on the input first (slow, same answer);
+    ``nan_unless``: every score is NaN unless the image is mostly that colour.
+    """
     # logits = scale * (M @ channel_means), M = 1.5 * I - 0.5 (own minus mean of others).
     mixing = (1.5 * np.eye(3, dtype=np.float32) - 0.5) * scale
+    mixing = np.roll(mixing, label_shift, axis=0)
     nodes = [
         helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
         helper.make_node("Flatten", ["pooled"], ["means"], axis=1),
-        helper.make_node("MatMul", ["means", "mixing"], ["logits"]),
+        helper.make_node("MatMul", ["means", "mixing"], ["clean_logits"]),
     ]
+    initializers = [numpy_helper.from_array(mixing.T.copy(), "mixing")]
+    logits = "clean_logits"
+    if busy_matmuls:
+        # Work that depends on the input (so it cannot be folded away) but adds 0 * result.
+        rng = np.random.default_rng(0)
+        initializers += [numpy_helper.from_array(np.ones((3, 512), np.float32), "spread"),
+                         numpy_helper.from_array((rng.standard_normal((512, 512)) / 512).astype(np.float32), "busy"),
+                         numpy_helper.from_array(np.zeros((1,), np.float32), "zero")]
+        nodes.append(helper.make_node("MatMul", ["means", "spread"], ["work_0"]))
+        for index in range(busy_matmuls):
+            nodes.append(helper.make_node("MatMul", [f"work_{index}", "busy"], [f"work_{index + 1}"]))
+        nodes += [helper.make_node("ReduceMax", [f"work_{busy_matmuls}"], ["work_sum"], keepdims=1, axes=[1]),
+                  helper.make_node("Mul", ["work_sum", "zero"], ["nothing"]),
+                  helper.make_node("Add", [logits, "nothing"], ["busy_logits"])]
+        logits = "busy_logits"
+    if nan_unless:
+        # log(mean of that channel - 0.25) * 0 is 0 for that colour and NaN when the channel is dark.
+        pick = np.zeros((3, 1), np.float32)
+        pick[COLOUR_LABELS.index(nan_unless), 0] = 1.0
+        initializers += [numpy_helper.from_array(pick, "pick"),
+                         numpy_helper.from_array(np.array([0.25], np.float32), "quarter"),
+                         numpy_helper.from_array(np.zeros((1,), np.float32), "nan_zero")]
+        nodes += [helper.make_node("MatMul", ["means", "pick"], ["picked"]),
+                  helper.make_node("Sub", ["picked", "quarter"], ["margin"]),
+                  helper.make_node("Log", ["margin"], ["log_margin"]),
+                  helper.make_node("Mul", ["log_margin", "nan_zero"], ["nan_or_zero"]),
+                  helper.make_node("Add", [logits, "nan_or_zero"], ["guarded_logits"])]
+        logits = "guarded_logits"
+    nodes.append(helper.make_node("Identity", [logits], ["logits"]))
     graph = helper.make_graph(
         nodes, "colour_classifier",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])],
-        [numpy_helper.from_array(mixing.T.copy(), "mixing")],
+        initializers,
     )
     return _model(graph)
 

@@ -1,53 +1,102 @@
-"""Deploying over real DDS: manager and two perception nodes in their own processes."""
+"""Deploying over real DDS: manager, two perception nodes and the shadow node in their own processes.
+
+A camera in the test process publishes solid-colour frames the whole time,
+so every scenario also checks that results never stop.
+"""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from rclpy.action import ActionClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient, next_domain_id, stop_all, wait_for
+from robot_model_deployer.action import Deploy
+from robot_model_deployer.bundle.archive import write_bundle_tar
+from robot_model_deployer.bundle.filelist import build_file_list
+from robot_model_deployer.bundle.signing import generate_keypair, load_private_key, sign_file_list
 from robot_model_deployer.inference.preprocess import PixelFormat
-from robot_model_deployer.msg import DeploymentStatus, InferenceResult
+from robot_model_deployer.msg import DeploymentStatus, InferenceResult, ShadowReport
 from robot_model_deployer.nodes.conversions import array_to_image
-from robot_model_deployer.srv import DeployModel, GetStatus, Rollback
+from robot_model_deployer.srv import DeployModel, GetStatus, ListModels, Rollback
 from robot_model_deployer.testing.models import (classifier_manifest, colour_classifier, colour_detector,
                                                   solid_image, write_bundle)
+from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient, next_domain_id, stop_all, wait_for
 
 MANAGER = "/model_manager"
+# Short gates so a scenario takes seconds: 30 shadow frames, 2 s of probation. The tiny test
+# models run in well under a millisecond, so on a loaded 2-core CI machine their latency is
+# all scheduler noise: allow 5 ms of slack (the slow candidate below is 10x that slower).
+FAST_ACCEPTANCE = {"shadow_frames": 30, "probation_seconds": 2.0, "latency_slack_ms": 5.0}
 
 
 @dataclass
 class Graph:
     client: RosTestClient
     processes: list[NodeProcess]
+    keys: Path
+    work: Path
     results: list[tuple[float, InferenceResult]] = field(default_factory=list)
     statuses: list[DeploymentStatus] = field(default_factory=list)
+    shadow_reports: list[ShadowReport] = field(default_factory=list)
 
     def deploy(self, path: Path | str, force: bool = False) -> DeployModel.Response:
-        return self.client.call(DeployModel, f"{MANAGER}/deploy", DeployModel.Request(bundle_path=str(path), force=force))
+        return self.client.call(DeployModel, f"{MANAGER}/deploy",
+                                DeployModel.Request(bundle_path=str(path), force=force), timeout=90.0)
+
+    def status(self) -> DeploymentStatus:
+        return self.client.call(GetStatus, f"{MANAGER}/get_status", GetStatus.Request()).status
 
     def results_since(self, start: float) -> list[InferenceResult]:
         return [r for t, r in list(self.results) if t >= start]
+
+    def times_since(self, start: float) -> list[float]:
+        return [t for t, _ in list(self.results) if t >= start]
+
+    def bundle(self, name: str, version: str = "1.0.0", model=None, sign: bool = True, **changes) -> Path:
+        """A .tar bundle of a colour classifier (or of ``model``), signed by the trusted key.
+
+        Packed without rmd's own checks, as a careless or hostile publisher
+        could, so that the robot's checks are what is tested.
+        """
+        manifest = classifier_manifest(version=version)
+        manifest["acceptance"] = dict(FAST_ACCEPTANCE)
+        manifest.update(changes)
+        source = write_bundle(self.work / name, model if model is not None else colour_classifier(), manifest)
+        file_list = build_file_list(source).to_bytes()
+        signature = sign_file_list(file_list, load_private_key(self.keys / "signing.key")) if sign else None
+        output = self.work / f"{name}.tar"
+        write_bundle_tar(output=output, root=source, file_list_bytes=file_list, signature=signature)
+        return output
 
 
 @pytest.fixture
 def graph(tmp_path: Path, request: pytest.FixtureRequest):
     domain = next_domain_id()
+    keys = tmp_path / "keys"
+    generate_keypair(out_dir=keys, name="signing")
     perception = {"image_qos": "reliable", "warmup_runs": 1}
-    processes = [NodeProcess("perception_node", "perception_a", domain, tmp_path, perception),
-                 NodeProcess("perception_node", "perception_b", domain, tmp_path, perception),
-                 NodeProcess("manager_node", "model_manager", domain, tmp_path)]
+    processes = [
+        NodeProcess("perception_node", "perception_a", domain, tmp_path, perception),
+        NodeProcess("perception_node", "perception_b", domain, tmp_path, perception),
+        NodeProcess("shadow_node", "shadow", domain, tmp_path, {"report_period": 0.2}),
+        NodeProcess("manager_node", "model_manager", domain, tmp_path,
+                    {"store_dir": str(tmp_path / "store"), "trust_dir": str(keys), "shadow_timeout": 30.0}),
+    ]
     client = RosTestClient(domain)
-    graph = Graph(client, processes)
+    work = tmp_path / "bundles"
+    work.mkdir()
+    graph = Graph(client, processes, keys, work)
     client.node.create_subscription(InferenceResult, "/results",
-                                    lambda msg: graph.results.append((time.monotonic(), msg)), 50)
+                                    lambda msg: graph.results.append((time.monotonic(), msg)), 100)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     client.node.create_subscription(DeploymentStatus, f"{MANAGER}/status", graph.statuses.append, latched)
+    client.node.create_subscription(ShadowReport, "/shadow/report", graph.shadow_reports.append, 10)
     yield graph
     client.close()
     stop_all(processes)
@@ -57,13 +106,13 @@ def graph(tmp_path: Path, request: pytest.FixtureRequest):
 
 
 class Camera:
-    """Publishes one image of a chosen colour at a steady rate from the test process."""
+    """Publishes solid-colour frames at a steady rate from the test process."""
 
-    def __init__(self, graph: Graph, rate: float = 20.0) -> None:
+    def __init__(self, graph: Graph, rate: float = 30.0, colour: str = "red") -> None:
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self._publisher = graph.client.node.create_publisher(Image, "/image", qos)
         self._clock = graph.client.node.get_clock()
-        self.colour = "red"
+        self.colour = colour
         self.sent: dict[tuple[int, int], str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(1.0 / rate,), daemon=True)
@@ -84,18 +133,22 @@ class Camera:
             self._publisher.publish(msg)
 
 
-def _bundle(tmp_path: Path, name: str, version: str = "1.0.0", model=None, **manifest_changes) -> Path:
-    manifest = classifier_manifest(version=version)
-    manifest.update(manifest_changes)
-    return write_bundle(tmp_path / name, model if model is not None else colour_classifier(), manifest)
-
-
 def _max_gap(times: list[float]) -> float:
     return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
 
-def test_deployed_model_answers_camera_frames_with_the_right_class(graph: Graph, tmp_path: Path) -> None:
-    response = graph.deploy(_bundle(tmp_path, "v1"))
+def _live_version(graph: Graph, since: float) -> str:
+    return graph.results_since(since)[-1].model_version
+
+
+def _serving(graph: Graph, version: str, timeout: float = 20.0) -> None:
+    start = time.monotonic()
+    wait_for(lambda: any(r.model_version == version for r in graph.results_since(start)), timeout,
+             f"results from version {version}")
+
+
+def test_deployed_model_answers_camera_frames_with_the_right_class(graph: Graph) -> None:
+    response = graph.deploy(graph.bundle("v1"))
     assert response.accepted, response.reason
     assert (response.model.name, response.model.version) == ("colour_classifier", "1.0.0")
 
@@ -103,34 +156,42 @@ def test_deployed_model_answers_camera_frames_with_the_right_class(graph: Graph,
         for colour in ("red", "blue", "green"):
             camera.colour = colour
             start = time.monotonic()
-            wait_for(lambda: any(camera.sent.get((r.header.stamp.sec, r.header.stamp.nanosec)) == colour
-                                 for r in graph.results_since(start)), 20.0, f"a result for a {colour} frame")
-            result = next(r for r in reversed(graph.results_since(start))
-                          if camera.sent.get((r.header.stamp.sec, r.header.stamp.nanosec)) == colour)
+
+            def answered() -> list[InferenceResult]:
+                return [r for r in graph.results_since(start)
+                        if camera.sent.get((r.header.stamp.sec, r.header.stamp.nanosec)) == colour]
+
+            wait_for(lambda: answered(), 20.0, f"a result for a {colour} frame")
+            result = answered()[-1]
             assert result.labels[0] == colour
             assert result.scores[0] > 0.9
             assert (result.model_name, result.model_version, result.task) == ("colour_classifier", "1.0.0",
                                                                              "classification")
-            assert result.node_name in ("perception_a", "perception_b")
-
-    status = graph.client.call(GetStatus, f"{MANAGER}/get_status", GetStatus.Request()).status
+    status = graph.status()
     assert status.active.version == "1.0.0" and status.live_node == result.node_name
+    listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request())
+    assert [(m.version, slot) for m, slot in zip(listed.models, listed.slots)] == [("1.0.0", "active")]
 
 
-def test_bad_bundles_are_rejected_while_results_keep_flowing(graph: Graph, tmp_path: Path) -> None:
-    assert graph.deploy(_bundle(tmp_path, "good")).accepted
-    not_a_bundle = tmp_path / "notes.txt"
+def test_bad_bundles_are_rejected_while_results_keep_flowing(graph: Graph) -> None:
+    assert graph.deploy(graph.bundle("good")).accepted
+    not_a_bundle = graph.work / "notes.txt"
     not_a_bundle.write_text("hello")
     bad = {
-        "missing path": (tmp_path / "does-not-exist", "does not exist"),
-        "not a bundle": (not_a_bundle, "not a bundle directory"),
-        "wrong manifest field": (_bundle(tmp_path, "badfield", input={"width": "wide", "height": 32}),
+        "missing path": (graph.work / "does-not-exist.tar", "does not exist"),
+        "not a bundle": (not_a_bundle, "not"),
+        "unsigned": (graph.bundle("unsigned", version="2.0.0", sign=False), "not signed"),
+        "wrong manifest field": (graph.bundle("badfield", version="2.0.1", input={"width": "wide", "height": 32}),
                                  "input.width must be an integer"),
-        "unknown task": (_bundle(tmp_path, "badtask", task="segmentation"), "task must be one of"),
-        "not onnx": (_bundle(tmp_path, "notonnx", model=b"this is not a model"), "not a model ONNX Runtime can load"),
-        "input mismatch": (_bundle(tmp_path, "mismatch", model=colour_classifier(size=16)), "axis 2 differs"),
-        "wrong output layout": (_bundle(tmp_path, "detector-as-classifier", model=colour_detector(size=32)),
-                                "scores 32 classes but the labels file"),
+        "unknown task": (graph.bundle("badtask", version="2.0.2", task="segmentation"), "task must be one of"),
+        "not onnx": (graph.bundle("notonnx", version="2.0.3", model=b"this is not a model"),
+                     "not a model ONNX Runtime can load"),
+        "input mismatch": (graph.bundle("mismatch", version="2.0.4", model=colour_classifier(size=16)),
+                           "axis 2 differs"),
+        "wrong output layout": (graph.bundle("detector", version="2.0.5", model=colour_detector(size=32)),
+                                "classes but the labels file"),
+        "downgrade": (graph.bundle("old", version="0.9.0"), "is a downgrade"),
+        "empty path": ("", "empty"),
     }
     with Camera(graph):
         wait_for(lambda: len(graph.results) >= 5, 20.0, "results from the good model")
@@ -140,30 +201,137 @@ def test_bad_bundles_are_rejected_while_results_keep_flowing(graph: Graph, tmp_p
             assert not response.accepted, case
             assert reason in response.reason, f"{case}: {response.reason}"
         time.sleep(0.5)
-        during = graph.results_since(start)
-        times = [t for t, _ in graph.results if t >= start]
+        during, times = graph.results_since(start), graph.times_since(start)
     assert len(during) >= 10
     assert {(r.model_name, r.model_version) for r in during} == {("colour_classifier", "1.0.0")}
-    assert _max_gap(times) < 1.0, "results stopped while bad bundles were rejected"
-    wait_for(lambda: graph.statuses and graph.statuses[-1].stage == "failed", 5.0, "a failed status")
-    assert graph.statuses[-1].active.version == "1.0.0"
+    assert _max_gap(times) < 0.5, "results stopped while bad bundles were rejected"
+    status = graph.status()
+    assert status.stage == "failed" and status.active.version == "1.0.0"
+    listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request())
+    assert [m.version for m in listed.models] == ["1.0.0"], "a rejected bundle was installed"
 
 
-def test_new_version_swaps_without_a_gap_and_rolls_back(graph: Graph, tmp_path: Path) -> None:
-    assert graph.deploy(_bundle(tmp_path, "v1")).accepted
-    with Camera(graph, rate=30.0):
-        wait_for(lambda: len(graph.results) >= 5, 20.0, "results from v1")
+def test_good_candidate_passes_shadow_and_probation_and_is_committed(graph: Graph) -> None:
+    assert graph.deploy(graph.bundle("v1")).accepted
+    with Camera(graph):
+        _serving(graph, "1.0.0")
         start = time.monotonic()
-        response = graph.deploy(_bundle(tmp_path, "v2", version="2.0.0"))
+        response = graph.deploy(graph.bundle("v2", version="2.0.0"))
         assert response.accepted, response.reason
-        wait_for(lambda: any(r.model_version == "2.0.0" for r in graph.results_since(start)), 10.0, "v2 results")
-        rollback = graph.client.call(Rollback, f"{MANAGER}/rollback", Rollback.Request(reason="test"))
+        _serving(graph, "2.0.0")
+        time.sleep(0.3)
+        times = graph.times_since(start)
+    assert _max_gap(times) < 0.25, "results stopped during the swap"
+    passed = [r for r in graph.shadow_reports if r.candidate_version == "2.0.0" and r.outcome == "pass"]
+    assert passed and passed[-1].frames_judged >= 30 and passed[-1].agreement == 1.0
+    status = graph.status()
+    assert (status.active.version, status.previous.version) == ("2.0.0", "1.0.0")
+    assert status.stage == "idle"
+
+
+def test_candidate_with_different_answers_is_rejected_in_shadow(graph: Graph) -> None:
+    assert graph.deploy(graph.bundle("v1")).accepted
+    with Camera(graph):
+        _serving(graph, "1.0.0")
+        start = time.monotonic()
+        response = graph.deploy(graph.bundle("wrong", version="2.0.0", model=colour_classifier(label_shift=1)))
+        time.sleep(0.3)
+        during, times = graph.results_since(start), graph.times_since(start)
+    assert not response.accepted
+    assert "shadow" in response.reason and "agreement" in response.reason, response.reason
+    assert {r.model_version for r in during} == {"1.0.0"}, "the wrong model served live"
+    assert _max_gap(times) < 0.25
+
+
+def test_too_slow_candidate_is_rejected_in_shadow(graph: Graph) -> None:
+    assert graph.deploy(graph.bundle("v1")).accepted
+    with Camera(graph, rate=20.0):
+        _serving(graph, "1.0.0")
+        start = time.monotonic()
+        response = graph.deploy(graph.bundle("slow", version="2.0.0", model=colour_classifier(busy_matmuls=60)))
+        during, times = graph.results_since(start), graph.times_since(start)
+    assert not response.accepted
+    assert "latency" in response.reason, response.reason
+    assert {r.model_version for r in during} == {"1.0.0"}
+    assert _max_gap(times) < 0.3
+
+
+def test_candidate_failing_in_probation_is_rolled_back_automatically(graph: Graph) -> None:
+    assert graph.deploy(graph.bundle("v1")).accepted
+    with Camera(graph, colour="green") as camera:
+        _serving(graph, "1.0.0")
+        start = time.monotonic()
+        outcome: dict[str, DeployModel.Response] = {}
+        deploying = threading.Thread(target=lambda: outcome.setdefault("r", graph.deploy(graph.bundle(
+            "nan", version="2.0.0", model=colour_classifier(nan_unless="green")))))
+        deploying.start()
+        # Green frames: the candidate agrees in shadow. Once it is live, red frames make it emit NaN.
+        wait_for(lambda: any(s.stage == "probation" for s in graph.statuses), 60.0, "probation to start")
+        camera.colour = "red"
+        deploying.join(60.0)
+        _serving(graph, "1.0.0")
+        time.sleep(0.3)
+        times = graph.times_since(start)
+    response = outcome["r"]
+    assert not response.accepted
+    assert "rolled back" in response.reason and "NaN" in response.reason, response.reason
+    assert _max_gap(times) < 0.25, "results stopped during the swap or the automatic rollback"
+    status = graph.status()
+    assert status.active.version == "1.0.0"
+    listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request())
+    assert {(m.version, slot) for m, slot in zip(listed.models, listed.slots)} == {("1.0.0", "active"),
+                                                                                  ("2.0.0", "")}
+    retry = graph.deploy(graph.bundle("nan-again", version="2.0.0", model=colour_classifier(nan_unless="green")))
+    assert not retry.accepted, "a version that failed probation was deployed again"
+
+
+def test_manual_rollback_returns_to_the_previous_model_without_a_gap(graph: Graph) -> None:
+    assert graph.deploy(graph.bundle("v1")).accepted
+    refused = graph.client.call(Rollback, f"{MANAGER}/rollback", Rollback.Request(reason="nothing before v1"))
+    assert not refused.success and "no previous" in refused.message
+    with Camera(graph):
+        assert graph.deploy(graph.bundle("v2", version="2.0.0")).accepted
+        _serving(graph, "2.0.0")
+        start = time.monotonic()
+        rollback = graph.client.call(Rollback, f"{MANAGER}/rollback", Rollback.Request(reason="operator"))
         assert rollback.success, rollback.message
         assert rollback.active.version == "1.0.0"
-        rolled = time.monotonic()
-        wait_for(lambda: any(r.model_version == "1.0.0" for r in graph.results_since(rolled)), 10.0, "v1 again")
+        _serving(graph, "1.0.0")
         time.sleep(0.3)
-        times = [t for t, _ in graph.results if t >= start]
-    versions = [r.model_version for r in graph.results_since(start)]
-    assert versions[0] == "1.0.0" and "2.0.0" in versions and versions[-1] == "1.0.0"
-    assert _max_gap(times) < 0.25, "results stopped during the swap or the rollback"
+        times = graph.times_since(start)
+    assert _max_gap(times) < 0.25, "results stopped during the rollback"
+    status = graph.status()
+    assert (status.active.version, status.previous.version) == ("1.0.0", "2.0.0")
+
+
+def test_deploy_action_reports_stages_refuses_a_second_deploy_and_cancels(graph: Graph) -> None:
+    assert graph.deploy(graph.bundle("v1")).accepted
+    client = ActionClient(graph.client.node, Deploy, f"{MANAGER}/deploy_bundle")
+    assert client.wait_for_server(timeout_sec=20.0)
+    feedback: list[Deploy.Feedback] = []
+    with Camera(graph):
+        _serving(graph, "1.0.0")
+        start = time.monotonic()
+        # A long shadow run (many frames) that the test cancels midway.
+        goal = Deploy.Goal(bundle_path=str(graph.bundle("v2", version="2.0.0",
+                                                        acceptance={"shadow_frames": 100000})))
+        sent = client.send_goal_async(goal, feedback_callback=lambda m: feedback.append(m.feedback))
+        wait_for(lambda: sent.done(), 20.0, "the goal to be accepted")
+        handle = sent.result()
+        assert handle.accepted
+        wait_for(lambda: any(f.stage == "shadow" for f in feedback), 30.0, "shadow stage feedback")
+        second = graph.deploy(graph.bundle("v3", version="3.0.0"))
+        assert not second.accepted and "already running" in second.reason
+        cancelled = handle.cancel_goal_async()
+        wait_for(lambda: cancelled.done(), 20.0, "the cancel answer")
+        result_future = handle.get_result_async()
+        wait_for(lambda: result_future.done(), 30.0, "the action result")
+        time.sleep(0.3)
+        during, times = graph.results_since(start), graph.times_since(start)
+    result = result_future.result().result
+    assert not result.accepted and "cancelled" in result.reason
+    assert "installed" in json.loads(result.report_json)
+    assert [f.stage for f in feedback][:1] == ["verify"] and "shadow" in [f.stage for f in feedback]
+    assert {r.model_version for r in during} == {"1.0.0"}
+    assert _max_gap(times) < 0.25
+    assert graph.status().active.version == "1.0.0"

@@ -1,0 +1,255 @@
+"""The deploy flow: verify, stage, optimize, shadow, swap, probation, commit.
+
+Every step that can refuse a model runs before the one that exposes it: a
+bundle is verified before anything is installed, a candidate proves itself
+in shadow before it serves, and it is committed only after a healthy
+probation. Whatever fails, the model that was live stays (or is put back)
+live, and the store records why.
+
+The flow knows nothing of ROS: the manager node gives it the store, the
+blue/green switch and small ports for the steps that need live traffic.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from robot_model_deployer.bundle.archive import ExtractionLimits
+from robot_model_deployer.bundle.loader import BundleError
+from robot_model_deployer.bundle.manifest import AcceptanceSpec, Manifest
+from robot_model_deployer.bundle.signing import TrustStore
+from robot_model_deployer.deploy.preparation import file_sha256
+from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
+from robot_model_deployer.store.model_store import InstalledVersion, ModelStore
+from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
+from robot_model_deployer.validation.health import HealthState, HealthStatus
+from robot_model_deployer.validation.shadow import ShadowOutcome, ShadowVerdict
+
+StageProgress = Callable[[DeploymentStage, float, str], None]
+
+
+class DeploymentCancelled(Exception):
+    """The caller cancelled the deployment."""
+
+
+class StageError(RuntimeError):
+    """A stage could not reach a verdict (e.g. the shadow node did not answer); says why."""
+
+
+class ShadowPort(Protocol):
+    """Runs a candidate beside the live model on live traffic until a verdict."""
+
+    def run(self, model_dir: str, manifest: Manifest, cancel: threading.Event,
+            progress: Callable[[float, str], None]) -> ShadowVerdict: ...
+
+
+class ProbationPort(Protocol):
+    """Watches the live node after a swap until it passes or fails probation."""
+
+    def run(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None, cancel: threading.Event,
+            progress: Callable[[float, str], None]) -> HealthStatus: ...
+
+
+class OptimizerPort(Protocol):
+    """Turns an installed version into the directory a perception node should load."""
+
+    def run(self, installed: InstalledVersion, cancel: threading.Event,
+            progress: Callable[[float, str], None]) -> tuple[Path, dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """Policy for accepting bundles (from the manager's parameters)."""
+
+    trust: TrustStore | None = None
+    allow_unsigned: bool = False
+    limits: ExtractionLimits = field(default_factory=ExtractionLimits)
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    """What happened to one deploy request; ``report`` holds every stage's numbers."""
+
+    accepted: bool
+    reason: str
+    model: ServedModel | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+class DeploymentFlow:
+    """Runs deployments one at a time against one store and one pair of perception nodes."""
+
+    def __init__(self, store: ModelStore, switch: BlueGreenSwitch, settings: FlowSettings,
+                 shadow: ShadowPort | None = None, probation: ProbationPort | None = None,
+                 optimizer: OptimizerPort | None = None) -> None:
+        self.store = store
+        self.switch = switch
+        self.settings = settings
+        self._shadow = shadow
+        self._probation = probation
+        self._optimizer = optimizer
+
+    def serve_committed(self) -> ServedModel | None:
+        """After a (re)start: load the previous model warm and serve the active one."""
+        state = self.store.state
+        if state.active is None:
+            return None
+        if state.previous is not None:
+            self.switch.deploy(self._served(state.previous, self._serving_dir(state.previous)))
+        active = self._served(state.active, self._serving_dir(state.active))
+        self.switch.deploy(active)
+        return active
+
+    def deploy(self, bundle_path: str, *, force: bool = False, progress: StageProgress,
+               cancel: threading.Event | None = None) -> DeployOutcome:
+        """Take a bundle through every stage; the outcome says what happened and why."""
+        cancel = cancel or threading.Event()
+        report: dict[str, Any] = {"bundle": bundle_path}
+        if not bundle_path:
+            return DeployOutcome(False, "bundle_path is empty: give the path of a bundle (.tar or directory)")
+        try:
+            installed = self._install(bundle_path, force, progress, report)
+        except BundleError as exc:
+            self.store.set_stage(DeploymentStage.FAILED, f"bundle rejected: {exc}")
+            return DeployOutcome(False, f"bundle rejected: {exc}", report=report)
+        ref = installed.ref
+        try:
+            self.store.set_candidate(ref)
+        except StoreError as exc:
+            self.store.set_stage(DeploymentStage.FAILED, f"{ref} not deployed: {exc}")
+            return DeployOutcome(False, f"{ref} not deployed: {exc}", report=report)
+        try:
+            return self._trial(installed, progress, cancel, report)
+        except DeploymentCancelled:
+            self.store.reject_candidate("cancelled by the caller", mark_bad=False)
+            return DeployOutcome(False, f"{ref} deployment cancelled; the live model is unchanged", report=report)
+        except Exception as exc:
+            if self.store.state.candidate == ref:
+                self.store.reject_candidate(f"internal error: {exc}", mark_bad=False)
+            raise
+
+    def rollback(self, reason: str) -> ServedModel:
+        """Serve the previous model again (manual rollback); raises SwapError or StoreError."""
+        if self.store.state.previous is None:
+            raise StoreError("there is no previous version to roll back to")
+        model = self.switch.rollback()
+        self.store.rollback(reason or "requested")
+        return model
+
+    # Stages ----------------------------------------------------------------
+
+    def _install(self, bundle_path: str, force: bool, progress: StageProgress,
+                 report: dict[str, Any]) -> InstalledVersion:
+        progress(DeploymentStage.VERIFY, 0.0, f"verifying {bundle_path}")
+        self.store.set_stage(DeploymentStage.VERIFY, f"verifying {bundle_path}")
+        installed = self.store.ingest(
+            Path(bundle_path), trust=self.settings.trust, allow_unsigned=self.settings.allow_unsigned,
+            force=force, limits=self.settings.limits,
+            progress=lambda name, fraction: progress(DeploymentStage.STAGE, fraction, f"extracting {name}"))
+        report["installed"] = {"ref": str(installed.ref), "signed_by": installed.key_id or "",
+                               "warnings": list(installed.warnings), "forced": installed.forced}
+        return installed
+
+    def _trial(self, installed: InstalledVersion, progress: StageProgress, cancel: threading.Event,
+               report: dict[str, Any]) -> DeployOutcome:
+        ref, manifest = installed.ref, installed.manifest
+        serving_dir = installed.bundle_dir
+        if self._optimizer is not None:
+            self._enter(DeploymentStage.OPTIMIZE, f"optimizing {ref} for this robot", progress, cancel)
+            try:
+                serving_dir, report["optimize"] = self._optimizer.run(
+                    installed, cancel, lambda f, m: progress(DeploymentStage.OPTIMIZE, f, m))
+            except StageError as exc:
+                return self._reject(ref, f"optimization failed: {exc}", report, mark_bad=False)
+        model = self._served(ref, serving_dir)
+        live = self.switch.snapshot().live_model
+
+        baseline_p99: float | None = None
+        if self._shadow is not None and live is not None:
+            self._enter(DeploymentStage.SHADOW, f"running {ref} in shadow beside {live.label()}", progress, cancel)
+            try:
+                verdict = self._shadow.run(str(serving_dir), manifest, cancel,
+                                           lambda f, m: progress(DeploymentStage.SHADOW, f, m))
+            except StageError as exc:
+                return self._reject(ref, f"shadow validation could not run: {exc}", report, mark_bad=False)
+            report["shadow"] = _shadow_report(verdict)
+            self._check_cancel(cancel)
+            if verdict.outcome is not ShadowOutcome.PASS:
+                return self._reject(ref, "failed shadow validation: " + "; ".join(verdict.reasons), report)
+            baseline_p99 = verdict.report.live_latency_p99_ms or None
+
+        self._enter(DeploymentStage.SWAP, f"loading {ref} on the standby perception node", progress, cancel)
+        try:
+            self.switch.deploy(model)
+        except SwapError as exc:
+            return self._reject(ref, f"swap failed: {exc}; the live model is unchanged", report, mark_bad=False)
+
+        if self._probation is not None and live is not None:
+            self.store.set_stage(DeploymentStage.PROBATION, f"watching {ref} live")
+            progress(DeploymentStage.PROBATION, 0.0, f"watching {ref} live")
+            status = self._probation.run(manifest.acceptance, baseline_p99, cancel,
+                                         lambda f, m: progress(DeploymentStage.PROBATION, f, m))
+            report["probation"] = _health_report(status)
+            if status.state is not HealthState.PASSED:
+                why = "cancelled by the caller" if cancel.is_set() else "; ".join(status.reasons) or status.state.value
+                return self._roll_back_candidate(ref, live, why, report, mark_bad=not cancel.is_set())
+        elif live is None:
+            report["probation"] = {"state": "skipped", "reasons": ["first deployment: no model to roll back to"]}
+
+        progress(DeploymentStage.COMMIT, 1.0, f"committing {ref}")
+        self.store.commit_candidate()
+        return DeployOutcome(True, f"{model.label()} is live on {self.switch.snapshot().live_node}", model, report)
+
+    # Helpers ---------------------------------------------------------------
+
+    def _enter(self, stage: DeploymentStage, message: str, progress: StageProgress, cancel: threading.Event) -> None:
+        self._check_cancel(cancel)
+        self.store.set_stage(stage, message)
+        progress(stage, 0.0, message)
+
+    @staticmethod
+    def _check_cancel(cancel: threading.Event) -> None:
+        if cancel.is_set():
+            raise DeploymentCancelled()
+
+    def _reject(self, ref: VersionRef, reason: str, report: dict[str, Any], mark_bad: bool = True) -> DeployOutcome:
+        self.store.reject_candidate(reason, mark_bad=mark_bad)
+        return DeployOutcome(False, f"{ref} rejected: {reason}", report=report)
+
+    def _roll_back_candidate(self, ref: VersionRef, previous: ServedModel, why: str, report: dict[str, Any],
+                             mark_bad: bool) -> DeployOutcome:
+        self.store.set_stage(DeploymentStage.ROLLBACK, f"rolling back {ref}: {why}")
+        self.switch.rollback()
+        self.store.reject_candidate(f"rolled back after the swap: {why}", mark_bad=mark_bad)
+        return DeployOutcome(False, f"{ref} rolled back to {previous.label()}: {why}", report=report)
+
+    def _serving_dir(self, ref: VersionRef) -> Path:
+        if self._optimizer is None:
+            return self.store.bundle_dir(ref)
+        chosen = self.store.derived_dir(ref) / "serving"
+        return chosen if chosen.is_dir() else self.store.bundle_dir(ref)
+
+    def _served(self, ref: VersionRef, serving_dir: Path) -> ServedModel:
+        bundle = self.store.load(ref)
+        manifest = bundle.manifest
+        return ServedModel(name=manifest.name, version=str(manifest.version), task=manifest.task.value,
+                           path=str(serving_dir), model_sha256=file_sha256(bundle.model_path))
+
+
+def _shadow_report(verdict: ShadowVerdict) -> dict[str, Any]:
+    report = verdict.report
+    return {"outcome": verdict.outcome.value, "reasons": list(verdict.reasons),
+            "frames_judged": report.frames_judged, "agreement": report.agreement,
+            "mean_score_drift": report.mean_score_drift,
+            "candidate_latency_p99_ms": report.candidate_latency_p99_ms,
+            "live_latency_p99_ms": report.live_latency_p99_ms, "candidate_errors": report.candidate_errors,
+            "candidate_non_finite": report.candidate_non_finite, "dropped_frames": report.dropped_frames}
+
+
+def _health_report(status: HealthStatus) -> dict[str, Any]:
+    return {"state": status.state.value, "reasons": list(status.reasons), "watched_s": status.watched_s,
+            "inputs": status.inputs, "outputs": status.outputs, "errors": status.errors,
+            "non_finite": status.non_finite, "output_ratio": status.output_ratio,
+            "latency_p99_ms": status.latency_p99_ms}

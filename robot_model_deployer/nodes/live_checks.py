@@ -1,0 +1,134 @@
+"""The manager's side of the checks on live traffic: shadow runs and probation.
+
+Both implement ports of deploy.flow and are called from the manager's deploy
+thread, never from an executor callback; they wait by polling state that the
+executor's callbacks update under a lock.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+from rclpy.callback_groups import CallbackGroup
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from robot_model_deployer.bundle.manifest import AcceptanceSpec, Manifest
+from robot_model_deployer.deploy.flow import StageError
+from robot_model_deployer.deploy.switch import SwapError, release_slot
+from robot_model_deployer.msg import InferenceResult, ShadowReport
+from robot_model_deployer.nodes.conversions import report_msg_to_verdict, serialized_header_stamp_ns, stamp_ns
+from robot_model_deployer.nodes.lifecycle_client import LifecycleSlot, RemoteLifecycleNode
+from robot_model_deployer.validation.health import HealthStatus, HealthWatch
+from robot_model_deployer.validation.shadow import ShadowOutcome, ShadowVerdict
+
+POLL_S = 0.05
+
+
+class ShadowRun:
+    """Runs the candidate on the shadow node until its report carries a verdict."""
+
+    def __init__(self, node: Node, shadow_node: str, callback_group: CallbackGroup, service_timeout: float,
+                 verdict_timeout: float) -> None:
+        self._slot = LifecycleSlot(RemoteLifecycleNode(node, shadow_node, callback_group, service_timeout))
+        self._verdict_timeout = verdict_timeout
+        self._lock = threading.Lock()
+        self._latest: ShadowReport | None = None
+        self._listening = False
+        node.create_subscription(ShadowReport, f"{shadow_node}/report", self._on_report, 10,
+                                 callback_group=callback_group)
+
+    def _on_report(self, msg: ShadowReport) -> None:
+        with self._lock:
+            if self._listening:
+                self._latest = msg
+
+    def run(self, model_dir: str, manifest: Manifest, cancel: threading.Event,
+            progress: Callable[[float, str], None]) -> ShadowVerdict:
+        version = str(manifest.version)
+        try:
+            release_slot(self._slot)
+            self._slot.load(model_dir)
+            with self._lock:
+                self._latest, self._listening = None, True
+            self._slot.activate()
+            deadline = time.monotonic() + self._verdict_timeout
+            while not cancel.is_set():
+                with self._lock:
+                    latest = self._latest
+                if latest is not None and (latest.candidate_name, latest.candidate_version) == (manifest.name, version):
+                    verdict = report_msg_to_verdict(latest)
+                    progress(verdict.progress, f"shadow: {verdict.report.frames_judged} frames judged, "
+                                               f"agreement {verdict.report.agreement:.3f}")
+                    if verdict.outcome is not ShadowOutcome.PENDING:
+                        return verdict
+                if time.monotonic() > deadline:
+                    raise StageError(f"no shadow verdict within {self._verdict_timeout:.0f} s; is the camera "
+                                     "publishing and the live perception node serving results?")
+                time.sleep(POLL_S)
+            raise StageError("cancelled")
+        except SwapError as exc:
+            raise StageError(str(exc)) from None
+        finally:
+            with self._lock:
+                self._listening = False
+            try:
+                release_slot(self._slot)
+            except SwapError:
+                pass  # The next run releases it again; the live path never depends on the shadow.
+
+
+class ProbationWatch:
+    """Feeds a HealthWatch from the camera and the results topic while a new model is on probation."""
+
+    def __init__(self, node: Node, callback_group: CallbackGroup) -> None:
+        self._node = node
+        self._group = callback_group
+        self._lock = threading.Lock()
+        self._watch: HealthWatch | None = None
+
+    def _now(self) -> float:
+        return self._node.get_clock().now().nanoseconds / 1e9
+
+    def _on_image(self, data: bytes) -> None:
+        stamp = serialized_header_stamp_ns(data)
+        with self._lock:
+            if self._watch is not None:
+                self._watch.add_input(stamp, self._now())
+
+    def _on_result(self, msg: InferenceResult) -> None:
+        finite = all(map(_finite, msg.scores)) and all(map(_finite, msg.boxes))
+        with self._lock:
+            if self._watch is not None:
+                self._watch.add_output(stamp_ns(msg.header.stamp), self._now(), msg.inference_ms, finite)
+
+    def run(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None, cancel: threading.Event,
+            progress: Callable[[float, str], None]) -> HealthStatus:
+        with self._lock:
+            self._watch = HealthWatch(acceptance, baseline_latency_p99_ms)
+        # Raw: frames are only counted by stamp, their pixels are never deserialized.
+        images = self._node.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data,
+                                                callback_group=self._group, raw=True)
+        results = self._node.create_subscription(InferenceResult, "results", self._on_result, 50,
+                                                 callback_group=self._group)
+        try:
+            while True:
+                with self._lock:
+                    status = self._watch.status(self._now())
+                window = acceptance.probation_seconds or 1.0
+                progress(min(1.0, status.watched_s / window),
+                         f"probation: {status.state.value}, {status.outputs}/{status.inputs} frames answered")
+                if status.decided or cancel.is_set():
+                    return status
+                time.sleep(POLL_S)
+        finally:
+            self._node.destroy_subscription(images)
+            self._node.destroy_subscription(results)
+            with self._lock:
+                self._watch = None
+
+
+def _finite(value: float) -> bool:
+    return value == value and value not in (float("inf"), float("-inf"))

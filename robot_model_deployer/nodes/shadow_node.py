@@ -1,0 +1,201 @@
+"""Shadow node: runs a candidate model beside the live one on live camera frames.
+
+configure  = load the candidate in ``model_dir`` (set by the manager)
+activate   = compare: run the candidate on camera frames, pair its results
+             with the live node's ``results`` by image stamp, publish
+             ``~/report`` (ShadowReport) every ``report_period`` seconds
+deactivate = stop comparing; cleanup = release the candidate
+
+It never slows the live path: it runs in its own process, the candidate
+runs on a worker thread, and a frame that arrives while the worker is busy
+is dropped (and counted), never queued. Time is ROS time, so a simulation
+clock (use_sim_time) drives the "T seconds" gate.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import onnxruntime as ort
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from robot_model_deployer.bundle.loader import BundleError, load_bundle_dir
+from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
+from robot_model_deployer.msg import InferenceResult, ShadowReport
+from robot_model_deployer.nodes.conversions import (image_to_array, result_to_prediction, stamp_ns,
+                                                    verdict_to_report_msg)
+from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
+from robot_model_deployer.validation.shadow import ShadowComparator
+
+PARAMETERS = (
+    ParameterSpec("model_dir", "", "Candidate model directory loaded on configure (set by the manager)."),
+    ParameterSpec("report_period", 0.5, "Seconds between ShadowReport messages.", minimum=0.05, maximum=60.0),
+    ParameterSpec("providers", ["CPUExecutionProvider"], "ONNX Runtime execution providers for the candidate."),
+    ParameterSpec("intra_op_threads", 1,
+                  "ONNX Runtime threads for the candidate (few, so the live node keeps its CPU).",
+                  minimum=0, maximum=256),
+)
+
+
+class ShadowNode(LifecycleNode):
+    """Compares the candidate with the live model and reports a verdict."""
+
+    def __init__(self, node_name: str = "shadow", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        declare_parameters(self, PARAMETERS)
+        self._engine: InferenceEngine | None = None
+        self._comparator: ShadowComparator | None = None
+        self._lock = threading.Lock()
+        self._frame: Image | None = None
+        self._frame_ready = threading.Condition(self._lock)
+        self._busy = False
+        self._comparing = False
+        self._worker: threading.Thread | None = None
+        self._subscriptions: list[Any] = []
+        self._report_timer = None
+        self._report_publisher = None
+        self._group = MutuallyExclusiveCallbackGroup()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        model_dir = self.get_parameter("model_dir").value
+        try:
+            bundle = load_bundle_dir(model_dir)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.get_parameter("intra_op_threads").value
+            self._engine = InferenceEngine.from_bundle(bundle, providers=self.get_parameter("providers").value,
+                                                       session_options=options, warmup_runs=2)
+        except (BundleError, ModelLoadError) as exc:
+            self.get_logger().error(f"cannot configure with candidate {model_dir!r}: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        manifest = bundle.manifest
+        self._comparator = ShadowComparator(manifest.task, manifest.acceptance)
+        self._report_publisher = self.create_lifecycle_publisher(ShadowReport, "~/report", 10)
+        self._subscriptions = [
+            self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data,
+                                     callback_group=self._group),
+            self.create_subscription(InferenceResult, "results", self._on_live_result, 50,
+                                     callback_group=self._group),
+        ]
+        self._report_timer = self.create_timer(self.get_parameter("report_period").value, self._publish_report,
+                                               callback_group=self._group)
+        self._worker = threading.Thread(target=self._run_candidate, name="shadow-candidate", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"candidate {manifest.name} {manifest.version} loaded")
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._lock:
+            self._comparing = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._lock:
+            self._comparing = False
+        self._publish_report()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    # Traffic -------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds / 1e9
+
+    def _on_image(self, msg: Image) -> None:
+        with self._lock:
+            if not self._comparing or self._comparator is None:
+                return
+            if self._busy:
+                self._comparator.add_dropped_frames()
+                return
+            self._busy = True
+            self._frame = msg
+            self._frame_ready.notify()
+
+    def _on_live_result(self, msg: InferenceResult) -> None:
+        prediction = result_to_prediction(msg)
+        with self._lock:
+            if self._comparing and self._comparator is not None:
+                self._comparator.add_live(stamp_ns(msg.header.stamp), prediction, self._now(), msg.inference_ms)
+
+    def _run_candidate(self) -> None:
+        while True:
+            with self._lock:
+                while self._frame is None and self._engine is not None:
+                    self._frame_ready.wait()
+                engine, msg, self._frame = self._engine, self._frame, None
+            if engine is None:
+                return
+            key = stamp_ns(msg.header.stamp)
+            try:
+                image, pixel_format = image_to_array(msg)
+                prediction = engine.infer(image, pixel_format)
+            except Exception:  # Any failure of the candidate is a verdict input, not a crash.
+                with self._lock:
+                    if self._comparator is not None:
+                        self._comparator.add_candidate_error(key, self._now())
+                    self._busy = False
+                continue
+            with self._lock:
+                if self._comparator is not None:
+                    self._comparator.add_candidate(key, prediction, self._now(), prediction.inference_ms)
+                self._busy = False
+
+    def _publish_report(self) -> None:
+        with self._lock:
+            if self._comparator is None or self._engine is None:
+                return
+            verdict = self._comparator.verdict(self._now())
+            manifest = self._engine.manifest
+        msg = verdict_to_report_msg(verdict, manifest.name, str(manifest.version))
+        msg.stamp = self.get_clock().now().to_msg()
+        self._report_publisher.publish(msg)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._comparing = False
+            self._engine = None
+            self._comparator = None
+            self._frame = None
+            self._frame_ready.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+            self._worker = None
+        for subscription in self._subscriptions:
+            self.destroy_subscription(subscription)
+        self._subscriptions = []
+        if self._report_timer is not None:
+            self.destroy_timer(self._report_timer)
+            self._report_timer = None
+        if self._report_publisher is not None:
+            self.destroy_lifecycle_publisher(self._report_publisher)
+            self._report_publisher = None
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = ShadowNode()
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
