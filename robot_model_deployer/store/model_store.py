@@ -14,14 +14,17 @@ complete or absent; slots only ever name versions already on disk.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import shutil
+import threading
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from robot_model_deployer.bundle.archive import ExtractionLimits, ProgressCallback
 from robot_model_deployer.bundle.errors import BundleError, InsufficientSpaceError, VersionConflictError
@@ -42,6 +45,16 @@ INSTALL_RECORD = "install.json"
 DEFAULT_FREE_SPACE_MARGIN = 64 << 20
 
 _log = logging.getLogger(__name__)
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _locked(method: _Method) -> _Method:
+    """Run a state-changing method under the store's lock (read, change, write as one step)."""
+    @functools.wraps(method)
+    def wrapper(self: "ModelStore", *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -69,11 +82,14 @@ class ModelStore:
     """All changes to installed models go through here; every change is recorded with its reason.
 
     Open with ``ModelStore.open(root)``, which also recovers from a crash.
-    Not safe for two processes at once: one manager owns a store.
+    Safe to call from several threads of one process (state changes are
+    serialised; a long ingest does not block them); not safe for two
+    processes at once: one manager owns a store.
     """
 
     def __init__(self, root: Path, state: StoreState, keep_others: int, free_space_margin: int) -> None:
         self.root = root
+        self._lock = threading.RLock()
         self._state = state
         self.keep_others = keep_others
         self.free_space_margin = free_space_margin
@@ -204,17 +220,19 @@ class ModelStore:
             check_model(work / BUNDLE_SUBDIR)
             return self._install(work, verified, bundle_path, forced)
         except BundleError as exc:
-            self._save(self._state.with_event(EventKind.REJECTED, seen[0] if seen else None,
-                                              f"{bundle_path} rejected: {exc}"))
+            self._record(EventKind.REJECTED, seen[0] if seen else None, f"{bundle_path} rejected: {exc}")
             raise
         finally:
             if work.exists():
                 shutil.rmtree(work)
 
+    @_locked
     def _install(self, work: Path, verified: VerifiedBundle, bundle_path: Path,
                  forced: list[str]) -> InstalledVersion:
         """Move a verified staging directory into ``versions/`` and record it."""
         ref = VersionRef(verified.manifest.name, verified.manifest.version)
+        if self.version_dir(ref).exists():
+            raise VersionConflictError(f"{ref} was installed by another ingest while this one was verifying")
         installed_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         (work / DERIVED_SUBDIR).mkdir()
         record = {"format": 1, "name": ref.name, "version": str(ref.version), "key_id": verified.key_id,
@@ -263,6 +281,7 @@ class ModelStore:
 
     # ---- deployment steps ----------------------------------------------------
 
+    @_locked
     def set_candidate(self, ref: VersionRef) -> None:
         """Put an installed version on trial; it serves only after ``commit_candidate``."""
         state = self._state
@@ -276,11 +295,13 @@ class ModelStore:
             raise StoreError(f"{ref} is already active")
         self._save(replace(state, candidate=ref).with_event(EventKind.CANDIDATE_SET, ref, f"{ref} on trial"))
 
+    @_locked
     def set_stage(self, stage: DeploymentStage, message: str = "") -> None:
         """Record how far the current deployment got (shown in status, kept in history)."""
         state = replace(self._state, stage=stage, stage_message=message)
         self._save(state.with_event(EventKind.STAGE_CHANGED, state.candidate, f"{stage.value}: {message}"))
 
+    @_locked
     def commit_candidate(self) -> VersionRef:
         """The candidate proved itself: it becomes active and the old active becomes previous."""
         state = self._state
@@ -293,6 +314,7 @@ class ModelStore:
         self._prune()
         return ref
 
+    @_locked
     def reject_candidate(self, reason: str, mark_bad: bool = True) -> None:
         """The candidate failed a gate; the active version keeps serving."""
         state = self._state
@@ -305,6 +327,7 @@ class ModelStore:
         marked = " and marked bad" if mark_bad else ""
         self._save(state.with_event(EventKind.CANDIDATE_REJECTED, ref, f"rejected{marked}: {reason}"))
 
+    @_locked
     def rollback(self, reason: str) -> VersionRef:
         """Serve the previous version again (active and previous swap); a pending candidate is dropped."""
         state = self._state
@@ -331,10 +354,13 @@ class ModelStore:
             trash = self.root / STAGING_DIR / f"pruned-{uuid.uuid4().hex}"
             os.rename(version.root, trash)
             fsync_dir(version.root.parent)
-            self._save(self._state.with_event(EventKind.PRUNED, version.ref,
-                                              f"removed to keep {self.keep_others} unused versions"))
+            self._record(EventKind.PRUNED, version.ref, f"removed to keep {self.keep_others} unused versions")
             _wipe(trash)
             trash.rmdir()
+
+    @_locked
+    def _record(self, kind: EventKind, ref: VersionRef | None, message: str) -> None:
+        self._save(self._state.with_event(kind, ref, message))
 
     def _save(self, state: StoreState) -> None:
         write_atomic(self.root / STATE_NAME, state.to_bytes())

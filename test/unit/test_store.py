@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -271,3 +272,30 @@ def test_state_file_is_plain_json_and_no_temp_file_is_left(tmp_path: Path, keys:
     body = json.loads((store.root / STATE_NAME).read_text(encoding="utf-8"))
     assert body["active"] == "colour_classifier@1.0.0" and body["stage"] == "idle"
     assert sorted(p.name for p in store.root.iterdir()) == [STAGING_DIR, STATE_NAME, "versions"]
+
+
+def test_state_changes_from_several_threads_are_not_lost(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
+    bundle = signed_tar(tmp_path / "2.tar", keys.private, "2.0.0")
+
+    def report(worker: int) -> None:
+        for i in range(25):
+            store.set_stage(DeploymentStage.SHADOW, f"worker {worker} frame {i}")
+
+    def ingest() -> object:
+        try:
+            return store.ingest(bundle, trust=keys.trust).ref
+        except VersionConflictError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        reporters = [pool.submit(report, worker) for worker in range(2)]
+        ingests = [pool.submit(ingest) for _ in range(2)]
+        for future in reporters:
+            future.result()
+        outcomes = [future.result() for future in ingests]
+    assert sum(1 for e in store.state.history if e.kind is EventKind.STAGE_CHANGED) == 50
+    assert sorted(type(o).__name__ for o in outcomes) == ["VersionConflictError", "VersionRef"]
+    written = ModelStore.open(store.root).state.history  # what reached the disk
+    assert written[:len(store.state.history)] == store.state.history
