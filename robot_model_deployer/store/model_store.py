@@ -189,6 +189,14 @@ class ModelStore:
         except (OSError, ValueError, KeyError, ManifestError) as exc:
             raise StoreError(f"installed version {root} is damaged ({exc}); remove it from the store") from None
 
+    def _installed_at(self, ref: VersionRef) -> str:
+        """Install time for ordering; a damaged record sorts as oldest, so it is pruned first."""
+        try:
+            return str(json.loads((self.version_dir(ref) / INSTALL_RECORD).read_text(encoding="utf-8"))
+                       ["installed_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+
     # ---- ingest ------------------------------------------------------------
 
     def ingest(self, bundle_path: Path, *, trust: TrustStore | None, allow_unsigned: bool = False,
@@ -347,14 +355,14 @@ class ModelStore:
     def _prune(self) -> None:
         """Keep what a slot names plus the ``keep_others`` most recently installed others."""
         named = set(self._state.slots)
-        others = sorted((v for v in self.list_versions() if v.ref not in named),
-                        key=lambda v: v.installed_at, reverse=True)
-        for version in others[self.keep_others:]:
+        others = sorted((ref for ref in self._refs_on_disk() if ref not in named),
+                        key=self._installed_at, reverse=True)
+        for ref in others[self.keep_others:]:
             # Moving into staging first makes the removal atomic: a crash leaves it to the next wipe.
             trash = self.root / STAGING_DIR / f"pruned-{uuid.uuid4().hex}"
-            os.rename(version.root, trash)
-            fsync_dir(version.root.parent)
-            self._record(EventKind.PRUNED, version.ref, f"removed to keep {self.keep_others} unused versions")
+            os.rename(self.version_dir(ref), trash)
+            fsync_dir(self.version_dir(ref).parent)
+            self._record(EventKind.PRUNED, ref, f"removed to keep {self.keep_others} unused versions")
             _wipe(trash)
             trash.rmdir()
 

@@ -6,6 +6,7 @@ it is only ever replaced whole (see durable.write_atomic).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
@@ -15,6 +16,7 @@ from robot_model_deployer.bundle.manifest import SemVer
 
 STATE_FORMAT = 1
 MAX_HISTORY = 500
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}\Z")
 
 
 class StoreError(RuntimeError):
@@ -55,6 +57,12 @@ class VersionRef:
 
     name: str
     version: SemVer
+
+    def __post_init__(self) -> None:
+        # The name becomes a directory name: only what a manifest may use, so never '/' or '..'.
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"model name {self.name!r} must be 1-64 characters of a-z, 0-9, '_', '.', '-' "
+                             "starting with a letter or digit")
 
     @classmethod
     def parse(cls, text: str) -> "VersionRef":

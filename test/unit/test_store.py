@@ -299,3 +299,22 @@ def test_state_changes_from_several_threads_are_not_lost(tmp_path: Path, keys: K
     assert sorted(type(o).__name__ for o in outcomes) == ["VersionConflictError", "VersionRef"]
     written = ModelStore.open(store.root).state.history  # what reached the disk
     assert written[:len(store.state.history)] == store.state.history
+
+
+def test_a_version_reference_cannot_name_a_path() -> None:
+    for text in ("../../etc@1.0.0", "a/b@1.0.0", "Model@1.0.0", "@1.0.0", "name@1.0"):
+        with pytest.raises(ValueError):
+            VersionRef.parse(text)
+    assert str(VersionRef.parse("colour_classifier@2.0.0-rc.1")) == "colour_classifier@2.0.0-rc.1"
+
+
+def test_pruning_copes_with_a_damaged_unused_version(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store", keep_others=1)
+    _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
+    damaged = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust).ref
+    kept = store.ingest(signed_tar(tmp_path / "3.tar", keys.private, "3.0.0"), trust=keys.trust).ref
+    (store.version_dir(damaged) / "install.json").write_text("{", encoding="utf-8")
+    with pytest.raises(StoreError, match="2.0.0 is damaged"):
+        store.list_versions()
+    _deploy(store, signed_tar(tmp_path / "4.tar", keys.private, "4.0.0"), keys)
+    assert [v.ref for v in store.list_versions()] == [_ref("1.0.0"), kept, _ref("4.0.0")]
