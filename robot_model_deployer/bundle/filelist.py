@@ -61,9 +61,9 @@ class FileList:
 def check_bundle_path(path: str) -> str:
     """Return ``path`` if it is a plain relative POSIX path; raise UnsafeArchiveError otherwise."""
     pure = PurePosixPath(path)
-    if not path or len(path) > _MAX_PATH_CHARS or "\\" in path or "\x00" in path:
+    if not path or len(path) > _MAX_PATH_CHARS or "\\" in path or any(ord(c) < 32 or ord(c) == 127 for c in path):
         raise UnsafeArchiveError(f"member name {path!r} is not a plain relative path of at most "
-                                 f"{_MAX_PATH_CHARS} characters; rebuild the bundle with rmd bundle create")
+                                 f"{_MAX_PATH_CHARS} printable characters; rename the file")
     if pure.is_absolute():
         raise UnsafeArchiveError(f"member {path!r} has an absolute path; a bundle may only hold relative paths")
     if any(part in ("..", ".") for part in path.split("/")) or pure.as_posix() != path:

@@ -122,6 +122,11 @@ def nested_traversal(tmp: Path, keys: Keys) -> Path:
     return write_tar(tmp / "nested-traversal.tar", members)
 
 
+def control_character_name(tmp: Path, keys: Keys) -> Path:
+    members = standard_members(_files(), keys.private) + [regular("model.onnx\n; rm -rf ~", b"x")]
+    return write_tar(tmp / "control.tar", members)
+
+
 def absolute_path(tmp: Path, keys: Keys) -> Path:
     members = standard_members(_files(), keys.private) + [regular("/tmp/rmd-absolute.txt", b"owned")]
     return write_tar(tmp / "absolute.tar", members)
@@ -352,6 +357,7 @@ CASES = {
     "path traversal": Case(path_traversal, UnsafeArchiveError, "path traversal"),
     "nested path traversal": Case(nested_traversal, UnsafeArchiveError, "path traversal"),
     "absolute path": Case(absolute_path, UnsafeArchiveError, "absolute path"),
+    "control character in a name": Case(control_character_name, UnsafeArchiveError, "printable characters"),
     "symlink escape": Case(symlink_escape, UnsafeArchiveError, "is a symlink \\(to '/etc/passwd'\\)"),
     "hardlink escape": Case(hardlink_escape, UnsafeArchiveError, "is a hard link \\(to '/etc/passwd'\\)"),
     "device node": Case(device_node, UnsafeArchiveError, "is a device node"),
