@@ -24,7 +24,6 @@ COMMANDS: tuple[ModuleType, ...] = (
     optimize,
 )
 
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
