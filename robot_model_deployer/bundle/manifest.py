@@ -6,6 +6,7 @@ docs/bundle-format.md for the format in prose.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -16,11 +17,13 @@ import yaml
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.yaml"
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+# Both are used with fullmatch: '$' would also match before a trailing newline.
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _SEMVER_RE = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?",
+    re.ASCII,  # \d must not match non-ASCII digits such as '١'
 )
 
 
@@ -84,7 +87,7 @@ class SemVer:
 
     @classmethod
     def parse(cls, text: str) -> "SemVer":
-        match = _SEMVER_RE.match(text)
+        match = _SEMVER_RE.fullmatch(text)
         if not match:
             raise ValueError(f"'{text}' is not a semantic version such as 1.2.0")
         major, minor, patch, pre, build = match.groups()
@@ -95,6 +98,16 @@ class SemVer:
         # numerically and before alphanumeric ones.
         pre = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in self.prerelease)
         return (self.major, self.minor, self.patch, 0 if self.prerelease else 1, pre)
+
+    # Equality and hashing follow the same key as ordering, so two versions that
+    # differ only in build metadata are equal, as semver.org's precedence says.
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SemVer):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def __lt__(self, other: "SemVer") -> bool:
         return self._key() < other._key()
@@ -275,7 +288,7 @@ def manifest_from_dict(data: Mapping[str, Any], source: str = MANIFEST_NAME) -> 
             f"(it reads version {SCHEMA_VERSION}); rebuild the bundle with a matching rmd"
         )
     name = r.string("name", required=True)
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise ManifestError(
             f"{source}: name '{name}' must be 1-64 characters of a-z, 0-9, '_', '.', '-' "
             "starting with a letter or digit"
@@ -296,7 +309,7 @@ def manifest_from_dict(data: Mapping[str, Any], source: str = MANIFEST_NAME) -> 
         input=_input_spec(r.section("input", required=True)),
         classification=_classification_spec(r.section("classification")),
         detection=_detection_spec(r.section("detection")),
-        calibration=CalibrationSpec(images=r.section("calibration").relpaths("images")),
+        calibration=_calibration_spec(r.section("calibration")),
         validation=_validation_spec(r.section("validation")),
         acceptance=_acceptance_spec(r.section("acceptance")),
         quantization=_quantization_hints(r.section("quantization")),
@@ -342,11 +355,17 @@ def _detection_spec(r: "_Reader") -> DetectionSpec:
         score_threshold=r.number("score_threshold", default=0.25, minimum=0.0, maximum=1.0),
         iou_threshold=r.number("iou_threshold", default=0.45, minimum=0.0, maximum=1.0),
         max_detections=r.integer("max_detections", default=100, minimum=1, maximum=10000),
-        strides=tuple(int(s) for s in r.numbers("strides", default=(8, 16, 32), positive=True)),
+        strides=r.integers("strides", default=(8, 16, 32), positive=True),
         class_agnostic_nms=r.boolean("class_agnostic_nms", default=False),
         boxes_output=r.string("boxes_output"),
         scores_output=r.string("scores_output"),
     )
+    r.reject_unknown()
+    return spec
+
+
+def _calibration_spec(r: "_Reader") -> CalibrationSpec:
+    spec = CalibrationSpec(images=r.relpaths("images"))
     r.reject_unknown()
     return spec
 
@@ -438,7 +457,11 @@ class _Reader:
 
     def relpath(self, key: str, required: bool = False) -> str:
         text = self.string(key, required)
-        return _check_relpath(text, lambda problem: self._error(key, problem)) if text else ""
+        if not text:
+            if required:
+                raise self._error(key, "is required (got an empty path)")
+            return ""
+        return _check_relpath(text, lambda problem: self._error(key, problem))
 
     def relpaths(self, key: str) -> tuple[str, ...]:
         return tuple(_check_relpath(p, lambda problem: self._error(key, problem)) for p in self.strings(key))
@@ -478,6 +501,8 @@ class _Reader:
             return default
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self._error(key, f"must be a number, got {value!r}")
+        if not _is_finite(value):
+            raise self._error(key, f"must be a finite number, got {value!r}")
         _check_range(value, minimum, maximum, exclusive_minimum, lambda problem: self._error(key, problem))
         return float(value)
 
@@ -490,11 +515,31 @@ class _Reader:
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
         ):
             raise self._error(key, f"must be a list of numbers, got {value!r}")
+        if not all(_is_finite(v) for v in value):
+            raise self._error(key, f"values must all be finite numbers, got {value!r}")
         if length is not None and len(value) != length:
             raise self._error(key, f"must have {length} values (one per input channel), got {len(value)}")
         if positive and any(v <= 0 for v in value):
             raise self._error(key, f"values must all be > 0, got {value!r}")
         return tuple(float(v) for v in value)
+
+    def integers(self, key: str, default: Sequence[int], positive: bool = False) -> tuple[int, ...]:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return tuple(default)
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise self._error(key, f"must be a list of integers, got {value!r}")
+        if positive and any(v <= 0 for v in value):
+            raise self._error(key, f"values must all be > 0, got {value!r}")
+        return tuple(value)
+
+
+def _is_finite(value: int | float) -> bool:
+    """False for NaN, +-inf and integers too large for a float (all pass range checks unnoticed)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _check_range(value: float, minimum: float | None, maximum: float | None,
