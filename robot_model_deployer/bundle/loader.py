@@ -57,9 +57,11 @@ def load_bundle_dir(path: str | Path) -> BundleDir:
             raise BundleError(f"{relative} named in {MANIFEST_NAME} is missing from the bundle")
     labels: tuple[str, ...] = ()
     if manifest.labels:
-        labels = tuple(
-            line.strip() for line in (root / manifest.labels).read_text(encoding="utf-8").splitlines() if line.strip()
-        )
+        try:
+            text = (root / manifest.labels).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise BundleError(f"labels file {manifest.labels} is not UTF-8 text; save it as UTF-8") from None
+        labels = tuple(line.strip() for line in text.splitlines() if line.strip())
         if not labels:
             raise BundleError(f"labels file {manifest.labels} is empty")
     return BundleDir(root=root, manifest=manifest, labels=labels)
