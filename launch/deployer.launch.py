@@ -1,12 +1,12 @@
-"""Start the model deployer: manager, two lifecycle perception nodes, optional demo camera.
+"""Start the model deployer: manager, two lifecycle perception nodes, shadow node, optional demo camera.
 
     ros2 launch robot_model_deployer deployer.launch.py \
-        image_topic:=/camera/image_raw initial_bundle:=/path/to/bundle
+        image_topic:=/camera/image_raw trust_dir:=/etc/robot/model_keys
 
 The perception nodes subscribe to ``image_topic`` and publish on
-``results_topic``; only the live one publishes. The manager configures and
-activates them through their lifecycle services, so no lifecycle manager is
-needed here.
+``results_topic``; only the live one publishes. The shadow node runs a
+candidate beside it. The manager configures and activates all three through
+their lifecycle services, so no lifecycle manager is needed here.
 """
 from pathlib import Path
 
@@ -28,7 +28,12 @@ def generate_launch_description() -> LaunchDescription:
     # the node as an integer (rclpy then refuses it). With a type, the path stays a string and
     # use_sim_time accepts true/false/1/0 like IfCondition does.
     use_sim_time = {"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}
-    initial_bundle = ParameterValue(LaunchConfiguration("initial_bundle"), value_type=str)
+    manager_overrides = {
+        "initial_bundle": ParameterValue(LaunchConfiguration("initial_bundle"), value_type=str),
+        "store_dir": ParameterValue(LaunchConfiguration("store_dir"), value_type=str),
+        "trust_dir": ParameterValue(LaunchConfiguration("trust_dir"), value_type=str),
+        "allow_unsigned": ParameterValue(LaunchConfiguration("allow_unsigned"), value_type=bool),
+    }
     topics = [("image", LaunchConfiguration("image_topic")), ("results", LaunchConfiguration("results_topic"))]
 
     perception = [
@@ -36,9 +41,12 @@ def generate_launch_description() -> LaunchDescription:
                       namespace=namespace, parameters=[params, use_sim_time], remappings=topics, output="screen")
         for name in ("perception_a", "perception_b")
     ]
+    shadow = LifecycleNode(package="robot_model_deployer", executable="shadow_node", name="shadow",
+                           namespace=namespace, parameters=[params, use_sim_time], remappings=topics,
+                           output="screen")
     manager = Node(package="robot_model_deployer", executable="manager_node", name="model_manager",
-                   namespace=namespace, output="screen",
-                   parameters=[params, use_sim_time, {"initial_bundle": initial_bundle}])
+                   namespace=namespace, output="screen", remappings=topics,
+                   parameters=[params, use_sim_time, manager_overrides])
     camera = Node(package="robot_model_deployer", executable="demo_camera_node", name="demo_camera",
                   namespace=namespace, parameters=[params, use_sim_time],
                   remappings=[("image", LaunchConfiguration("image_topic"))], output="screen",
@@ -53,10 +61,16 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("results_topic", default_value="results",
                               description="Topic of robot_model_deployer/InferenceResult messages."),
         DeclareLaunchArgument("initial_bundle", default_value="",
-                              description="Bundle deployed at start-up; empty to wait for a deploy request."),
+                              description="Bundle deployed at start-up when the store has no active model."),
+        DeclareLaunchArgument("store_dir", default_value="~/.local/share/robot_model_deployer/store",
+                              description="On-robot model store (versions, state.json, staging)."),
+        DeclareLaunchArgument("trust_dir", default_value="",
+                              description="Directory of trusted public keys (.pub) that bundles must be signed by."),
+        DeclareLaunchArgument("allow_unsigned", default_value="false",
+                              description="Accept unsigned bundles (development only; logged as a warning)."),
         DeclareLaunchArgument("demo_camera", default_value="false",
                               description="Also start the demo camera (scikit-image photos)."),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="Use /clock (e.g. from Gazebo) instead of the wall clock."),
-        *perception, manager, camera,
+        *perception, shadow, manager, camera,
     ])

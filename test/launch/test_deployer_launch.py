@@ -34,6 +34,8 @@ from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
+from robot_model_deployer.bundle.archive import create_bundle, sign_bundle  # noqa: E402
+from robot_model_deployer.bundle.signing import generate_keypair  # noqa: E402
 from robot_model_deployer.msg import DeploymentStatus, InferenceResult  # noqa: E402
 from robot_model_deployer.testing.models import (COLOUR_LABELS, classifier_manifest, colour_classifier,  # noqa: E402
                                                   write_bundle)
@@ -51,12 +53,17 @@ def generate_test_description():
     # nodes of other tests or of a robot on this network never answer.
     os.environ["ROS_DOMAIN_ID"] = str(next_domain_id())
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    bundle = write_bundle(Path(tempfile.mkdtemp(prefix="rmd_launch_test_")) / "colour_classifier",
-                          colour_classifier(), classifier_manifest())
+    work = Path(tempfile.mkdtemp(prefix="rmd_launch_test_"))
+    source = write_bundle(work / "colour_classifier", colour_classifier(), classifier_manifest())
+    keys = generate_keypair(out_dir=work / "keys", name="signing")
+    bundle = work / "colour_classifier.tar"
+    create_bundle(source=source, output=bundle)
+    sign_bundle(bundle=bundle, key=keys.private_key)
     launch_file = Path(get_package_share_directory(PACKAGE)) / "launch" / "deployer.launch.py"
     deployer = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(str(launch_file)),
-        launch_arguments={"demo_camera": "true", "initial_bundle": str(bundle), "use_sim_time": "false"}.items(),
+        launch_arguments={"demo_camera": "true", "initial_bundle": str(bundle), "use_sim_time": "false",
+                          "store_dir": str(work / "store"), "trust_dir": str(work / "keys")}.items(),
     )
     return LaunchDescription([deployer, launch_testing.actions.ReadyToTest()]), {"bundle": bundle}
 
@@ -93,13 +100,14 @@ class TestDeployerRuns(unittest.TestCase):
         return done()
 
     def live_status(self, bundle: Path) -> DeploymentStatus | None:
+        """The latest status in which the bundle's model (installed into the store) is live."""
         for status in reversed(self.statuses):
-            if status.active.path == str(bundle) and status.live_node:
+            if (status.active.name, status.active.version) == ("colour_classifier", "1.0.0") and status.live_node:
                 return status
         return None
 
     def test_all_nodes_start(self) -> None:
-        expected = {"model_manager", "demo_camera", *PERCEPTION_NODES}
+        expected = {"model_manager", "demo_camera", "shadow", *PERCEPTION_NODES}
         started = self.spin_until(lambda: expected <= set(self.node.get_node_names()))
         self.assertTrue(started, f"nodes running: {sorted(self.node.get_node_names())}, expected {sorted(expected)}")
 
