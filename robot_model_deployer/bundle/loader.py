@@ -60,7 +60,8 @@ def load_bundle_dir(path: str | Path) -> BundleDir:
         try:
             text = (root / manifest.labels).read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise BundleError(f"labels file {manifest.labels} is not UTF-8 text; save it as UTF-8") from None
+            raise BundleError(f"{manifest.labels}: the labels file is not UTF-8 text; "
+                              "save it as UTF-8 and rebuild the bundle") from None
         labels = tuple(line.strip() for line in text.splitlines() if line.strip())
         if not labels:
             raise BundleError(f"labels file {manifest.labels} is empty")

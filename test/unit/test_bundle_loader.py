@@ -152,5 +152,5 @@ def test_non_utf8_manifest_is_refused(tmp_path: Path) -> None:
 def test_non_utf8_labels_are_refused_as_bundle_error(tmp_path: Path) -> None:
     root = make_bundle(tmp_path / "b")
     (root / "labels.txt").write_bytes("rouge\nvert\nbleu\xe9\n".encode("latin-1"))
-    with pytest.raises(BundleError, match="labels file labels.txt is not UTF-8 text"):
+    with pytest.raises(BundleError, match="labels.txt: the labels file is not UTF-8 text"):
         load_bundle_dir(root)
