@@ -150,6 +150,15 @@ class InputSpec:
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     letterbox_fill: int = 114
 
+    def __post_init__(self) -> None:
+        # The mean/std defaults have three values, so a gray spec built in code must pass its own.
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != self.channels:
+                raise ValueError(
+                    f"InputSpec {name} has {len(values)} value(s) but color_order {self.color_order.value} has "
+                    f"{self.channels} channel(s); pass {name} with one value per channel"
+                )
+
     @property
     def channels(self) -> int:
         return 1 if self.color_order is ColorOrder.GRAY else 3

@@ -38,6 +38,7 @@ class ImageTransform:
 
 
 _NUMPY_DTYPES = {TensorType.FLOAT32: np.float32, TensorType.FLOAT16: np.float16, TensorType.UINT8: np.uint8}
+_PIXEL_CHANNELS = {PixelFormat.RGB8: 3, PixelFormat.BGR8: 3, PixelFormat.MONO8: 1}
 _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -58,6 +59,14 @@ class Preprocessor:
             image = image[:, :, None]
         if image.ndim != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxW or HxWxC uint8 image, got shape {image.shape} dtype {image.dtype}")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f"expected a non-empty image, got {image.shape[0]} rows and {image.shape[1]} columns")
+        channels = _PIXEL_CHANNELS[pixel_format]
+        if image.shape[2] != channels:
+            raise ValueError(
+                f"pixel format {pixel_format.value} needs {channels} channel(s) "
+                f"({'HxW or HxWx1' if channels == 1 else 'HxWx3'}), got an image of shape {image.shape}"
+            )
         image = self._convert_color(image, pixel_format)
         resized, transform = self._resize(image)
         tensor = self._normalise(resized)

@@ -1,6 +1,8 @@
 """Camera image to model input: geometry, colour, layout, dtype and normalisation."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -246,8 +248,6 @@ def test_bad_image_shape_or_dtype_raises_value_error(image: np.ndarray) -> None:
         run(InputSpec(width=4, height=4), image)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the channel count is never checked against the pixel format; "
-                                       "these produce a tensor with the wrong number of channels")
 @pytest.mark.parametrize("shape, pixel_format, spec", [
     ((8, 8, 4), RGB, InputSpec(width=8, height=8, dtype=TensorType.UINT8)),
     ((8, 8, 2), BGR, InputSpec(width=8, height=8, dtype=TensorType.UINT8)),
@@ -255,13 +255,31 @@ def test_bad_image_shape_or_dtype_raises_value_error(image: np.ndarray) -> None:
     ((8, 8, 3), MONO, InputSpec(width=8, height=8, color_order=ColorOrder.GRAY, mean=(0.0,), std=(1.0,))),
 ], ids=["rgb8-4ch", "bgr8-2ch", "rgb8-1ch", "mono8-3ch"])
 def test_channel_count_must_match_pixel_format(shape, pixel_format, spec) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=rf"pixel format {pixel_format.value} needs \d channel\(s\).*"
+                                         rf"got an image of shape {re.escape(str(shape))}"):
         run(spec, np.zeros(shape, np.uint8), pixel_format)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an empty (0-row or 0-column) image raises ZeroDivisionError "
-                                       "while computing the resize scale, not ValueError")
+@pytest.mark.parametrize("image, pixel_format", [
+    (np.zeros((8, 8), np.uint8), MONO), (np.zeros((8, 8, 1), np.uint8), MONO), (np.zeros((8, 8, 3), np.uint8), BGR),
+], ids=["mono8-2d", "mono8-1ch", "bgr8-3ch"])
+def test_matching_channel_counts_are_accepted(image: np.ndarray, pixel_format: PixelFormat) -> None:
+    tensor, _ = run(InputSpec(width=4, height=4), image, pixel_format)
+    assert tensor.shape == (1, 3, 4, 4)
+
+
 @pytest.mark.parametrize("shape", [(0, 8, 3), (8, 0, 3)])
 def test_empty_image_raises_value_error(shape) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="expected a non-empty image"):
         run(InputSpec(width=4, height=4), np.zeros(shape, np.uint8))
+
+
+@pytest.mark.parametrize("kwargs, problem", [
+    ({"color_order": ColorOrder.GRAY}, "mean has 3 value(s) but color_order gray has 1 channel(s)"),
+    ({"color_order": ColorOrder.GRAY, "mean": (0.0,)}, "std has 3 value(s) but color_order gray has 1 channel(s)"),
+    ({"std": (1.0,)}, "std has 1 value(s) but color_order rgb has 3 channel(s)"),
+])
+def test_input_spec_needs_one_mean_and_std_value_per_channel(kwargs: dict, problem: str) -> None:
+    with pytest.raises(ValueError) as info:
+        InputSpec(width=4, height=4, **kwargs)
+    assert problem in str(info.value) and "one value per channel" in str(info.value)
