@@ -1,9 +1,10 @@
 """The demo: the whole node graph in one process on a demo camera.
 
-Starts the demo camera, two lifecycle perception nodes and the manager on
-one MultiThreadedExecutor, deploys a real ImageNet classifier
-(EfficientNet-Lite0, built locally on first use) and prints what the robot
-perceives until Ctrl-C or ``--duration`` seconds.
+Starts the demo camera, two lifecycle perception nodes, the shadow node and
+the manager on one MultiThreadedExecutor. A real ImageNet classifier
+(EfficientNet-Lite0, exported locally on first use) is packed into a bundle,
+signed with a demo key the robot trusts, and deployed into a fresh store;
+the demo prints what the robot perceives until Ctrl-C or ``--duration``.
 
     demo [--duration 30] [--bundle DIR] [--rate 10]
 """
@@ -11,18 +12,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from robot_model_deployer.bundle.archive import create_bundle, sign_bundle
+from robot_model_deployer.bundle.signing import generate_keypair
 from robot_model_deployer.demo import zoo
 from robot_model_deployer.msg import InferenceResult
 from robot_model_deployer.nodes.demo_camera_node import DemoCameraNode
 from robot_model_deployer.nodes.manager_node import ManagerNode
 from robot_model_deployer.nodes.perception_node import PerceptionNode
+from robot_model_deployer.nodes.shadow_node import ShadowNode
 
 
 class ResultPrinter(Node):
@@ -49,6 +55,16 @@ class ResultPrinter(Node):
             self._last_line, self._last_print = line, now
 
 
+def signed_demo_bundle(source: Path, work: Path) -> tuple[Path, Path]:
+    """Pack ``source`` into a bundle signed by a fresh demo key; returns (bundle, trust dir)."""
+    keys = generate_keypair(out_dir=work / "trusted_keys", name="demo")
+    bundle = work / f"{source.name}.tar"
+    create_bundle(source=source, output=bundle)
+    sign_bundle(bundle=bundle, key=keys.private_key)
+    keys.private_key.unlink()  # The robot only ever holds public keys.
+    return bundle, keys.public_key.parent
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to run (0: until Ctrl-C)")
@@ -56,14 +72,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="camera frames per second")
     args = parser.parse_args(rclpy.utilities.remove_ros_args(sys.argv if argv is None else argv)[1:])
 
-    bundle = args.bundle
-    if not bundle:
+    source = args.bundle
+    if not source:
         print("[demo] preparing EfficientNet-Lite0 (exported with torch on first use, ~30 s)", flush=True)
         try:
-            bundle = str(zoo.efficientnet_lite0_bundle())
+            source = str(zoo.efficientnet_lite0_bundle())
         except zoo.ZooUnavailable as exc:
             sys.exit(f"[demo] {exc}; run scripts/setup.sh, or pass --bundle DIR")
-    print(f"[demo] deploying {bundle}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="rmd-demo-"))
+    bundle, trust_dir = signed_demo_bundle(Path(source), work)
+    print(f"[demo] signed {bundle.name} with a demo key; deploying it into the store {work / 'store'}", flush=True)
 
     rclpy.init(args=argv)
     nodes = [
@@ -71,7 +89,10 @@ def main(argv: list[str] | None = None) -> None:
                                             Parameter("frames_per_image", value=max(1, int(args.rate * 3)))]),
         PerceptionNode("perception_a"),
         PerceptionNode("perception_b"),
-        ManagerNode(parameter_overrides=[Parameter("initial_bundle", value=bundle)]),
+        ShadowNode(),
+        ManagerNode(parameter_overrides=[Parameter("initial_bundle", value=str(bundle)),
+                                         Parameter("store_dir", value=str(work / "store")),
+                                         Parameter("trust_dir", value=str(trust_dir))]),
     ]
     printer = ResultPrinter()
     executor = MultiThreadedExecutor(num_threads=6)
