@@ -62,7 +62,13 @@ def decode_detections(outputs: Sequence[np.ndarray], spec: DetectionSpec,
             raise OutputSpecError("detection format boxes_scores needs two outputs (boxes, scores)")
         boxes = np.asarray(outputs[0], dtype=np.float32).reshape(-1, 4)
         class_scores = np.asarray(outputs[1], dtype=np.float32)
-        class_scores = class_scores.reshape(boxes.shape[0], -1)
+        classes = class_scores.shape[-1] if class_scores.ndim else 0
+        if classes == 0 or class_scores.size != boxes.shape[0] * classes:
+            raise OutputSpecError(
+                f"detection format boxes_scores needs scores of shape [1, N, classes] for its {boxes.shape[0]} "
+                f"boxes, got {list(class_scores.shape)}"
+            )
+        class_scores = class_scores.reshape(-1, classes)
         class_ids = class_scores.argmax(axis=1)
         scores = class_scores[np.arange(len(class_ids)), class_ids]
         return boxes, scores, class_ids.astype(np.int32)
@@ -140,10 +146,23 @@ def detect(outputs: Sequence[np.ndarray], spec: DetectionSpec, labels: Sequence[
     mask = scores >= spec.score_threshold
     boxes, scores, class_ids = boxes[mask], scores[mask], class_ids[mask]
     if boxes.shape[0]:
-        # Offsetting boxes by class keeps NMS from suppressing across classes.
-        offset = 0.0 if spec.class_agnostic_nms else float(max(input_width, input_height) + 1)
-        shifted = boxes + (class_ids.astype(np.float32) * offset)[:, None]
-        keep = non_max_suppression(shifted, scores, spec.iou_threshold, spec.max_detections)
+        if spec.class_agnostic_nms:
+            keep = non_max_suppression(boxes, scores, spec.iou_threshold, spec.max_detections)
+        else:
+            keep = _per_class_nms(boxes, scores, class_ids, spec.iou_threshold, spec.max_detections)
         boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
     return (boxes.astype(np.float32), scores.astype(np.float32), class_ids.astype(np.int32),
             tuple(label_for(int(i), labels) for i in class_ids))
+
+
+def _per_class_nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
+                   iou_threshold: float, limit: int) -> np.ndarray:
+    """NMS within each class, merged best score first (ties by index, as one greedy pass would order them).
+
+    Run class by class rather than offsetting boxes by class: boxes may extend
+    past the input by any amount, so no fixed offset keeps classes apart.
+    """
+    kept = [members[non_max_suppression(boxes[members], scores[members], iou_threshold, limit)]
+            for members in (np.flatnonzero(class_ids == c) for c in np.unique(class_ids))]
+    keep = np.concatenate(kept)
+    return keep[np.lexsort((keep, -scores[keep]))][:limit]

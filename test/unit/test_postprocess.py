@@ -171,12 +171,17 @@ def test_boxes_scores_needs_two_outputs() -> None:
         decode_detections([np.zeros((1, 2, 4), np.float32)], spec(format=DetectionFormat.BOXES_SCORES), 64, 64)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: scores.reshape(0, -1) raises numpy ValueError when a "
-                                       "boxes_scores model returns no candidate boxes")
 def test_boxes_scores_with_no_candidates_gives_no_detections() -> None:
     outputs = [np.zeros((1, 0, 4), np.float32), np.zeros((1, 0, 3), np.float32)]
     boxes, scores, ids, labels = detect(outputs, spec(format=DetectionFormat.BOXES_SCORES), LABELS, 64, 64)
     assert boxes.shape == (0, 4) and scores.shape == (0,) and labels == ()
+
+
+@pytest.mark.parametrize("scores_shape", [(1, 3, 3), (1, 2, 0), ()], ids=["3 rows for 2 boxes", "no classes", "scalar"])
+def test_boxes_scores_count_mismatch_is_an_output_spec_error(scores_shape: tuple) -> None:
+    outputs = [np.zeros((1, 2, 4), np.float32), np.zeros(scores_shape, np.float32)]
+    with pytest.raises(OutputSpecError, match=r"boxes_scores needs scores of shape \[1, N, classes\] for its 2 boxes"):
+        decode_detections(outputs, spec(format=DetectionFormat.BOXES_SCORES), 64, 64)
 
 
 def test_yolo_with_no_candidates_gives_no_detections() -> None:
@@ -234,9 +239,6 @@ def test_class_agnostic_nms_suppresses_across_classes() -> None:
     np.testing.assert_allclose(scores, [0.9])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: per-class NMS shifts boxes by class_id * (input size + 1), but "
-                                       "boxes may extend past the input, so a box of another class can "
-                                       "still be suppressed")
 def test_per_class_nms_never_suppresses_another_class() -> None:
     raw = yolo_rows(
         (62, 62, 64, 64, 0.9, 1.0, 0.0),   # cat cut off at the bottom-right corner: x 30..94
@@ -244,6 +246,21 @@ def test_per_class_nms_never_suppresses_another_class() -> None:
     )
     _, _, _, labels = detect([raw], spec(iou_threshold=0.1), LABELS, 64, 64)
     assert labels == ("cat", "dog")
+
+
+def test_per_class_nms_orders_all_classes_by_score_and_stops_at_the_limit() -> None:
+    raw = yolo_rows(
+        (10, 10, 8, 8, 0.5, 1.0, 0.0, 0.0),   # cat, suppressed by the better cat next to it
+        (40, 40, 8, 8, 0.9, 0.0, 1.0, 0.0),   # dog
+        (10, 40, 8, 8, 0.7, 0.0, 0.0, 1.0),   # bird
+        (11, 10, 8, 8, 0.6, 1.0, 0.0, 0.0),   # cat, IoU 0.78 with the first cat
+        (40, 10, 8, 8, 0.8, 1.0, 0.0, 0.0),   # cat far from the others
+    )
+    _, scores, ids, labels = detect([raw], spec(iou_threshold=0.5, max_detections=3), LABELS, 64, 64)
+    np.testing.assert_allclose(scores, [0.9, 0.8, 0.7])
+    assert labels == ("dog", "cat", "bird")
+    _, scores, _, _ = detect([raw], spec(iou_threshold=0.5), LABELS, 64, 64)
+    np.testing.assert_allclose(scores, [0.9, 0.8, 0.7, 0.6])
 
 
 def test_score_threshold_is_inclusive() -> None:
