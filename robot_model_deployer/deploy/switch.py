@@ -96,7 +96,17 @@ class BlueGreenSwitch:
         standby_slot.load(model.path)
         with self._lock:
             self._models[standby] = model
-        self._hand_over(live_slot, standby_slot)
+        try:
+            self._hand_over(live_slot, standby_slot)
+        except SwapError:
+            # The rejected model never served: forget it, so rollback() cannot make it live.
+            with self._lock:
+                self._models[standby] = None
+            try:
+                release_slot(standby_slot)
+            except SwapError:
+                pass  # best effort; the next deploy releases the node again or says to restart it
+            raise
 
     def rollback(self) -> ServedModel:
         """Make the warm standby live again; returns the model now served."""
