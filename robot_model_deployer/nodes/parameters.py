@@ -5,7 +5,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
 
 class ParameterValueError(ValueError):
@@ -43,6 +45,12 @@ class ParameterSpec:
                     to_value=float(self.maximum if self.maximum is not None else 1e300), step=0.0)]
         return descriptor
 
+    def bounds(self) -> str:
+        """The allowed range in words, e.g. ">= 0.1 and <= 1000.0"."""
+        limits = [f">= {self.minimum}"] if self.minimum is not None else []
+        limits += [f"<= {self.maximum}"] if self.maximum is not None else []
+        return " and ".join(limits) or "any value"
+
     def validate(self, value: Any) -> None:
         if self.choices and value not in self.choices:
             raise ParameterValueError(f"parameter {self.name} must be one of {', '.join(self.choices)}, got {value!r}")
@@ -64,7 +72,21 @@ def declare_parameters(node: Node, specs: Sequence[ParameterSpec]) -> dict[str, 
     """
     values: dict[str, Any] = {}
     for spec in specs:
-        value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+        # rclpy applies the descriptor's range and the default's type to an override
+        # before we see the value; its exceptions become ours, naming what is allowed.
+        # (Other ParameterExceptions, such as a name declared twice, are bugs, not values.)
+        try:
+            value = node.declare_parameter(spec.name, spec.default, spec.descriptor()).value
+        except InvalidParameterValueException as exc:
+            raise ParameterValueError(
+                f"parameter {spec.name} is out of range: it must be {spec.bounds()} (rclpy: {exc})"
+            ) from exc
+        except InvalidParameterTypeException as exc:
+            expected = Parameter.Type.from_parameter_value(spec.default).name.lower().replace("_", " ")
+            raise ParameterValueError(
+                f"parameter {spec.name} must be of type {expected}, like its default {spec.default!r} "
+                f"(rclpy: {exc})"
+            ) from exc
         spec.validate(value)
         values[spec.name] = value
     return values

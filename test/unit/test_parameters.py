@@ -187,8 +187,6 @@ def test_declaration_stops_at_the_first_invalid_parameter(make_node) -> None:
     assert not node.has_parameter("rate")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: rclpy enforces the descriptor range first and raises "
-                                       "InvalidParameterValueException, not the documented ParameterValueError")
 @pytest.mark.parametrize("override", [("rate", 5000.0), ("width", 4)])
 def test_out_of_range_override_raises_parameter_value_error(make_node, override: tuple[str, Any]) -> None:
     node = make_node(override)
@@ -196,9 +194,22 @@ def test_out_of_range_override_raises_parameter_value_error(make_node, override:
         declare_parameters(node, SPECS)
 
 
-@pytest.mark.parametrize("override", [("rate", 5000.0), ("width", 4)])
-def test_out_of_range_override_is_refused_naming_the_parameter(make_node, override: tuple[str, Any]) -> None:
+@pytest.mark.parametrize("override, bounds", [
+    (("rate", 5000.0), ">= 0.1 and <= 1000.0"), (("width", 4), ">= 8 and <= 8192"), (("threads", -1), ">= 0"),
+])
+def test_out_of_range_override_is_refused_naming_the_parameter(make_node, override: tuple[str, Any],
+                                                                bounds: str) -> None:
     node = make_node(override)
-    with pytest.raises(Exception, match=f"{override[0]}") as info:  # today rclpy's own exception, see xfail above
+    with pytest.raises(ParameterValueError, match=f"^parameter {override[0]} is out of range: it must be {bounds} "):
         declare_parameters(node, SPECS)
-    assert "out of range" in str(info.value)
+
+
+@pytest.mark.parametrize("override, expected", [
+    (("width", "wide"), "integer"), (("rate", 30), "double"), (("encoding", 3), "string"),
+    (("providers", [1, 2]), "string array"),
+])
+def test_wrong_type_override_is_refused_naming_the_parameter_and_type(make_node, override: tuple[str, Any],
+                                                                      expected: str) -> None:
+    node = make_node(override)
+    with pytest.raises(ParameterValueError, match=f"^parameter {override[0]} must be of type {expected}, "):
+        declare_parameters(node, SPECS)
