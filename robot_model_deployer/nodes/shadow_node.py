@@ -6,13 +6,16 @@ activate   = compare: run the candidate on camera frames, pair its results
              ``~/report`` (ShadowReport) every ``report_period`` seconds
 deactivate = stop comparing; cleanup = release the candidate
 
-It never slows the live path: it runs in its own process, the candidate
-runs on a worker thread, and a frame that arrives while the worker is busy
-is dropped (and counted), never queued. Time is ROS time, so a simulation
+It keeps off the live path's CPU: it runs in its own process at a lower
+scheduling priority (``nice_increment``), the candidate runs on a worker
+thread with few ONNX Runtime threads, at most ``max_rate`` frames a second,
+and a frame that arrives while the worker is busy is dropped (and counted),
+never queued. Time is ROS time, so a simulation
 clock (use_sim_time) drives the "T seconds" gate.
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -39,6 +42,11 @@ PARAMETERS = (
     ParameterSpec("intra_op_threads", 1,
                   "ONNX Runtime threads for the candidate (few, so the live node keeps its CPU).",
                   minimum=0, maximum=256),
+    ParameterSpec("max_rate", 0.0, "Most camera frames per second the candidate runs on (0: as many as it can).",
+                  minimum=0.0, maximum=1000.0),
+    ParameterSpec("nice_increment", 10,
+                  "Added to this process's nice value at start, so the live perception node wins the CPU.",
+                  minimum=0, maximum=19, read_only=True),
 )
 
 
@@ -47,7 +55,10 @@ class ShadowNode(LifecycleNode):
 
     def __init__(self, node_name: str = "shadow", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        declare_parameters(self, PARAMETERS)
+        settings = declare_parameters(self, PARAMETERS)
+        os.nice(settings["nice_increment"])
+        self._min_interval_ns = int(1e9 / settings["max_rate"]) if settings["max_rate"] > 0 else 0
+        self._last_taken_ns = 0
         self._engine: InferenceEngine | None = None
         self._comparator: ShadowComparator | None = None
         self._lock = threading.Lock()
@@ -120,10 +131,12 @@ class ShadowNode(LifecycleNode):
         with self._lock:
             if not self._comparing or self._comparator is None:
                 return
-            if self._busy:
+            stamp = stamp_ns(msg.header.stamp)
+            if self._busy or stamp - self._last_taken_ns < self._min_interval_ns:
                 self._comparator.add_dropped_frames()
                 return
             self._busy = True
+            self._last_taken_ns = stamp
             self._frame = msg
             self._frame_ready.notify()
 

@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""Hot-swap, rollback and shadow cost, measured over real DDS at camera rate.
+
+Starts perception_a, perception_b, the shadow node and the manager as
+separate processes, publishes 640x480 rgb8 frames at 30 Hz from this
+process, deploys EfficientNet-Lite0 (signed bundles into a fresh store), and
+measures in one run:
+
+- steady state: result latency (image stamp -> result received) p50/p99;
+- swap to a new version: frames without a result, the gap between the last
+  result of the old model and the first of the new one, latency p99 during
+  the swap as a ratio to steady state;
+- manual rollback: frames without a result, time from the rollback request
+  to the first result of the old model;
+- shadow running: live latency p99 while the shadow node runs a candidate,
+  as a ratio to steady state.
+
+    source scripts/env.sh
+    python bench/bench_swap.py [--seconds 8] [--rate 30] [--profile config/fastdds_large_data.xml]
+
+Prints a table and JSON. Goals (issue 5): 0 frames lost in swap and
+rollback, gap <= one frame interval, swap p99 ratio <= 1.1, rollback < 50 ms,
+shadow p99 ratio <= 1.05.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from rclpy.action import ActionClient
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from robot_model_deployer.action import Deploy
+from robot_model_deployer.bundle.archive import create_bundle, sign_bundle
+from robot_model_deployer.bundle.signing import generate_keypair
+from robot_model_deployer.demo import zoo
+from robot_model_deployer.demo.frames import load_frames
+from robot_model_deployer.inference.preprocess import PixelFormat
+from robot_model_deployer.msg import InferenceResult
+from robot_model_deployer.nodes.conversions import array_to_image, stamp_ns
+from robot_model_deployer.srv import DeployModel, Rollback
+from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient, next_domain_id, stop_all, wait_for
+from robot_model_deployer.validation.metrics import percentile
+
+MANAGER = "/model_manager"
+
+
+@dataclass
+class Recorder:
+    """Every frame sent and every result received, with wall-clock times."""
+
+    sent: dict[int, float] = field(default_factory=dict)
+    results: list[tuple[float, int, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_result(self, msg: InferenceResult) -> None:
+        with self.lock:
+            self.results.append((time.time(), stamp_ns(msg.header.stamp), msg.model_version))
+
+    def window(self, start: float, end: float) -> dict[str, object]:
+        """Frames sent in [start, end): how many got no result, latency of those that did."""
+        with self.lock:
+            answered: dict[int, float] = {}
+            for received, stamp, _ in self.results:
+                answered.setdefault(stamp, received)
+            frames = [(stamp, sent) for stamp, sent in self.sent.items() if start <= sent < end]
+        latencies = [(answered[s] - t) * 1000.0 for s, t in frames if s in answered]
+        return {"frames": len(frames), "without_result": len(frames) - len(latencies),
+                "p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2)}
+
+    def first_result_after(self, version: str, after: float) -> float | None:
+        with self.lock:
+            return next((t for t, _, v in self.results if v == version and t >= after), None)
+
+    def last_result_before(self, version: str, before: float) -> float | None:
+        with self.lock:
+            times = [t for t, _, v in self.results if v == version and t <= before]
+        return max(times) if times else None
+
+
+def versioned_bundle(source: Path, work: Path, version: str, key: Path, acceptance: dict) -> Path:
+    """Copy of a bundle directory with another version and acceptance, packed and signed."""
+    copy = work / f"{source.name}-{version}"
+    shutil.copytree(source, copy)
+    manifest_path = copy / "manifest.yaml"
+    manifest = yaml.safe_load(manifest_path.read_text())
+    manifest["version"] = version
+    manifest["acceptance"] = {**manifest.get("acceptance", {}), **acceptance}
+    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    bundle = work / f"{copy.name}.tar"
+    create_bundle(source=copy, output=bundle)
+    sign_bundle(bundle=bundle, key=key)
+    return bundle
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of the steady and shadow windows")
+    parser.add_argument("--rate", type=float, default=30.0)
+    parser.add_argument("--profile", default="", help="Fast DDS profile XML for every process")
+    args = parser.parse_args()
+    if args.profile:
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(Path(args.profile).resolve())
+
+    work = Path(tempfile.mkdtemp(prefix="rmd-bench-swap-"))
+    keys = generate_keypair(out_dir=work / "keys", name="bench")
+    source = zoo.efficientnet_lite0_bundle()
+    quick = {"shadow_frames": 60, "probation_seconds": 2.0}
+    bundles = {v: versioned_bundle(source, work, v, keys.private_key, quick) for v in ("1.0.0", "2.0.0")}
+    endless_shadow = versioned_bundle(source, work, "3.0.0", keys.private_key, {"shadow_frames": 10**6})
+
+    domain = next_domain_id()
+    perception = {"image_qos": "reliable", "intra_op_threads": 1}
+    processes = [
+        NodeProcess("perception_node", "perception_a", domain, work, perception),
+        NodeProcess("perception_node", "perception_b", domain, work, perception),
+        NodeProcess("shadow_node", "shadow", domain, work, {"intra_op_threads": 1}),
+        NodeProcess("manager_node", "model_manager", domain, work,
+                    {"store_dir": str(work / "store"), "trust_dir": str(keys.public_key.parent),
+                     "shadow_timeout": 600.0}),
+    ]
+    client = RosTestClient(domain, "bench")
+    recorder = Recorder()
+    stop = threading.Event()
+    try:
+        client.node.create_subscription(InferenceResult, "/results", recorder.on_result, 100)
+        publisher = client.node.create_publisher(Image, "/image", QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        messages = [array_to_image(f, PixelFormat.RGB8) for f in load_frames("skimage", 640, 480)]
+
+        def camera() -> None:
+            period, next_time, index = 1.0 / args.rate, time.monotonic(), 0
+            while not stop.is_set():
+                msg = messages[index % len(messages)]
+                now = time.time_ns()
+                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(now, 10**9)
+                with recorder.lock:
+                    recorder.sent[now] = now / 1e9
+                publisher.publish(msg)
+                index += 1
+                next_time += period
+                time.sleep(max(0.0, next_time - time.monotonic()))
+
+        first = client.call(DeployModel, f"{MANAGER}/deploy", DeployModel.Request(bundle_path=str(bundles["1.0.0"])),
+                            timeout=300.0)
+        if not first.accepted:
+            raise RuntimeError(first.reason)
+        threading.Thread(target=camera, daemon=True).start()
+        wait_for(lambda: recorder.first_result_after("1.0.0", 0.0) is not None, 60.0, "first results")
+        time.sleep(2.0)  # warm-up
+
+        steady_span = (time.time(), time.time() + args.seconds)
+        time.sleep(args.seconds)
+
+        swap_request = time.time()
+        swapped = client.call(DeployModel, f"{MANAGER}/deploy", DeployModel.Request(bundle_path=str(bundles["2.0.0"])),
+                              timeout=600.0)
+        if not swapped.accepted:
+            raise RuntimeError(swapped.reason)
+        wait_for(lambda: recorder.first_result_after("2.0.0", swap_request) is not None, 10.0, "new results")
+        first_new = recorder.first_result_after("2.0.0", swap_request)
+        time.sleep(1.0)
+        last_old = recorder.last_result_before("1.0.0", first_new + 1.0)
+        swap_span = (first_new - 1.0, first_new + 1.0)
+        gap = {"gap_ms": round(max(0.0, first_new - last_old) * 1000.0, 2),
+               "overlap_ms": round(max(0.0, last_old - first_new) * 1000.0, 2)}
+
+        rollback_request = time.time()
+        rolled = client.call(Rollback, f"{MANAGER}/rollback", Rollback.Request(reason="benchmark"))
+        rollback_answered = time.time()
+        if not rolled.success:
+            raise RuntimeError(rolled.message)
+        wait_for(lambda: recorder.first_result_after("1.0.0", rollback_request) is not None, 10.0,
+                 "the old model's results after the rollback")
+        first_back = recorder.first_result_after("1.0.0", rollback_request)
+        time.sleep(1.0)
+        rollback_span = (rollback_request - 1.0, rollback_request + 1.0)
+        rollback_times = {"request_to_switched_ms": round((rollback_answered - rollback_request) * 1000.0, 2),
+                          "request_to_first_old_result_ms": round((first_back - rollback_request) * 1000.0, 2)}
+
+        # Shadow cost: a candidate that never reaches a verdict, cancelled after the window.
+        action = ActionClient(client.node, Deploy, f"{MANAGER}/deploy_bundle")
+        action.wait_for_server(timeout_sec=30.0)
+        shadow_reports: list[float] = []
+        goal = action.send_goal_async(Deploy.Goal(bundle_path=str(endless_shadow)),
+                                      feedback_callback=lambda m: shadow_reports.append(time.time())
+                                      if m.feedback.stage == "shadow" else None)
+        wait_for(lambda: goal.done(), 30.0, "the shadow goal")
+        wait_for(lambda: len(shadow_reports) >= 3, 120.0, "the shadow run to start")
+        shadow_span = (time.time(), time.time() + args.seconds)
+        time.sleep(args.seconds)
+        cancel = goal.result().cancel_goal_async()
+        wait_for(lambda: cancel.done(), 30.0, "the cancel")
+        time.sleep(0.5)  # the last frames' results
+        steady, swap, rollback, shadow = (recorder.window(*span)
+                                          for span in (steady_span, swap_span, rollback_span, shadow_span))
+        swap.update(gap)
+        rollback.update(rollback_times)
+    finally:
+        stop.set()
+        client.close()
+        stop_all(processes)
+
+    interval_ms = 1000.0 / args.rate
+    results = {
+        "machine": {"cores": os.cpu_count()}, "model": "efficientnet-lite0", "frame": "640x480 rgb8",
+        "rate_hz": args.rate, "fastdds_profile": args.profile or "defaults",
+        "steady": steady, "swap": swap, "rollback": rollback, "shadow_running": shadow,
+        "ratios": {
+            "swap_gap_in_frame_intervals": round(swap["gap_ms"] / interval_ms, 2),
+            "swap_p99_to_steady_p99": round(swap["p99_ms"] / steady["p99_ms"], 2),
+            "rollback_p99_to_steady_p99": round(rollback["p99_ms"] / steady["p99_ms"], 2),
+            "shadow_p99_to_steady_p99": round(shadow["p99_ms"] / steady["p99_ms"], 2),
+        },
+    }
+    print(f"{'window':16} {'frames':>7} {'no result':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    for name in ("steady", "swap", "rollback", "shadow_running"):
+        w = results[name]
+        print(f"{name:16} {w['frames']:7d} {w['without_result']:9d} {w['p50_ms']:8.2f} {w['p99_ms']:8.2f}")
+    print(f"swap gap {swap['gap_ms']:.1f} ms (overlap {swap['overlap_ms']:.1f} ms), frame interval {interval_ms:.1f} ms")
+    print(f"rollback: request -> old node live and new one inactive {rollback['request_to_switched_ms']:.1f} ms, "
+          f"request -> first old-model result {rollback['request_to_first_old_result_ms']:.1f} ms "
+          "(includes waiting for the next frame and its inference)")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
