@@ -11,6 +11,8 @@ installed, its YOLOX text detector (common_det.onnx), in one run:
 - for the classifier also the chosen INT8 model's top-1 agreement on
   unfiltered photo variants (near-ties included), which the bundle's
   validation set leaves out;
+- when no INT8 variant passes, the speed the best refused one would have
+  had (rebuilt outside the stage, never served);
 - measures ONNX Runtime dynamic quantization (quantize_dynamic) against FP32,
   which the stage does not use, to show whether it would pay here.
 Prints a table per model and the whole result as JSON.
@@ -41,10 +43,13 @@ from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
 from robot_model_deployer.demo import zoo
 from robot_model_deployer.inference.engine import InferenceEngine
 from robot_model_deployer.inference.preprocess import PixelFormat, Preprocessor
-from robot_model_deployer.optimize.hardware import detect_hardware
-from robot_model_deployer.optimize.pipeline import FP32_FALLBACK, load_bundle_image, optimize_bundle
+from robot_model_deployer.optimize.compile import compile_cpu, compile_openvino
+from robot_model_deployer.optimize.hardware import HardwareInfo, detect_hardware
+from robot_model_deployer.optimize.pipeline import (FP32_FALLBACK, default_int8_configs, load_bundle_image,
+                                                    optimize_bundle)
+from robot_model_deployer.optimize.quantize import quantize_model
 from robot_model_deployer.optimize.report import OptimizationReport, VariantResult, format_table
-from robot_model_deployer.optimize.targets import Precision, load_target_profile
+from robot_model_deployer.optimize.targets import Accelerator, Precision, load_target_profile
 from robot_model_deployer.validation.metrics import percentile
 
 CNN_GOAL_SPEEDUP = 1.8
@@ -92,6 +97,8 @@ def main() -> int:
             summary = summarise(report, wall)
             if bundle.manifest.task.value == "classification":
                 summary["unfiltered_top1_agreement"] = unfiltered_agreement(bundle, report, out)
+            if summary["best_int8"] is None and summary["best_rejected_int8"]:
+                summary["refused_int8_speed"] = refused_speed(bundle, report, hardware, args.runs, Path(scratch))
             summary["dynamic_quantization"] = dynamic_quantization(bundle, args.runs, Path(scratch))
         results["models"][name] = summary
         print(f"== {name} ({bundle.manifest.task.value}), target {target.name}")
@@ -142,6 +149,42 @@ def unfiltered_agreement(bundle: BundleDir, report: OptimizationReport, out: Pat
     return same / len(images)
 
 
+def refused_speed(bundle: BundleDir, report: OptimizationReport, hardware: HardwareInfo, runs: int,
+                  scratch: Path) -> list[dict[str, Any]]:
+    """What the refused INT8 variants (decode-tail recipes) would have gained: rebuilt outside the stage,
+    timed interleaved with FP32, never served."""
+    refused = [v for v in report.variants if v.precision is Precision.INT8 and v.status.value == "rejected"
+               and v.quantization.endswith("tail")]
+    preprocess = Preprocessor(bundle.manifest.input)
+    calibration = [preprocess(load_bundle_image(bundle.path(p)), PixelFormat.RGB8)[0]
+                   for p in bundle.manifest.calibration.images]
+    reference = InferenceEngine.from_bundle(bundle, warmup_runs=5)
+    engines: dict[str, InferenceEngine] = {"fp32": reference}
+    quantized: dict[str, Path] = {}
+    for variant in refused:
+        config = next(c for c in default_int8_configs(hardware, variant.accelerator,
+                                                      bundle.manifest.quantization.exclude_nodes)
+                      if c.label == variant.quantization)
+        if config.label not in quantized:
+            quantized[config.label] = quantize_model(bundle.model_path, scratch / f"{config.label}.onnx",
+                                                     calibration, reference.input_name, config).path
+        compile_variant = compile_openvino if variant.accelerator is Accelerator.OPENVINO else compile_cpu
+        artifact = compile_variant(quantized[config.label], scratch, variant.name, Precision.INT8)
+        engines[variant.name] = artifact.open_engine(scratch, bundle.manifest, bundle.labels, warmup_runs=5)
+    timings: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(runs):
+        for name, engine in engines.items():
+            start = time.perf_counter()
+            engine.session.run(None, {engine.input_name: calibration[0]})
+            timings[name].append((time.perf_counter() - start) * 1000.0)
+    fp32_p50 = percentile(timings["fp32"], 50)
+    scores = {v.name: v.detection_f1 or v.top1_agreement for v in refused}
+    return [{"name": name, "score": scores[name], "fp32_p50_ms": round(fp32_p50, 3),
+             "int8_p50_ms": round(percentile(timings[name], 50), 3),
+             "speedup_p50": round(fp32_p50 / percentile(timings[name], 50), 2)}
+            for name in engines if name != "fp32"]
+
+
 def dynamic_quantization(bundle: BundleDir, runs: int, scratch: Path) -> dict[str, Any]:
     """quantize_dynamic (weights INT8, activations quantized at run time) against FP32, interleaved."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -180,11 +223,12 @@ def verdict(name: str, summary: dict[str, Any], task: str) -> str:
     dyn = (f"dynamic INT8 {dynamic['speedup_p50']}x FP32 (not used by the stage)" if "speedup_p50" in dynamic
            else f"dynamic INT8 failed: {dynamic.get('error')}")
     if best is None:
-        rejected = summary["best_rejected_int8"]
-        score = rejected and (rejected["detection_f1"] or rejected["top1_agreement"])
-        return (f"{name}: no INT8 variant passed the gate (best refused: "
-                f"{rejected['name'] if rejected else '-'} at {score:.3f}); FP32 serves. {dyn}; "
-                f"stage wall time {summary['wall_seconds']} s")
+        refused = summary.get("refused_int8_speed") or []
+        would = "; ".join(f"refused {r['name']} (score {r['score']:.3f}) would run {r['speedup_p50']}x FP32 "
+                          f"({r['fp32_p50_ms']:.2f} -> {r['int8_p50_ms']:.2f} ms)" for r in refused) \
+            or "no INT8 variant was built"
+        return (f"{name}: no INT8 variant passed the gate; {would}; FP32 serves "
+                f"({summary['fp32']['p50_ms']:.2f} ms). {dyn}; stage wall time {summary['wall_seconds']} s")
     speedup = summary["int8_speedup_p50"]
     if task == "classification":
         ok = speedup >= CNN_GOAL_SPEEDUP and best["top1_agreement"] >= CNN_GOAL_AGREEMENT

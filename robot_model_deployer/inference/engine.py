@@ -43,6 +43,8 @@ class InferenceEngine:
 
     Construction loads and checks the model against the manifest and warms it
     up, so a model that cannot serve fails here, never on the first frame.
+    ``session`` serves an already-built runtime (e.g. an OpenVINO compiled
+    model) instead of creating an ONNX Runtime session from ``model_path``.
     """
 
     def __init__(self, model_path: str | Path, manifest: Manifest, labels: Sequence[str] = (),

@@ -22,7 +22,6 @@ import numpy as np
 from PIL import Image
 
 from robot_model_deployer.bundle.loader import BundleDir
-from robot_model_deployer.bundle.manifest import Task
 from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
 from robot_model_deployer.inference.postprocess import Prediction
 from robot_model_deployer.inference.preprocess import PixelFormat, Preprocessor
