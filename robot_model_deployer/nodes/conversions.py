@@ -42,7 +42,12 @@ def image_to_array(msg: Image) -> tuple[np.ndarray, PixelFormat]:
 
 
 def array_to_image(array: np.ndarray, encoding: PixelFormat, frame_id: str = "camera") -> Image:
-    """An Image message holding ``array`` (HxWx3 for rgb8/bgr8, HxW for mono8)."""
+    """An Image message holding ``array`` (HxWx3 for rgb8/bgr8, HxW or HxWx1 for mono8)."""
+    channels = _CHANNELS[encoding]
+    fits = (array.ndim == 3 and array.shape[2] == channels) or (channels == 1 and array.ndim == 2)
+    if not fits:
+        expected = "HxW or HxWx1" if channels == 1 else f"HxWx{channels}"
+        raise ValueError(f"encoding {encoding.value} needs an {expected} array, got shape {array.shape}")
     msg = Image()
     msg.header.frame_id = frame_id
     msg.height, msg.width = int(array.shape[0]), int(array.shape[1])

@@ -123,6 +123,24 @@ def test_array_to_image_accepts_non_contiguous_arrays() -> None:
     np.testing.assert_array_equal(back, bgr_view)
 
 
+@pytest.mark.parametrize("encoding, shape", [
+    (PixelFormat.RGB8, (4, 6)), (PixelFormat.BGR8, (4, 6, 4)), (PixelFormat.RGB8, (4, 6, 1)),
+    (PixelFormat.MONO8, (4, 6, 3)), (PixelFormat.MONO8, (24,)), (PixelFormat.RGB8, (1, 4, 6, 3)),
+])
+def test_array_to_image_refuses_a_shape_that_does_not_fit_the_encoding(encoding: PixelFormat, shape) -> None:
+    expected = "HxW or HxWx1" if encoding is PixelFormat.MONO8 else "HxWx3"
+    with pytest.raises(ValueError, match=rf"^encoding {encoding.value} needs an {expected} array, "
+                                         rf"got shape \({', '.join(map(str, shape))},?\)$"):
+        array_to_image(np.zeros(shape, np.uint8), encoding)
+
+
+def test_array_to_image_accepts_mono8_with_one_channel_axis() -> None:
+    array = np.arange(12, dtype=np.uint8).reshape(3, 4, 1)
+    msg = array_to_image(array, PixelFormat.MONO8)
+    assert (msg.height, msg.width, msg.step) == (3, 4, 4)
+    np.testing.assert_array_equal(image_to_array(msg)[0], array)
+
+
 def test_array_to_image_default_frame_id() -> None:
     assert array_to_image(np.zeros((1, 1, 3), np.uint8), PixelFormat.RGB8).header.frame_id == "camera"
 
