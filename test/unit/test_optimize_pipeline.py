@@ -188,3 +188,16 @@ def test_node_opens_the_chosen_variant_and_falls_back_when_it_is_gone(tmp_path: 
     fallback, engine = open_optimized_engine(out, bundle, warmup_runs=1)
     assert fallback.name != report.chosen and fallback.accepted
     assert engine.infer(colour_images(1, SIZE)[0]).labels[0] == "red"
+
+
+@pytest.mark.parametrize("flags, machine, first_scheme", [
+    ("flags : avx2 avx512_vnni\n", "x86_64", "s8s8"),
+    ("flags : avx2 fma\n", "x86_64", "s8s8_reduce_range"),
+    ("Features : asimd asimddp\n", "aarch64", "s8s8"),
+])
+def test_int8_recipes_follow_the_cpu(tmp_path: Path, flags: str, machine: str, first_scheme: str) -> None:
+    bundle = make_bundle(tmp_path / "bundle", conv_classifier(SIZE))
+    hardware = HardwareInfo(parse_cpu_features(flags, machine), "1.32.0", ("CPUExecutionProvider",))
+    report = optimize_bundle(bundle, CPU_ONLY, tmp_path / "out", hardware=hardware)
+    int8 = [v for v in report.variants if v.precision is Precision.INT8]
+    assert int8[0].quantization.startswith(first_scheme + "-") and int8[0].accepted
