@@ -30,7 +30,7 @@ import onnx
 import onnxruntime as ort
 
 from robot_model_deployer.bundle.manifest import Manifest
-from robot_model_deployer.inference.engine import InferenceEngine
+from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
 from robot_model_deployer.optimize.targets import Accelerator, Precision
 
 KEY_FILE = "cache_key.json"
@@ -84,6 +84,25 @@ def prepare_engine_cache(root: str | Path, key: EngineCacheKey) -> Path:
     target.mkdir(exist_ok=True)
     (target / KEY_FILE).write_text(json.dumps(key.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
     return target
+
+
+def check_engine_cache(cache_dir: Path, model_path: Path, precision: Precision) -> None:
+    """Refuse a TensorRT artifact whose engines no longer match this machine.
+
+    TensorRT would otherwise rebuild the engine inside the first session,
+    which on a perception node means minutes on the live path; the caller
+    falls back to another variant instead.
+    """
+    recorded = _read_key(cache_dir)
+    if recorded is None:
+        raise ModelLoadError(f"TensorRT engine cache {cache_dir} is missing; re-run the optimize stage")
+    current = {"model_sha256": file_sha256(model_path), "ort_version": ort.__version__,
+               "tensorrt_version": tensorrt_version(), "cuda_version": cuda_runtime_version(),
+               "precision": precision.value}
+    changed = [f"{k} {recorded.get(k)} -> {v}" for k, v in current.items() if recorded.get(k) != v]
+    if changed:
+        raise ModelLoadError(f"TensorRT engine cache {cache_dir.name} is stale ({'; '.join(changed)}); "
+                             "re-run the optimize stage")
 
 
 def _read_key(directory: Path) -> dict[str, Any] | None:
@@ -193,6 +212,11 @@ class CompiledArtifact:
             cache = root / self.cache_dir if self.cache_dir else None
             session = OpenVinoSession(path, "CPU", self.openvino_hint or "f32", cache)
             return InferenceEngine(path, manifest, labels, warmup_runs=warmup_runs, session=session)
+        if self.providers[0] not in ort.get_available_providers():
+            raise ModelLoadError(f"{self.model_file} was built for {self.providers[0]}, which this ONNX Runtime "
+                                 "does not have; re-run the optimize stage on this machine")
+        if self.accelerator is Accelerator.TENSORRT:
+            check_engine_cache(root / self.cache_dir, path, self.precision)
         options = ort.SessionOptions()
         if self.offline_optimized:
             # Optimizations were applied and saved at compile time; redoing them only costs start-up.

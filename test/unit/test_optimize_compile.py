@@ -10,9 +10,10 @@ import onnxruntime as ort
 import pytest
 
 from robot_model_deployer.bundle.manifest import manifest_from_dict
+from robot_model_deployer.inference.engine import ModelLoadError
 from robot_model_deployer.inference.openvino_session import openvino_available
 from robot_model_deployer.optimize.compile import (
-    KEY_FILE, CompiledArtifact, EngineCacheKey, compile_cpu, compile_gpu, compile_openvino, cuda_provider_options,
+    KEY_FILE, CompiledArtifact, EngineCacheKey, check_engine_cache, compile_cpu, compile_gpu, compile_openvino, cuda_provider_options,
     model_input_shapes, prepare_engine_cache, tensorrt_provider_options,
 )
 from robot_model_deployer.optimize.hardware import detect_gpus
@@ -111,6 +112,22 @@ def test_openvino_artifact_serves_the_same_answers(tmp_path: Path) -> None:
         prediction = engine.infer(image)
         assert prediction.labels[0] == COLOUR_LABELS[index]
         assert np.isfinite(prediction.scores).all()
+
+
+def test_gpu_artifact_without_its_provider_or_with_a_stale_cache_is_refused_not_rebuilt(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    trt = compile_gpu(model_file(tmp_path), out, "fp16-trt", Accelerator.TENSORRT, Precision.FP16, 0, "gpu")
+    if not HAS_TENSORRT:
+        with pytest.raises(ModelLoadError, match="TensorrtExecutionProvider"):
+            trt.open_engine(out, manifest(), COLOUR_LABELS, warmup_runs=1)
+    key_file = out / trt.cache_dir / KEY_FILE
+    key_file.write_text(key_file.read_text().replace('"ort_version": "', '"ort_version": "0.9-'), encoding="utf-8")
+    with pytest.raises(ModelLoadError, match="stale .*ort_version"):
+        check_engine_cache(out / trt.cache_dir, out / trt.model_file, Precision.FP16)
+    key_file.unlink()
+    with pytest.raises(ModelLoadError, match="missing"):
+        check_engine_cache(out / trt.cache_dir, out / trt.model_file, Precision.FP16)
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs onnxruntime-gpu with CUDAExecutionProvider and an NVIDIA GPU")
