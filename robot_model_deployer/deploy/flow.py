@@ -41,7 +41,7 @@ class StageError(RuntimeError):
 class ShadowPort(Protocol):
     """Runs a candidate beside the live model on live traffic until a verdict."""
 
-    def run(self, model_dir: str, manifest: Manifest, cancel: threading.Event,
+    def run(self, model: ServedModel, manifest: Manifest, cancel: threading.Event,
             progress: Callable[[float, str], None]) -> ShadowVerdict: ...
 
 
@@ -53,10 +53,14 @@ class ProbationPort(Protocol):
 
 
 class OptimizerPort(Protocol):
-    """Turns an installed version into the directory a perception node should load."""
+    """Builds an installed version's optimized variants for this robot."""
 
     def run(self, installed: InstalledVersion, cancel: threading.Event,
-            progress: Callable[[float, str], None]) -> tuple[Path, dict[str, Any]]: ...
+            progress: Callable[[float, str], None]) -> tuple[Path | None, dict[str, Any]]:
+        """The artifacts directory (None: serve as shipped) and the optimization report."""
+
+    def existing(self, derived_dir: Path) -> Path | None:
+        """Artifacts an earlier run left for the version whose derived/ directory this is."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +101,8 @@ class DeploymentFlow:
         if state.active is None:
             return None
         if state.previous is not None:
-            self.switch.deploy(self._served(state.previous, self._serving_dir(state.previous)))
-        active = self._served(state.active, self._serving_dir(state.active))
+            self.switch.deploy(self._served(state.previous, self._existing_artifacts(state.previous)))
+        active = self._served(state.active, self._existing_artifacts(state.active))
         self.switch.deploy(active)
         return active
 
@@ -155,22 +159,22 @@ class DeploymentFlow:
     def _trial(self, installed: InstalledVersion, progress: StageProgress, cancel: threading.Event,
                report: dict[str, Any]) -> DeployOutcome:
         ref, manifest = installed.ref, installed.manifest
-        serving_dir = installed.bundle_dir
+        artifacts: Path | None = None
         if self._optimizer is not None:
             self._enter(DeploymentStage.OPTIMIZE, f"optimizing {ref} for this robot", progress, cancel)
             try:
-                serving_dir, report["optimize"] = self._optimizer.run(
+                artifacts, report["optimize"] = self._optimizer.run(
                     installed, cancel, lambda f, m: progress(DeploymentStage.OPTIMIZE, f, m))
             except StageError as exc:
                 return self._reject(ref, f"optimization failed: {exc}", report, mark_bad=False)
-        model = self._served(ref, serving_dir)
+        model = self._served(ref, artifacts)
         live = self.switch.snapshot().live_model
 
         baseline_p99: float | None = None
         if self._shadow is not None and live is not None:
             self._enter(DeploymentStage.SHADOW, f"running {ref} in shadow beside {live.label()}", progress, cancel)
             try:
-                verdict = self._shadow.run(str(serving_dir), manifest, cancel,
+                verdict = self._shadow.run(model, manifest, cancel,
                                            lambda f, m: progress(DeploymentStage.SHADOW, f, m))
             except StageError as exc:
                 return self._reject(ref, f"shadow validation could not run: {exc}", report, mark_bad=False)
@@ -225,17 +229,15 @@ class DeploymentFlow:
         self.store.reject_candidate(f"rolled back after the swap: {why}", mark_bad=mark_bad)
         return DeployOutcome(False, f"{ref} rolled back to {previous.label()}: {why}", report=report)
 
-    def _serving_dir(self, ref: VersionRef) -> Path:
-        if self._optimizer is None:
-            return self.store.bundle_dir(ref)
-        chosen = self.store.derived_dir(ref) / "serving"
-        return chosen if chosen.is_dir() else self.store.bundle_dir(ref)
+    def _existing_artifacts(self, ref: VersionRef) -> Path | None:
+        return self._optimizer.existing(self.store.derived_dir(ref)) if self._optimizer is not None else None
 
-    def _served(self, ref: VersionRef, serving_dir: Path) -> ServedModel:
+    def _served(self, ref: VersionRef, artifacts: Path | None) -> ServedModel:
         bundle = self.store.load(ref)
         manifest = bundle.manifest
         return ServedModel(name=manifest.name, version=str(manifest.version), task=manifest.task.value,
-                           path=str(serving_dir), model_sha256=file_sha256(bundle.model_path))
+                           path=str(bundle.root), model_sha256=file_sha256(bundle.model_path),
+                           artifacts=str(artifacts) if artifacts is not None else "")
 
 
 def _shadow_report(verdict: ShadowVerdict) -> dict[str, Any]:

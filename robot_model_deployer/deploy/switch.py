@@ -34,8 +34,8 @@ class PerceptionSlot(Protocol):
 
     def state(self) -> SlotState: ...
 
-    def load(self, model_dir: str) -> None:
-        """Configure the node with the model in model_dir (unconfigured -> inactive)."""
+    def load(self, model: "ServedModel") -> None:
+        """Configure the node with ``model`` (unconfigured -> inactive)."""
 
     def unload(self) -> None:
         """Release the model (inactive -> unconfigured)."""
@@ -47,13 +47,18 @@ class PerceptionSlot(Protocol):
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A model version as served by a perception node."""
+    """A model version as served by a perception node.
+
+    ``path`` is the installed bundle directory; ``artifacts`` the directory
+    of its optimized variants for this robot ("" serves the model as shipped).
+    """
 
     name: str
     version: str
     task: str
     path: str
     model_sha256: str = ""
+    artifacts: str = ""
 
     def label(self) -> str:
         return f"{self.name} {self.version}"
@@ -93,7 +98,7 @@ class BlueGreenSwitch:
         standby_slot, live_slot = self._slots[standby], self._slots[live]
         release_slot(standby_slot)
         self._models[standby] = None
-        standby_slot.load(model.path)
+        standby_slot.load(model)
         with self._lock:
             self._models[standby] = model
         try:

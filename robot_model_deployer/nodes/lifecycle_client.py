@@ -18,7 +18,7 @@ from rclpy.callback_groups import CallbackGroup
 from rclpy.node import Node
 from rclpy.task import Future
 
-from robot_model_deployer.deploy.switch import SlotState, SwapError
+from robot_model_deployer.deploy.switch import ServedModel, SlotState, SwapError
 
 T = TypeVar("T")
 
@@ -72,12 +72,14 @@ class RemoteLifecycleNode:
         request.transition.id = int(transition)
         return bool(self._call(self._change_state, request, transition.name.lower()).success)
 
-    def set_string_parameter(self, name: str, value: str) -> None:
-        parameter = Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value))
-        response = self._call(self._set_parameters, SetParameters.Request(parameters=[parameter]), "set_parameters")
-        result = response.results[0]
-        if not result.successful:
-            raise LifecycleCallError(f"{self.name} refused parameter {name}: {result.reason}")
+    def set_string_parameters(self, values: dict[str, str]) -> None:
+        parameters = [Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                                string_value=value))
+                      for name, value in values.items()]
+        response = self._call(self._set_parameters, SetParameters.Request(parameters=parameters), "set_parameters")
+        for name, result in zip(values, response.results):
+            if not result.successful:
+                raise LifecycleCallError(f"{self.name} refused parameter {name}: {result.reason}")
 
     def _call(self, client: Any, request: Any, what: str) -> Any:
         if not client.service_is_ready() and not client.wait_for_service(timeout_sec=self._timeout):
@@ -110,8 +112,9 @@ class LifecycleSlot:
     def state(self) -> SlotState:
         return _SLOT_STATES.get(self._call(self.remote.state), SlotState.UNKNOWN)
 
-    def load(self, model_dir: str) -> None:
-        self._call(lambda: self.remote.set_string_parameter("model_dir", model_dir))
+    def load(self, model: ServedModel) -> None:
+        self._call(lambda: self.remote.set_string_parameters({"model_dir": model.path,
+                                                              "artifacts_dir": model.artifacts}))
         self._transition(LifecycleTransition.CONFIGURE, "could not load the model (its log says why)")
 
     def unload(self) -> None:

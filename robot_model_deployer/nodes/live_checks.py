@@ -17,7 +17,7 @@ from sensor_msgs.msg import Image
 
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Manifest
 from robot_model_deployer.deploy.flow import StageError
-from robot_model_deployer.deploy.switch import SwapError, release_slot
+from robot_model_deployer.deploy.switch import ServedModel, SwapError, release_slot
 from robot_model_deployer.msg import InferenceResult, ShadowReport
 from robot_model_deployer.nodes.conversions import report_msg_to_verdict, serialized_header_stamp_ns, stamp_ns
 from robot_model_deployer.nodes.lifecycle_client import LifecycleSlot, RemoteLifecycleNode
@@ -45,12 +45,12 @@ class ShadowRun:
             if self._listening:
                 self._latest = msg
 
-    def run(self, model_dir: str, manifest: Manifest, cancel: threading.Event,
+    def run(self, model: ServedModel, manifest: Manifest, cancel: threading.Event,
             progress: Callable[[float, str], None]) -> ShadowVerdict:
         version = str(manifest.version)
         try:
             release_slot(self._slot)
-            self._slot.load(model_dir)
+            self._slot.load(model)
             with self._lock:
                 self._latest, self._listening = None, True
             self._slot.activate()

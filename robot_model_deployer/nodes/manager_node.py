@@ -33,6 +33,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from robot_model_deployer.bundle.signing import KeyFileError, TrustStore
 from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome, FlowSettings
+from robot_model_deployer.deploy.optimizer import OnRobotOptimizer
+from robot_model_deployer.optimize.targets import load_target_profile
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
 from robot_model_deployer.store.model_store import ModelStore
 from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
@@ -54,6 +56,10 @@ PARAMETERS = (
     ParameterSpec("shadow_node", "shadow",
                   "Lifecycle shadow node that validates candidates on live traffic ('' skips the shadow stage)."),
     ParameterSpec("probation", True, "Watch a new model after the swap and roll back automatically if unhealthy."),
+    ParameterSpec("optimize_target", "",
+                  "Target profile (from targets_file) to optimize each new model for, e.g. x86_cpu ('' serves "
+                  "models as shipped)."),
+    ParameterSpec("targets_file", "", "Target profiles YAML ('' uses the package's config/targets.yaml)."),
     ParameterSpec("store_dir", DEFAULT_STORE, "Directory of the on-robot model store."),
     ParameterSpec("keep_versions", 2, "Installed versions kept besides active, previous and candidate.",
                   minimum=0, maximum=1000),
@@ -115,6 +121,12 @@ class ManagerNode(Node):
                                         settings["shadow_timeout"])
         if settings["probation"]:
             ports["probation"] = ProbationWatch(self, group)
+        if settings["optimize_target"]:
+            try:
+                target = load_target_profile(settings["optimize_target"], settings["targets_file"] or None)
+            except (OSError, ValueError) as exc:
+                raise ParameterValueError(f"parameter optimize_target: {exc}") from None
+            ports["optimizer"] = OnRobotOptimizer(target)
         return ports
 
     # Requests: hand work to the deploy thread, answer with its outcome. -------

@@ -1,6 +1,7 @@
 """Lifecycle perception node: serves one model on the camera topic.
 
-configure  = load the bundle in ``model_dir`` and warm the model up
+configure  = load the bundle in ``model_dir`` (its fastest optimized variant
+             in ``artifacts_dir`` when set) and warm the model up
 activate   = publish an InferenceResult for every image on ``results``
 deactivate = stop publishing (the model stays loaded: a warm standby)
 cleanup    = release the model
@@ -22,7 +23,8 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from robot_model_deployer.bundle.loader import BundleError, load_bundle_dir
+from robot_model_deployer.bundle.loader import BundleError
+from robot_model_deployer.deploy.serving import open_serving_engine
 from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
 from robot_model_deployer.msg import InferenceResult
 from robot_model_deployer.nodes.conversions import UnsupportedImageError, image_to_array, prediction_to_result
@@ -32,6 +34,8 @@ IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
 
 PARAMETERS = (
     ParameterSpec("model_dir", "", "Installed bundle directory loaded on configure (set by the manager)."),
+    ParameterSpec("artifacts_dir", "",
+                  "Optimized variants of that bundle for this robot ('' serves the model as shipped; set by the manager)."),
     ParameterSpec("image_qos", "sensor_data",
                   "QoS of the image subscription: sensor_data (best effort, matches any camera) or reliable.",
                   choices=IMAGE_QOS_CHOICES),
@@ -63,17 +67,16 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().error("cannot configure: parameter model_dir is empty (the manager sets it)")
             return TransitionCallbackReturn.FAILURE
         try:
-            bundle = load_bundle_dir(model_dir)
-            self._engine = InferenceEngine.from_bundle(
-                bundle, providers=self.get_parameter("providers").value,
-                session_options=self._session_options(),
+            self._engine, served = open_serving_engine(
+                model_dir, self.get_parameter("artifacts_dir").value,
+                providers=self.get_parameter("providers").value, session_options=self._session_options(),
                 warmup_runs=self.get_parameter("warmup_runs").value)
         except (BundleError, ModelLoadError) as exc:
             self.get_logger().error(f"cannot configure with {model_dir}: {exc}")
             return TransitionCallbackReturn.FAILURE
-        manifest = bundle.manifest
-        self.get_logger().info(
-            f"loaded {manifest.name} {manifest.version} ({manifest.task.value}) on {self._engine.providers[0]}")
+        manifest = self._engine.manifest
+        self.get_logger().info(f"loaded {manifest.name} {manifest.version} ({manifest.task.value}), {served}, "
+                               f"on {self._engine.providers[0]}")
         self._publisher = self.create_lifecycle_publisher(InferenceResult, "results", 10)
         self._subscription = self.create_subscription(Image, "image", self._on_image, self._image_qos())
         return super().on_configure(state)

@@ -1,6 +1,6 @@
 """Shadow node: runs a candidate model beside the live one on live camera frames.
 
-configure  = load the candidate in ``model_dir`` (set by the manager)
+configure  = load the candidate in ``model_dir`` / ``artifacts_dir`` (set by the manager)
 activate   = compare: run the candidate on camera frames, pair its results
              with the live node's ``results`` by image stamp, publish
              ``~/report`` (ShadowReport) every ``report_period`` seconds
@@ -27,7 +27,8 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from robot_model_deployer.bundle.loader import BundleError, load_bundle_dir
+from robot_model_deployer.bundle.loader import BundleError
+from robot_model_deployer.deploy.serving import open_serving_engine
 from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
 from robot_model_deployer.msg import InferenceResult, ShadowReport
 from robot_model_deployer.nodes.conversions import (image_to_array, result_to_prediction, stamp_ns,
@@ -36,7 +37,8 @@ from robot_model_deployer.nodes.parameters import ParameterSpec, declare_paramet
 from robot_model_deployer.validation.shadow import ShadowComparator
 
 PARAMETERS = (
-    ParameterSpec("model_dir", "", "Candidate model directory loaded on configure (set by the manager)."),
+    ParameterSpec("model_dir", "", "Candidate bundle directory loaded on configure (set by the manager)."),
+    ParameterSpec("artifacts_dir", "", "Optimized variants of the candidate ('' runs it as shipped; set by the manager)."),
     ParameterSpec("report_period", 0.5, "Seconds between ShadowReport messages.", minimum=0.05, maximum=60.0),
     ParameterSpec("providers", ["CPUExecutionProvider"], "ONNX Runtime execution providers for the candidate."),
     ParameterSpec("intra_op_threads", 1,
@@ -75,15 +77,15 @@ class ShadowNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         model_dir = self.get_parameter("model_dir").value
         try:
-            bundle = load_bundle_dir(model_dir)
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.get_parameter("intra_op_threads").value
-            self._engine = InferenceEngine.from_bundle(bundle, providers=self.get_parameter("providers").value,
-                                                       session_options=options, warmup_runs=2)
+            self._engine, served = open_serving_engine(
+                model_dir, self.get_parameter("artifacts_dir").value,
+                providers=self.get_parameter("providers").value, session_options=options, warmup_runs=2)
         except (BundleError, ModelLoadError) as exc:
             self.get_logger().error(f"cannot configure with candidate {model_dir!r}: {exc}")
             return TransitionCallbackReturn.FAILURE
-        manifest = bundle.manifest
+        manifest = self._engine.manifest
         self._comparator = ShadowComparator(manifest.task, manifest.acceptance)
         self._report_publisher = self.create_lifecycle_publisher(ShadowReport, "~/report", 10)
         self._subscriptions = [
@@ -96,7 +98,7 @@ class ShadowNode(LifecycleNode):
                                                callback_group=self._group)
         self._worker = threading.Thread(target=self._run_candidate, name="shadow-candidate", daemon=True)
         self._worker.start()
-        self.get_logger().info(f"candidate {manifest.name} {manifest.version} loaded")
+        self.get_logger().info(f"candidate {manifest.name} {manifest.version} loaded ({served})")
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

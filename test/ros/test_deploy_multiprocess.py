@@ -5,6 +5,7 @@ so every scenario also checks that results never stop.
 """
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from PIL import Image as PILImage
 from rclpy.action import ActionClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -75,8 +77,7 @@ class Graph:
         return output
 
 
-@pytest.fixture
-def graph(tmp_path: Path, request: pytest.FixtureRequest):
+def _graph(tmp_path: Path, request: pytest.FixtureRequest, **manager_parameters):
     domain = next_domain_id()
     keys = tmp_path / "keys"
     generate_keypair(out_dir=keys, name="signing")
@@ -86,7 +87,8 @@ def graph(tmp_path: Path, request: pytest.FixtureRequest):
         NodeProcess("perception_node", "perception_b", domain, tmp_path, perception),
         NodeProcess("shadow_node", "shadow", domain, tmp_path, {"report_period": 0.2}),
         NodeProcess("manager_node", "model_manager", domain, tmp_path,
-                    {"store_dir": str(tmp_path / "store"), "trust_dir": str(keys), "shadow_timeout": 30.0}),
+                    {"store_dir": str(tmp_path / "store"), "trust_dir": str(keys), "shadow_timeout": 30.0,
+                     **manager_parameters}),
     ]
     client = RosTestClient(domain)
     work = tmp_path / "bundles"
@@ -103,6 +105,16 @@ def graph(tmp_path: Path, request: pytest.FixtureRequest):
     if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
         for process in processes:
             print(f"----- {process.name} -----\n{process.log()}")
+
+
+@pytest.fixture
+def graph(tmp_path: Path, request: pytest.FixtureRequest):
+    yield from _graph(tmp_path, request)
+
+
+@pytest.fixture
+def optimizing_graph(tmp_path: Path, request: pytest.FixtureRequest):
+    yield from _graph(tmp_path, request, optimize_target="x86_cpu")
 
 
 class Camera:
@@ -335,3 +347,50 @@ def test_deploy_action_reports_stages_refuses_a_second_deploy_and_cancels(graph:
     assert {r.model_version for r in during} == {"1.0.0"}
     assert _max_gap(times) < 0.25
     assert graph.status().active.version == "1.0.0"
+
+
+def _png(image) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_optimize_stage_builds_and_serves_this_robots_fastest_accepted_variant(optimizing_graph: Graph) -> None:
+    graph = optimizing_graph
+    images = {f"data/{colour}_{shade}.png": _png(solid_image(colour, 64, 48, background=shade))
+              for colour in ("red", "green", "blue") for shade in (0, 60, 120)}
+    source = graph.work / "with-data"
+    manifest = classifier_manifest(version="1.0.0")
+    manifest.update(acceptance=dict(FAST_ACCEPTANCE), calibration={"images": sorted(images)},
+                    validation={"images": sorted(images)})
+    write_bundle(source, colour_classifier(), manifest, extra_files=images)
+    file_list = build_file_list(source).to_bytes()
+    bundle = graph.work / "with-data.tar"
+    write_bundle_tar(output=bundle, root=source, file_list_bytes=file_list,
+                     signature=sign_file_list(file_list, load_private_key(graph.keys / "signing.key")))
+
+    client = ActionClient(graph.client.node, Deploy, f"{MANAGER}/deploy_bundle")
+    assert client.wait_for_server(timeout_sec=20.0)
+    stages: list[str] = []
+    sent = client.send_goal_async(Deploy.Goal(bundle_path=str(bundle)),
+                                  feedback_callback=lambda m: stages.append(m.feedback.stage))
+    wait_for(lambda: sent.done(), 20.0, "the goal to be accepted")
+    result_future = sent.result().get_result_async()
+    wait_for(lambda: result_future.done(), 240.0, "the deployment to finish")
+    result = result_future.result().result
+    assert result.accepted, result.reason
+    assert "optimize" in stages
+    report = json.loads(result.report_json)["optimize"]
+    chosen = next(v for v in report["variants"] if v["name"] == report["chosen"])
+    assert chosen["status"] == "accepted"
+    assert result.model.path.endswith("/bundle")
+    assert Path(graph.status().active.path).name == "bundle"
+    with Camera(graph, colour="blue") as camera:
+        start = time.monotonic()
+        wait_for(lambda: any(camera.sent.get((r.header.stamp.sec, r.header.stamp.nanosec)) == "blue"
+                             for r in graph.results_since(start)), 20.0, "a result for a blue frame")
+        result_msg = next(r for r in graph.results_since(start)
+                          if camera.sent.get((r.header.stamp.sec, r.header.stamp.nanosec)) == "blue")
+    assert result_msg.labels[0] == "blue"
+    live = next(p for p in graph.processes if p.name == result_msg.node_name)
+    assert f"optimized variant {report['chosen']}" in live.log()

@@ -37,9 +37,9 @@ class LifecycleSlot:
             raise SwapError(f"{self.name} refused to {step}")
         self._state = target
 
-    def load(self, model_dir: str) -> None:
+    def load(self, model: ServedModel) -> None:
         self._step("load", SlotState.UNCONFIGURED, SlotState.INACTIVE)
-        self.model_dir = model_dir
+        self.model_dir = model.path
 
     def unload(self) -> None:
         self._step("unload", SlotState.INACTIVE, SlotState.UNCONFIGURED)
@@ -250,7 +250,7 @@ def test_rollback_with_deactivate_failure_keeps_the_current_model(switch, slots)
 def test_deploy_deactivates_a_stray_active_standby_first(switch, slots) -> None:
     a, b = slots
     switch.deploy(V1)
-    a.load("/somewhere/else")
+    a.load(model("9.9.9"))
     a.activate()  # someone activated the standby by hand
     switch.deploy(V2)
     assert serving(slots) == V2.path
