@@ -536,8 +536,9 @@ class _Reader:
         value = self._get(key, False)
         if value is _MISSING:
             return tuple(default)
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise self._error(key, f"must be a list of integers, got {value!r}")
+        if not isinstance(value, list) or not value or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise self._error(key, f"must be a non-empty list of integers, got {value!r}")
         if positive and any(v <= 0 for v in value):
             raise self._error(key, f"values must all be > 0, got {value!r}")
         return tuple(value)

@@ -81,8 +81,6 @@ def check_model(root: Path) -> BundleDir:
     """Load the unpacked bundle's model with the serving engine; a model that cannot serve is refused."""
     try:
         bundle = load_bundle_dir(root)
-    except UnicodeDecodeError:
-        raise BundleFormatError("the labels file is not UTF-8 text; save it as UTF-8 and rebuild the bundle") from None
     except BundleError as exc:
         raise BundleFormatError(str(exc)) from None
     try:

@@ -220,7 +220,8 @@ def test_error_message_names_the_source_file() -> None:
     (with_section("classification", softmax="yes"), "classification.softmax", "must be true or false"),
     (with_section("classification", top_k=2.0), "classification.top_k", "must be an integer"),
     (with_section("detection", class_agnostic_nms=1), "detection.class_agnostic_nms", "must be true or false"),
-    (with_section("detection", strides=8), "detection.strides", "must be a list of integers"),
+    (with_section("detection", strides=8), "detection.strides", "must be a non-empty list of integers"),
+    (with_section("detection", strides=[]), "detection.strides", "must be a non-empty list of integers"),
     (with_section("quantization", allowed="no"), "quantization.allowed", "must be true or false"),
     (with_section("quantization", exclude_nodes=[1]), "quantization.exclude_nodes", "must be a list of strings"),
     (with_section("calibration", images="a.png"), "calibration.images", "must be a list of strings"),
@@ -363,7 +364,7 @@ def test_strides_must_be_positive(strides: list) -> None:
 
 @pytest.mark.parametrize("strides", [[0.5], [8, 16.0]])
 def test_fractional_strides_are_refused(strides: list) -> None:
-    assert "detection.strides must be a list of integers" in error_of(with_section("detection", strides=strides))
+    assert "detection.strides must be a non-empty list of integers" in error_of(with_section("detection", strides=strides))
 
 
 # Relative paths ------------------------------------------------------------------
