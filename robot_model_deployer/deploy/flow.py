@@ -136,9 +136,17 @@ class DeploymentFlow:
 
     def rollback(self, reason: str) -> ServedModel:
         """Serve the previous model again (manual rollback); raises SwapError or StoreError."""
-        if self.store.state.previous is None:
+        previous = self.store.state.previous
+        if previous is None:
             raise StoreError("there is no previous version to roll back to")
-        model = self.switch.rollback()
+        standby = self.switch.snapshot().standby_model
+        if standby is not None and (standby.name, standby.version) == (previous.name, str(previous.version)):
+            model = self.switch.rollback()
+        else:
+            # The warm standby is not the store's previous (e.g. a candidate rolled back after its
+            # swap stays loaded there, marked bad): load the previous version instead of serving that.
+            model = self._served(previous, self._existing_artifacts(previous))
+            self.switch.deploy(model)
         self.store.rollback(reason or "requested")
         return model
 
