@@ -5,8 +5,6 @@ them, so the camera itself costs almost nothing at 30 Hz.
 """
 from __future__ import annotations
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -15,6 +13,7 @@ from robot_model_deployer.demo.frames import load_frames
 from robot_model_deployer.inference.preprocess import PixelFormat
 from robot_model_deployer.nodes.conversions import array_to_image
 from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
+from robot_model_deployer.nodes.runner import run_node
 
 PARAMETERS = (
     ParameterSpec("source", "skimage",
@@ -58,12 +57,4 @@ class DemoCameraNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = DemoCameraNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(DemoCameraNode, args)

@@ -23,11 +23,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -43,6 +41,7 @@ from robot_model_deployer.msg import DeploymentStatus, ModelInfo
 from robot_model_deployer.nodes.lifecycle_client import LifecycleSlot, RemoteLifecycleNode
 from robot_model_deployer.nodes.live_checks import ProbationWatch, ShadowRun
 from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError, declare_parameters
+from robot_model_deployer.nodes.runner import run_node
 from robot_model_deployer.srv import DeployModel, GetStatus, ListModels, Rollback
 
 T = TypeVar("T")
@@ -88,6 +87,7 @@ class ManagerNode(Node):
         self._busy = threading.Lock()
         self._stage = DeploymentStage.IDLE
         self._message = "starting"
+        self._health = ""
         self._candidate: ServedModel | None = None
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -213,6 +213,8 @@ class ManagerNode(Node):
 
     def _deploy(self, bundle_path: str, force: bool, cancel: threading.Event, goal_handle) -> DeployOutcome:
         def progress(stage: DeploymentStage, fraction: float, message: str) -> None:
+            if stage is DeploymentStage.PROBATION:
+                self._health = message
             if stage is not self._stage or message != self._message:
                 self._set_stage(stage, message)
             if goal_handle is not None:
@@ -266,6 +268,7 @@ class ManagerNode(Node):
         status.standby_node = snapshot.standby_node
         status.stage = self._stage.value
         status.message = self._message
+        status.health = self._health
         return status
 
     def _ref_info(self, ref: VersionRef | None) -> ModelInfo:
@@ -283,7 +286,7 @@ class ManagerNode(Node):
             level = DiagnosticStatus.WARN
         values = {"active": _label(status.active), "previous": _label(status.previous),
                   "candidate": _label(status.candidate), "live_node": status.live_node,
-                  "standby_node": status.standby_node, "stage": status.stage}
+                  "standby_node": status.standby_node, "stage": status.stage, "health": status.health}
         array = DiagnosticArray()
         array.header.stamp = status.stamp
         array.status.append(DiagnosticStatus(
@@ -319,14 +322,4 @@ def _label(info: ModelInfo) -> str:
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = ManagerNode()
-    executor = MultiThreadedExecutor(num_threads=6)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ManagerNode, args, threads=6)

@@ -17,8 +17,6 @@ import threading
 from typing import Any
 
 import onnxruntime as ort
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -29,6 +27,7 @@ from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadErro
 from robot_model_deployer.msg import InferenceResult
 from robot_model_deployer.nodes.conversions import UnsupportedImageError, image_to_array, prediction_to_result
 from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
+from robot_model_deployer.nodes.runner import run_node
 
 IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
 
@@ -152,12 +151,4 @@ class PerceptionNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = PerceptionNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(PerceptionNode, args)

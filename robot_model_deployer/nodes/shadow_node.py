@@ -20,9 +20,7 @@ import threading
 from typing import Any
 
 import onnxruntime as ort
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -34,6 +32,7 @@ from robot_model_deployer.msg import InferenceResult, ShadowReport
 from robot_model_deployer.nodes.conversions import (image_to_array, result_to_prediction, stamp_ns,
                                                     verdict_to_report_msg)
 from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
+from robot_model_deployer.nodes.runner import run_node
 from robot_model_deployer.validation.shadow import ShadowComparator
 
 PARAMETERS = (
@@ -203,14 +202,4 @@ class ShadowNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = ShadowNode()
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ShadowNode, args, threads=2)
