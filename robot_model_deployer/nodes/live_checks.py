@@ -118,8 +118,9 @@ class ProbationWatch:
                 with self._lock:
                     status = self._watch.status(self._now())
                 window = acceptance.probation_seconds or 1.0
-                progress(min(1.0, status.watched_s / window),
-                         f"probation: {status.state.value}, {status.outputs}/{status.inputs} frames answered")
+                reasons = f" ({'; '.join(status.reasons)})" if status.reasons else ""
+                progress(min(1.0, status.watched_s / window), f"probation: {status.state.value}, "
+                         f"{status.outputs}/{status.inputs} frames answered{reasons}")
                 if status.decided or cancel.is_set():
                     return status
                 time.sleep(POLL_S)

@@ -238,7 +238,7 @@ def test_good_candidate_passes_shadow_and_probation_and_is_committed(graph: Grap
     assert passed and passed[-1].frames_judged >= 30 and passed[-1].agreement == 1.0
     status = graph.status()
     assert (status.active.version, status.previous.version) == ("2.0.0", "1.0.0")
-    assert status.stage == "idle"
+    assert status.stage == "idle" and status.health.startswith("probation: passed"), status.health
 
 
 def test_candidate_with_different_answers_is_rejected_in_shadow(graph: Graph) -> None:
@@ -290,6 +290,7 @@ def test_candidate_failing_in_probation_is_rolled_back_automatically(graph: Grap
     assert _max_gap(times) < 0.25, "results stopped during the swap or the automatic rollback"
     status = graph.status()
     assert status.active.version == "1.0.0"
+    assert status.health.startswith("probation: unhealthy") and "NaN" in status.health, status.health
     listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request())
     assert {(m.version, slot) for m, slot in zip(listed.models, listed.slots)} == {("1.0.0", "active"),
                                                                                   ("2.0.0", "")}
