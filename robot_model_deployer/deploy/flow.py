@@ -185,6 +185,7 @@ class DeploymentFlow:
                 verdict = self._shadow.run(model, manifest, cancel,
                                            lambda f, m: progress(DeploymentStage.SHADOW, f, m))
             except StageError as exc:
+                self._check_cancel(cancel)
                 return self._reject(ref, f"shadow validation could not run: {exc}", report, mark_bad=False)
             report["shadow"] = _shadow_report(verdict)
             self._check_cancel(cancel)

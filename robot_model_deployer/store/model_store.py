@@ -28,7 +28,7 @@ from typing import Any, Callable, TypeVar
 
 from robot_model_deployer.bundle.archive import ExtractionLimits, ProgressCallback
 from robot_model_deployer.bundle.errors import BundleError, InsufficientSpaceError, VersionConflictError
-from robot_model_deployer.bundle.filelist import FileList
+from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, FileList
 from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
 from robot_model_deployer.bundle.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest
 from robot_model_deployer.bundle.signing import TrustStore
@@ -76,6 +76,14 @@ class InstalledVersion:
     @property
     def derived_dir(self) -> Path:
         return self.root / DERIVED_SUBDIR
+
+
+class _AlreadyInstalled(Exception):
+    """Raised inside ingest when the bundle is the one already installed for its version."""
+
+    def __init__(self, ref: VersionRef) -> None:
+        super().__init__(str(ref))
+        self.ref = ref
 
 
 class ModelStore:
@@ -207,7 +215,10 @@ class ModelStore:
         Refused bundles raise a BundleError subclass, leave a ``rejected``
         event in the history and nothing outside ``staging/``.
         ``force`` admits a downgrade or a replay of a version no longer on
-        disk; it is recorded as a ``forced`` event.
+        disk; it is recorded as a ``forced`` event. The very bundle of the
+        newest installed version that no slot names and is not marked bad
+        returns that version, so a deployment that was cancelled or whose swap
+        failed can be tried again.
         """
         bundle_path = Path(bundle_path)
         work = self.root / STAGING_DIR / uuid.uuid4().hex
@@ -218,6 +229,8 @@ class ModelStore:
         def before_extract(manifest: Manifest, file_list: FileList) -> None:
             ref = VersionRef(manifest.name, manifest.version)
             seen.append(ref)
+            if self._is_installed_copy(ref, file_list):
+                raise _AlreadyInstalled(ref)
             forced.extend(self._check_version(ref, force))
             self._check_space(file_list.total_size)
 
@@ -227,6 +240,10 @@ class ModelStore:
                                      before_extract=before_extract, progress=progress)
             check_model(work / BUNDLE_SUBDIR)
             return self._install(work, verified, bundle_path, forced)
+        except _AlreadyInstalled as same:
+            self._record(EventKind.INSTALLED, same.ref, f"{bundle_path} is the bundle already installed as "
+                                                         f"{same.ref}; reusing it")
+            return self._installed(same.ref)
         except BundleError as exc:
             self._record(EventKind.REJECTED, seen[0] if seen else None, f"{bundle_path} rejected: {exc}")
             raise
@@ -264,6 +281,22 @@ class ModelStore:
         self._save(replace(state, bad=tuple(r for r in state.bad if r != ref)))
         return InstalledVersion(ref, target, verified.manifest, verified.key_id, installed_at, bool(forced),
                                 verified.warnings)
+
+    def _is_installed_copy(self, ref: VersionRef, file_list: FileList) -> bool:
+        """``ref`` is installed from exactly these files, is the newest of its model, in no slot and not bad.
+
+        That is a deployment tried again after it was cancelled or its swap
+        failed. Anything else stays refused: replaying an older bundle must not
+        be a way back to it, and the active or previous version is not a candidate.
+        """
+        state = self._state
+        if ref in state.bad or ref in state.slots or state.newest_version(ref.name) != ref.version:
+            return False
+        try:
+            installed = (self.bundle_dir(ref) / FILE_LIST_NAME).read_bytes()
+        except OSError:
+            return False
+        return installed == file_list.to_bytes()
 
     def _check_version(self, ref: VersionRef, force: bool) -> list[str]:
         """Refuse downgrades and replays; with ``force`` return what to record instead."""

@@ -404,9 +404,6 @@ def test_cancel_leaves_the_live_model_and_does_not_mark_the_candidate_bad(rig: R
     assert_v1_still_serves(rig)
 
 
-@pytest.mark.xfail(strict=True, reason="a candidate that was cancelled is 'not marked bad, it can be tried again' "
-                                       "(docs/bundle-format.md), but re-deploying its bundle is refused as "
-                                       "already installed and the flow has no deploy by reference")
 def test_a_cancelled_candidate_can_be_deployed_again(rig: Rig) -> None:
     flow = rig.flow()
     deployed_v1(rig, flow)
@@ -418,6 +415,18 @@ def test_a_cancelled_candidate_can_be_deployed_again(rig: Rig) -> None:
     outcome = rig.deploy(flow, bundle)
     assert outcome.accepted, outcome.reason
     assert rig.store.state.active == V2 and rig.serving()[0] == "2.0.0"
+
+
+def test_replaying_the_bundle_of_an_older_installed_version_is_refused(rig: Rig) -> None:
+    flow = rig.flow()
+    first = rig.bundle("1.0.0")
+    assert rig.deploy(flow, first).accepted
+    assert rig.deploy(flow, rig.bundle("2.0.0")).accepted
+
+    replay = rig.deploy(flow, first)
+    assert not replay.accepted and "already installed" in replay.reason, replay.reason
+    assert (rig.store.state.active, rig.store.state.previous) == (V2, V1)
+    assert rig.serving()[0] == "2.0.0"
 
 
 # Swap and ingest failures ---------------------------------------------------------------------------
