@@ -29,7 +29,7 @@ EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rmd", description="Pack, sign and verify robot model bundles.")
+    parser = argparse.ArgumentParser(prog="rmd", description="Make keys; pack, sign, verify, inspect and optimize robot model bundles.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.add_parser(subparsers)

@@ -1,6 +1,7 @@
 """The optimize stage of the deploy flow: build this robot's fastest accepted variant."""
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -40,11 +41,16 @@ class OnRobotOptimizer:
         out_dir = self.artifacts_dir(installed.derived_dir)
         if self.existing(installed.derived_dir) is not None:
             return out_dir, OptimizationReport.read(out_dir).to_dict()
+        # A run killed midway leaves its scratch directory (and maybe an unfinished out_dir) behind.
+        for leftover in installed.derived_dir.glob(f".{out_dir.name}.partial-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        shutil.rmtree(out_dir, ignore_errors=True)
         try:
             report = optimize_bundle(load_bundle_dir(installed.bundle_dir), self.target, out_dir, cancel=cancel,
                                      progress=lambda p: progress(p.fraction, f"{p.variant}: {p.message}"))
         except OptimizationCancelled:
             raise DeploymentCancelled() from None
-        except ValueError as exc:
+        except (ValueError, OSError, RuntimeError) as exc:
+            # Variant failures are recorded in the report; these are the stage's own (disk, inputs).
             raise StageError(str(exc)) from None
         return out_dir, report.to_dict()
