@@ -254,7 +254,9 @@ def _shadow_report(verdict: ShadowVerdict) -> dict[str, Any]:
     return {"outcome": verdict.outcome.value, "reasons": list(verdict.reasons),
             "frames_judged": report.frames_judged, "agreement": report.agreement,
             "mean_score_drift": report.mean_score_drift,
+            "candidate_latency_p50_ms": report.candidate_latency_p50_ms,
             "candidate_latency_p99_ms": report.candidate_latency_p99_ms,
+            "live_latency_p50_ms": report.live_latency_p50_ms,
             "live_latency_p99_ms": report.live_latency_p99_ms, "candidate_errors": report.candidate_errors,
             "candidate_non_finite": report.candidate_non_finite, "dropped_frames": report.dropped_frames}
 
