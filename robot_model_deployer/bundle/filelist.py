@@ -107,6 +107,12 @@ def parse_file_list(data: bytes, source: str = FILE_LIST_NAME) -> FileList:
     return file_list
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, as files.json records it (also identifies served models)."""
+    with open(path, "rb") as stream:
+        return hash_stream(stream)[0]
+
+
 def hash_stream(stream: BinaryIO, on_chunk: Callable[[bytes], None] | None = None,
                 limit: int | None = None) -> tuple[str, int]:
     """sha256 and length of a stream, passing each chunk on; stops after ``limit`` + 1 bytes."""

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import onnx
 import onnxruntime as ort
 
+from robot_model_deployer.bundle.filelist import file_sha256
 from robot_model_deployer.bundle.manifest import Manifest
 from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
 from robot_model_deployer.optimize.targets import Accelerator, Precision
@@ -110,14 +111,6 @@ def _read_key(directory: Path) -> dict[str, Any] | None:
         return json.loads((directory / KEY_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_input_shapes(model_path: str | Path) -> tuple[tuple[str, tuple[int, ...]], ...]:

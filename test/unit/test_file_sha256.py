@@ -1,8 +1,4 @@
-"""Identifying the model a perception node serves: the model file's SHA-256.
-
-``prepare_bundle`` was removed from deploy/preparation.py while these tests were written
-(the deployment flow now builds ServedModel from the store); what remains is file_sha256.
-"""
+"""Identifying the model a perception node serves: the model file's SHA-256 (bundle.filelist.file_sha256)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from robot_model_deployer.bundle.loader import load_bundle_dir
-from robot_model_deployer.deploy.preparation import file_sha256
+from robot_model_deployer.bundle.filelist import CHUNK_BYTES, file_sha256
 from robot_model_deployer.testing.models import (
     classifier_manifest, colour_classifier, colour_detector, detector_manifest, write_bundle,
 )
@@ -40,12 +36,12 @@ def test_different_models_have_different_digests(tmp_path: Path) -> None:
     assert file_sha256(classifier / "model.onnx") != file_sha256(detector / "model.onnx")
 
 
-@pytest.mark.parametrize("chunk_size", [1, 7, 4096, 1 << 20])
-def test_digest_does_not_depend_on_chunk_size(tmp_path: Path, chunk_size: int) -> None:
-    data = bytes(range(256)) * 100 + b"tail"
+@pytest.mark.parametrize("size", [1, CHUNK_BYTES - 1, CHUNK_BYTES, CHUNK_BYTES + 1, 3 * CHUNK_BYTES + 7])
+def test_digest_is_right_across_read_chunk_boundaries(tmp_path: Path, size: int) -> None:
+    data = (bytes(range(256)) * (size // 256 + 1))[:size]
     path = tmp_path / "blob"
     path.write_bytes(data)
-    assert file_sha256(path, chunk_size=chunk_size) == hashlib.sha256(data).hexdigest()
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
 
 
 def test_empty_file_has_the_empty_digest(tmp_path: Path) -> None:
