@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 import onnxruntime as ort
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
@@ -26,6 +26,7 @@ from robot_model_deployer.deploy.serving import open_serving_engine
 from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
 from robot_model_deployer.msg import InferenceResult
 from robot_model_deployer.nodes.conversions import UnsupportedImageError, image_to_array, prediction_to_result
+from robot_model_deployer.nodes.model_lifecycle import ModelLifecycleNode
 from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
 
@@ -46,7 +47,7 @@ PARAMETERS = (
 )
 
 
-class PerceptionNode(LifecycleNode):
+class PerceptionNode(ModelLifecycleNode):
     """Runs the configured model on every image while active."""
 
     def __init__(self, node_name: str = "perception", **kwargs: Any) -> None:
@@ -90,18 +91,6 @@ class PerceptionNode(LifecycleNode):
         self._serving.clear()
         self.get_logger().info("inactive: model kept warm, not publishing")
         return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return super().on_shutdown(state)
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
 
     # Frames -----------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import onnxruntime as ort
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
@@ -33,6 +33,7 @@ from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadErro
 from robot_model_deployer.msg import InferenceResult, ShadowReport
 from robot_model_deployer.nodes.conversions import (image_to_array, result_to_prediction,
                                                     serialized_header_stamp_ns, stamp_ns, verdict_to_report_msg)
+from robot_model_deployer.nodes.model_lifecycle import ModelLifecycleNode
 from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
 from robot_model_deployer.validation.shadow import ShadowComparator
@@ -54,7 +55,7 @@ PARAMETERS = (
 )
 
 
-class ShadowNode(LifecycleNode):
+class ShadowNode(ModelLifecycleNode):
     """Compares the candidate with the live model and reports a verdict."""
 
     def __init__(self, node_name: str = "shadow", **kwargs: Any) -> None:
@@ -113,18 +114,6 @@ class ShadowNode(LifecycleNode):
             self._comparing = False
         self._publish_report()
         return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return super().on_shutdown(state)
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
 
     # Traffic -------------------------------------------------------------------
 
