@@ -13,7 +13,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from robot_model_deployer.bundle.errors import BundleFormatError, UnsafeArchiveError
 
@@ -72,14 +72,19 @@ def check_bundle_path(path: str) -> str:
     return path
 
 
-def parse_file_list(data: bytes, source: str = FILE_LIST_NAME) -> FileList:
-    """Parse canonical ``files.json`` bytes; raises BundleFormatError naming the problem."""
-    if len(data) > MAX_FILE_LIST_BYTES:
-        raise BundleFormatError(f"{source} is larger than {MAX_FILE_LIST_BYTES} bytes")
+def load_metadata_json(data: bytes, source: str, limit: int) -> Any:
+    """Decode a bundle metadata file (files.json, signature.json): at most ``limit`` bytes of ASCII JSON."""
+    if len(data) > limit:
+        raise BundleFormatError(f"{source} is larger than {limit} bytes")
     try:
-        body = json.loads(data.decode("ascii"))
+        return json.loads(data.decode("ascii"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BundleFormatError(f"{source} is not ASCII JSON: {exc}") from None
+
+
+def parse_file_list(data: bytes, source: str = FILE_LIST_NAME) -> FileList:
+    """Parse canonical ``files.json`` bytes; raises BundleFormatError naming the problem."""
+    body = load_metadata_json(data, source, MAX_FILE_LIST_BYTES)
     if not isinstance(body, dict) or set(body) != {"format", "files"}:
         raise BundleFormatError(f"{source} must be an object with exactly the keys 'format' and 'files'")
     if body["format"] != FILE_LIST_FORMAT:

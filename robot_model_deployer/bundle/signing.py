@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from robot_model_deployer.bundle.errors import BundleFormatError, SignatureError
-from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, SIGNATURE_NAME
+from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, SIGNATURE_NAME, load_metadata_json
 
 SIGNATURE_FORMAT = 1
 ALGORITHM = "ed25519"
@@ -118,12 +118,7 @@ def sign_file_list(file_list_bytes: bytes, private_key: Ed25519PrivateKey) -> Si
 
 def parse_signature(data: bytes, source: str = SIGNATURE_NAME) -> Signature:
     """Parse ``signature.json``; raises BundleFormatError naming the problem."""
-    if len(data) > MAX_SIGNATURE_BYTES:
-        raise BundleFormatError(f"{source} is larger than {MAX_SIGNATURE_BYTES} bytes")
-    try:
-        body = json.loads(data.decode("ascii"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BundleFormatError(f"{source} is not ASCII JSON: {exc}") from None
+    body = load_metadata_json(data, source, MAX_SIGNATURE_BYTES)
     expected = {"format", "algorithm", "key_id", "signed_file", "signature"}
     if not isinstance(body, dict) or set(body) != expected:
         raise BundleFormatError(f"{source} must have exactly the keys {', '.join(sorted(expected))}")
