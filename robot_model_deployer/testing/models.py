@@ -26,12 +26,12 @@ OPSET = 17
 
 
 def colour_classifier(size: int = 32, scale: float = 10.0, label_shift: int = 0, busy_matmuls: int = 0,
-                      nan_unless: str = "") -> onnx.ModelProto:
+                      busy_width: int = 512, nan_unless: str = "") -> onnx.ModelProto:
     """A 3-class classifier by dominant colour; input ``images`` [1, 3, size, size].
 
     Variants for testing the gates on the same input:
     ``label_shift``: answers the colour ``label_shift`` places further (wrong on purpose);
-    ``busy_matmuls``: that many 512x512 matrix products on the input first (slow, same answer);
+    ``busy_matmuls``: that many ``busy_width``-square matrix products on the input first (slow, same answer);
     ``nan_unless``: every score is NaN unless the image is mostly that colour.
     """
     # logits = scale * (M @ channel_means), M = 1.5 * I - 0.5 (own minus mean of others).
@@ -47,8 +47,10 @@ def colour_classifier(size: int = 32, scale: float = 10.0, label_shift: int = 0,
     if busy_matmuls:
         # Work that depends on the input (so it cannot be folded away) but adds 0 * result.
         rng = np.random.default_rng(0)
-        initializers += [numpy_helper.from_array(np.ones((3, 512), np.float32), "spread"),
-                         numpy_helper.from_array((rng.standard_normal((512, 512)) / 512).astype(np.float32), "busy"),
+        width = busy_width
+        initializers += [numpy_helper.from_array(np.ones((3, width), np.float32), "spread"),
+                         numpy_helper.from_array((rng.standard_normal((width, width)) / width).astype(np.float32),
+                                                 "busy"),
                          numpy_helper.from_array(np.zeros((1,), np.float32), "zero")]
         nodes.append(helper.make_node("MatMul", ["means", "spread"], ["work_0"]))
         for index in range(busy_matmuls):

@@ -32,9 +32,10 @@ from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient, n
 
 MANAGER = "/model_manager"
 # Short gates so a scenario takes seconds: 30 shadow frames, 2 s of probation. The tiny test
-# models run in well under a millisecond, so on a loaded 2-core CI machine their latency is
-# all scheduler noise: allow 5 ms of slack (the slow candidate below is 10x that slower).
-FAST_ACCEPTANCE = {"shadow_frames": 30, "probation_seconds": 2.0, "latency_slack_ms": 5.0}
+# models run in well under a millisecond, so on a loaded 2-core CI machine their latency p99
+# (over few samples: nearly the maximum) is scheduler noise: allow 20 ms of slack. The slow
+# candidate below takes about 45 ms a frame on top of that.
+FAST_ACCEPTANCE = {"shadow_frames": 30, "probation_seconds": 2.0, "latency_slack_ms": 20.0}
 
 
 @dataclass
@@ -56,9 +57,6 @@ class Graph:
 
     def results_since(self, start: float) -> list[InferenceResult]:
         return [r for t, r in list(self.results) if t >= start]
-
-    def times_since(self, start: float) -> list[float]:
-        return [t for t, _ in list(self.results) if t >= start]
 
     def bundle(self, name: str, version: str = "1.0.0", model=None, sign: bool = True, **changes) -> Path:
         """A .tar bundle of a colour classifier (or of ``model``), signed by the trusted key.
@@ -126,6 +124,7 @@ class Camera:
         self._clock = graph.client.node.get_clock()
         self.colour = colour
         self.sent: dict[tuple[int, int], str] = {}
+        self.sent_at: dict[tuple[int, int], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(1.0 / rate,), daemon=True)
 
@@ -141,12 +140,24 @@ class Camera:
         while not self._stop.wait(period):
             msg = array_to_image(solid_image(self.colour, 64, 48), PixelFormat.RGB8)
             msg.header.stamp = self._clock.now().to_msg()
-            self.sent[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = self.colour
+            key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+            self.sent[key] = self.colour
+            self.sent_at[key] = time.monotonic()
             self._publisher.publish(msg)
 
 
-def _max_gap(times: list[float]) -> float:
-    return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+def _longest_unanswered(camera: "Camera", graph: Graph, start: float, settle: float = 0.3) -> float:
+    """Longest stretch of camera frames, by send time, without a result (any model's).
+
+    Measured on the frames' own stamps, so a result delivered late in a burst (Fast DDS
+    retransmitting after a lost packet) still counts for its frame; only frames no node
+    answered make a gap. Frames of the last ``settle`` seconds may still be in flight.
+    """
+    answered = {(r.header.stamp.sec, r.header.stamp.nanosec) for _, r in list(graph.results)}
+    end = time.monotonic() - settle
+    sent = sorted((t, key) for key, t in list(camera.sent_at.items()) if start <= t < end)
+    times = [start] + [t for t, key in sent if key in answered] + [end]
+    return max(b - a for a, b in zip(times, times[1:]))
 
 
 def _live_version(graph: Graph, since: float) -> str:
@@ -205,7 +216,7 @@ def test_bad_bundles_are_rejected_while_results_keep_flowing(graph: Graph) -> No
         "downgrade": (graph.bundle("old", version="0.9.0"), "is a downgrade"),
         "empty path": ("", "empty"),
     }
-    with Camera(graph):
+    with Camera(graph) as camera:
         wait_for(lambda: len(graph.results) >= 5, 20.0, "results from the good model")
         start = time.monotonic()
         for case, (path, reason) in bad.items():
@@ -213,10 +224,10 @@ def test_bad_bundles_are_rejected_while_results_keep_flowing(graph: Graph) -> No
             assert not response.accepted, case
             assert reason in response.reason, f"{case}: {response.reason}"
         time.sleep(0.5)
-        during, times = graph.results_since(start), graph.times_since(start)
+        during, gap = graph.results_since(start), _longest_unanswered(camera, graph, start)
     assert len(during) >= 10
     assert {(r.model_name, r.model_version) for r in during} == {("colour_classifier", "1.0.0")}
-    assert _max_gap(times) < 0.5, "results stopped while bad bundles were rejected"
+    assert gap < 0.5, "results stopped while bad bundles were rejected"
     status = graph.status()
     assert status.stage == "failed" and status.active.version == "1.0.0"
     listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request())
@@ -225,15 +236,16 @@ def test_bad_bundles_are_rejected_while_results_keep_flowing(graph: Graph) -> No
 
 def test_good_candidate_passes_shadow_and_probation_and_is_committed(graph: Graph) -> None:
     assert graph.deploy(graph.bundle("v1")).accepted
-    with Camera(graph):
+    v2 = graph.bundle("v2", version="2.0.0")  # built outside the measured window (see NaN test)
+    with Camera(graph) as camera:
         _serving(graph, "1.0.0")
         start = time.monotonic()
-        response = graph.deploy(graph.bundle("v2", version="2.0.0"))
+        response = graph.deploy(v2)
         assert response.accepted, response.reason
         _serving(graph, "2.0.0")
         time.sleep(0.3)
-        times = graph.times_since(start)
-    assert _max_gap(times) < 0.25, "results stopped during the swap"
+        gap = _longest_unanswered(camera, graph, start)
+    assert gap < 0.25, "results stopped during the swap"
     passed = [r for r in graph.shadow_reports if r.candidate_version == "2.0.0" and r.outcome == "pass"]
     assert passed and passed[-1].frames_judged >= 30 and passed[-1].agreement == 1.0
     status = graph.status()
@@ -243,39 +255,43 @@ def test_good_candidate_passes_shadow_and_probation_and_is_committed(graph: Grap
 
 def test_candidate_with_different_answers_is_rejected_in_shadow(graph: Graph) -> None:
     assert graph.deploy(graph.bundle("v1")).accepted
-    with Camera(graph):
+    wrong = graph.bundle("wrong", version="2.0.0", model=colour_classifier(label_shift=1))
+    with Camera(graph) as camera:
         _serving(graph, "1.0.0")
         start = time.monotonic()
-        response = graph.deploy(graph.bundle("wrong", version="2.0.0", model=colour_classifier(label_shift=1)))
+        response = graph.deploy(wrong)
         time.sleep(0.3)
-        during, times = graph.results_since(start), graph.times_since(start)
+        during, gap = graph.results_since(start), _longest_unanswered(camera, graph, start)
     assert not response.accepted
     assert "shadow" in response.reason and "agreement" in response.reason, response.reason
     assert {r.model_version for r in during} == {"1.0.0"}, "the wrong model served live"
-    assert _max_gap(times) < 0.25
+    assert gap < 0.25
 
 
 def test_too_slow_candidate_is_rejected_in_shadow(graph: Graph) -> None:
     assert graph.deploy(graph.bundle("v1")).accepted
-    with Camera(graph, rate=20.0):
+    slow = graph.bundle("slow", version="2.0.0", model=colour_classifier(busy_matmuls=60, busy_width=2048))
+    with Camera(graph, rate=20.0) as camera:
         _serving(graph, "1.0.0")
         start = time.monotonic()
-        response = graph.deploy(graph.bundle("slow", version="2.0.0", model=colour_classifier(busy_matmuls=60)))
-        during, times = graph.results_since(start), graph.times_since(start)
+        response = graph.deploy(slow)
+        during, gap = graph.results_since(start), _longest_unanswered(camera, graph, start)
     assert not response.accepted
     assert "latency" in response.reason, response.reason
     assert {r.model_version for r in during} == {"1.0.0"}
-    assert _max_gap(times) < 0.3
+    assert gap < 0.3
 
 
 def test_candidate_failing_in_probation_is_rolled_back_automatically(graph: Graph) -> None:
     assert graph.deploy(graph.bundle("v1")).accepted
+    # Built before the measured window: packing and signing in this process would hold its GIL
+    # and stall the test's camera while the swap is being watched.
+    nan_bundle = graph.bundle("nan", version="2.0.0", model=colour_classifier(nan_unless="green"))
     with Camera(graph, colour="green") as camera:
         _serving(graph, "1.0.0")
         start = time.monotonic()
         outcome: dict[str, DeployModel.Response] = {}
-        deploying = threading.Thread(target=lambda: outcome.setdefault("r", graph.deploy(graph.bundle(
-            "nan", version="2.0.0", model=colour_classifier(nan_unless="green")))))
+        deploying = threading.Thread(target=lambda: outcome.setdefault("r", graph.deploy(nan_bundle)))
         deploying.start()
         # Green frames: the candidate agrees in shadow. Once it is live, red frames make it emit NaN.
         wait_for(lambda: any(s.stage == "probation" for s in graph.statuses), 60.0, "probation to start")
@@ -283,11 +299,11 @@ def test_candidate_failing_in_probation_is_rolled_back_automatically(graph: Grap
         deploying.join(60.0)
         _serving(graph, "1.0.0")
         time.sleep(0.3)
-        times = graph.times_since(start)
+        gap = _longest_unanswered(camera, graph, start)
     response = outcome["r"]
     assert not response.accepted
     assert "rolled back" in response.reason and "NaN" in response.reason, response.reason
-    assert _max_gap(times) < 0.25, "results stopped during the swap or the automatic rollback"
+    assert gap < 0.25, "results stopped during the swap or the automatic rollback"
     status = graph.status()
     assert status.active.version == "1.0.0"
     assert status.health.startswith("probation: unhealthy") and "NaN" in status.health, status.health
@@ -302,7 +318,7 @@ def test_manual_rollback_returns_to_the_previous_model_without_a_gap(graph: Grap
     assert graph.deploy(graph.bundle("v1")).accepted
     refused = graph.client.call(Rollback, f"{MANAGER}/rollback", Rollback.Request(reason="nothing before v1"))
     assert not refused.success and "no previous" in refused.message
-    with Camera(graph):
+    with Camera(graph) as camera:
         assert graph.deploy(graph.bundle("v2", version="2.0.0")).accepted
         _serving(graph, "2.0.0")
         start = time.monotonic()
@@ -310,9 +326,9 @@ def test_manual_rollback_returns_to_the_previous_model_without_a_gap(graph: Grap
         assert rollback.success, rollback.message
         assert rollback.active.version == "1.0.0"
         _serving(graph, "1.0.0")
-        time.sleep(0.3)
-        times = graph.times_since(start)
-    assert _max_gap(times) < 0.25, "results stopped during the rollback"
+        time.sleep(1.0)  # the window must outlast the 0.3 s that _longest_unanswered leaves to settle
+        gap = _longest_unanswered(camera, graph, start)
+    assert gap < 0.25, "results stopped during the rollback"
     status = graph.status()
     assert (status.active.version, status.previous.version) == ("1.0.0", "2.0.0")
 
@@ -322,31 +338,32 @@ def test_deploy_action_reports_stages_refuses_a_second_deploy_and_cancels(graph:
     client = ActionClient(graph.client.node, Deploy, f"{MANAGER}/deploy_bundle")
     assert client.wait_for_server(timeout_sec=20.0)
     feedback: list[Deploy.Feedback] = []
-    with Camera(graph):
+    # Built outside the measured window (see NaN test). v2 has a long shadow run the test cancels.
+    long_shadow = graph.bundle("v2", version="2.0.0", acceptance={"shadow_frames": 100000})
+    v3 = graph.bundle("v3", version="3.0.0")
+    with Camera(graph) as camera:
         _serving(graph, "1.0.0")
         start = time.monotonic()
-        # A long shadow run (many frames) that the test cancels midway.
-        goal = Deploy.Goal(bundle_path=str(graph.bundle("v2", version="2.0.0",
-                                                        acceptance={"shadow_frames": 100000})))
+        goal = Deploy.Goal(bundle_path=str(long_shadow))
         sent = client.send_goal_async(goal, feedback_callback=lambda m: feedback.append(m.feedback))
         wait_for(lambda: sent.done(), 20.0, "the goal to be accepted")
         handle = sent.result()
         assert handle.accepted
         wait_for(lambda: any(f.stage == "shadow" for f in feedback), 30.0, "shadow stage feedback")
-        second = graph.deploy(graph.bundle("v3", version="3.0.0"))
+        second = graph.deploy(v3)
         assert not second.accepted and "already running" in second.reason
         cancelled = handle.cancel_goal_async()
         wait_for(lambda: cancelled.done(), 20.0, "the cancel answer")
         result_future = handle.get_result_async()
         wait_for(lambda: result_future.done(), 30.0, "the action result")
         time.sleep(0.3)
-        during, times = graph.results_since(start), graph.times_since(start)
+        during, gap = graph.results_since(start), _longest_unanswered(camera, graph, start)
     result = result_future.result().result
     assert not result.accepted and "cancelled" in result.reason
     assert "installed" in json.loads(result.report_json)
     assert [f.stage for f in feedback][:1] == ["verify"] and "shadow" in [f.stage for f in feedback]
     assert {r.model_version for r in during} == {"1.0.0"}
-    assert _max_gap(times) < 0.25
+    assert gap < 0.25
     assert graph.status().active.version == "1.0.0"
 
 
