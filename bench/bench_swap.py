@@ -77,6 +77,16 @@ class Recorder:
         return {"frames": len(frames), "without_result": len(frames) - len(latencies),
                 "p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2)}
 
+    def timeline(self) -> list[dict[str, object]]:
+        """One row per frame sent: send time, latency of its first result, which version answered."""
+        with self.lock:
+            answered: dict[int, tuple[float, str]] = {}
+            for received, stamp, version in self.results:
+                answered.setdefault(stamp, (received, version))
+            sent = sorted(self.sent.items())
+        return [{"sent": t, "latency_ms": round((answered[s][0] - t) * 1000.0, 2) if s in answered else None,
+                 "version": answered[s][1] if s in answered else None} for s, t in sent]
+
     def first_result_after(self, version: str, after: float) -> float | None:
         with self.lock:
             return next((t for t, _, v in self.results if v == version and t >= after), None)
@@ -107,6 +117,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the steady and shadow windows")
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--profile", default="", help="Fast DDS profile XML for every process")
+    parser.add_argument("--timeline", default="", help="write every frame's latency and the stage times as JSON here")
     parser.add_argument("--shadow-nice", type=int, default=None, help="shadow node nice_increment (default: its own)")
     parser.add_argument("--shadow-max-rate", type=float, default=None, help="shadow node max_rate (default: its own)")
     args = parser.parse_args()
@@ -170,7 +181,11 @@ def main() -> int:
         swap_request = time.time()
         swap_action = ActionClient(client.node, Deploy, f"{MANAGER}/deploy_bundle")
         swap_action.wait_for_server(timeout_sec=30.0)
-        sent = swap_action.send_goal_async(Deploy.Goal(bundle_path=str(bundles["2.0.0"])))
+        events: list[dict[str, object]] = []
+        sent = swap_action.send_goal_async(
+            Deploy.Goal(bundle_path=str(bundles["2.0.0"])),
+            feedback_callback=lambda m: events.append({"time": time.time(), "stage": m.feedback.stage,
+                                                       "message": m.feedback.message}))
         wait_for(lambda: sent.done(), 30.0, "the swap goal")
         done = sent.result().get_result_async()
         wait_for(lambda: done.done(), 600.0, "the swap deployment")
@@ -222,6 +237,9 @@ def main() -> int:
         client.close()
         stop_all(processes)
 
+    if args.timeline:
+        Path(args.timeline).write_text(json.dumps({"frames": recorder.timeline(), "swap_events": events,
+                                                   "rollback_request": rollback_request}))
     interval_ms = 1000.0 / args.rate
     results = {
         "machine": {"cores": os.cpu_count()}, "model": "efficientnet-lite0", "frame": "640x480 rgb8",

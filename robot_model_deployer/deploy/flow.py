@@ -39,9 +39,12 @@ class StageError(RuntimeError):
 
 
 class ShadowPort(Protocol):
-    """Runs a candidate beside the live model on live traffic until a verdict."""
+    """Runs a candidate beside the live model on live traffic until a verdict.
 
-    def run(self, model: ServedModel, manifest: Manifest, cancel: threading.Event,
+    ``reference`` is the live model, for timing it beside the candidate.
+    """
+
+    def run(self, model: ServedModel, reference: ServedModel, manifest: Manifest, cancel: threading.Event,
             progress: Callable[[float, str], None]) -> ShadowVerdict: ...
 
 
@@ -182,7 +185,7 @@ class DeploymentFlow:
         if self._shadow is not None and live is not None:
             self._enter(DeploymentStage.SHADOW, f"running {ref} in shadow beside {live.label()}", progress, cancel)
             try:
-                verdict = self._shadow.run(model, manifest, cancel,
+                verdict = self._shadow.run(model, live, manifest, cancel,
                                            lambda f, m: progress(DeploymentStage.SHADOW, f, m))
             except StageError as exc:
                 self._check_cancel(cancel)
@@ -257,7 +260,10 @@ def _shadow_report(verdict: ShadowVerdict) -> dict[str, Any]:
             "candidate_latency_p50_ms": report.candidate_latency_p50_ms,
             "candidate_latency_p99_ms": report.candidate_latency_p99_ms,
             "live_latency_p50_ms": report.live_latency_p50_ms,
-            "live_latency_p99_ms": report.live_latency_p99_ms, "candidate_errors": report.candidate_errors,
+            "live_latency_p99_ms": report.live_latency_p99_ms,
+            "reference_latency_p50_ms": report.reference_latency_p50_ms,
+            "reference_latency_p99_ms": report.reference_latency_p99_ms,
+            "reference_frames": report.reference_frames, "candidate_errors": report.candidate_errors,
             "candidate_non_finite": report.candidate_non_finite, "dropped_frames": report.dropped_frames}
 
 

@@ -38,11 +38,12 @@ class OpenVinoSession:
     ``precision_hint`` pins the CPU plugin's inference precision ("f32",
     "f16", "bf16"): on CPUs with AMX/AVX512-BF16 OpenVINO otherwise runs
     FP32 models in bf16 by default, which changes results silently.
-    ``cache_dir`` keeps compiled blobs so a later load is fast.
+    ``cache_dir`` keeps compiled blobs so a later load is fast. ``threads``
+    caps the CPU threads of one inference (0: OpenVINO decides).
     """
 
     def __init__(self, model_path: str | Path, device: str = "CPU", precision_hint: str = "f32",
-                 cache_dir: str | Path | None = None, num_streams: int = 1) -> None:
+                 cache_dir: str | Path | None = None, num_streams: int = 1, threads: int = 0) -> None:
         if not openvino_available():
             raise RuntimeError("the openvino package is not installed: pip install openvino")
         import openvino as ov
@@ -52,6 +53,8 @@ class OpenVinoSession:
                                   "PERFORMANCE_HINT": "LATENCY"}
         if cache_dir is not None:
             config["CACHE_DIR"] = str(cache_dir)
+        if threads > 0:
+            config["INFERENCE_NUM_THREADS"] = threads
         self.device = device
         self._compiled = core.compile_model(str(model_path), device, config)
         self._request = self._compiled.create_infer_request()

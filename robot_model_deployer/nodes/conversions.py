@@ -92,9 +92,11 @@ def stamp_ns(stamp) -> int:
 
 
 _NUMBER_FIELDS = ("watched_s", "agreement", "mean_score_drift", "candidate_latency_p50_ms",
-                  "candidate_latency_p99_ms", "live_latency_p50_ms", "live_latency_p99_ms")
+                  "candidate_latency_p99_ms", "live_latency_p50_ms", "live_latency_p99_ms",
+                  "reference_latency_p50_ms", "reference_latency_p99_ms")
 _COUNT_FIELDS = ("frames_judged", "frames_paired", "candidate_frames", "live_frames", "candidate_errors",
-                 "candidate_non_finite", "live_non_finite", "dropped_frames", "expired_candidate", "expired_live")
+                 "candidate_non_finite", "live_non_finite", "dropped_frames", "expired_candidate", "expired_live",
+                 "reference_frames")
 
 
 def verdict_to_report_msg(verdict: ShadowVerdict, candidate_name: str, candidate_version: str) -> ShadowReportMsg:

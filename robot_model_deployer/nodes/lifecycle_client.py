@@ -112,9 +112,12 @@ class LifecycleSlot:
     def state(self) -> SlotState:
         return _SLOT_STATES.get(self._call(self.remote.state), SlotState.UNKNOWN)
 
+    def set_parameters(self, values: dict[str, str]) -> None:
+        """Set string parameters of the node (e.g. what it loads on its next configure)."""
+        self._call(lambda: self.remote.set_string_parameters(values))
+
     def load(self, model: ServedModel) -> None:
-        self._call(lambda: self.remote.set_string_parameters({"model_dir": model.path,
-                                                              "artifacts_dir": model.artifacts}))
+        self.set_parameters({"model_dir": model.path, "artifacts_dir": model.artifacts})
         self._transition(LifecycleTransition.CONFIGURE, "could not load the model (its log says why)")
 
     def unload(self) -> None:

@@ -45,11 +45,13 @@ class ShadowRun:
             if self._listening:
                 self._latest = msg
 
-    def run(self, model: ServedModel, manifest: Manifest, cancel: threading.Event,
+    def run(self, model: ServedModel, reference: ServedModel, manifest: Manifest, cancel: threading.Event,
             progress: Callable[[float, str], None]) -> ShadowVerdict:
         version = str(manifest.version)
         try:
             release_slot(self._slot)
+            self._slot.set_parameters({"reference_model_dir": reference.path,
+                                       "reference_artifacts_dir": reference.artifacts})
             self._slot.load(model)
             with self._lock:
                 self._latest, self._listening = None, True

@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import onnxruntime as ort
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -42,7 +41,8 @@ PARAMETERS = (
     ParameterSpec("providers", ["CPUExecutionProvider"],
                   "ONNX Runtime execution providers to try, in order of preference."),
     ParameterSpec("warmup_runs", 3, "Inference runs on a blank frame during configure.", minimum=1, maximum=100),
-    ParameterSpec("intra_op_threads", 0, "ONNX Runtime intra-op threads (0: ONNX Runtime decides).",
+    ParameterSpec("intra_op_threads", 0,
+                  "CPU threads of one inference, ONNX Runtime or OpenVINO (0: the runtime decides).",
                   minimum=0, maximum=256),
 )
 
@@ -69,7 +69,7 @@ class PerceptionNode(ModelLifecycleNode):
         try:
             self._engine, served = open_serving_engine(
                 model_dir, self.get_parameter("artifacts_dir").value,
-                providers=self.get_parameter("providers").value, session_options=self._session_options(),
+                providers=self.get_parameter("providers").value, threads=self.get_parameter("intra_op_threads").value,
                 warmup_runs=self.get_parameter("warmup_runs").value)
         except (BundleError, ModelLoadError) as exc:
             self.get_logger().error(f"cannot configure with {model_dir}: {exc}")
@@ -122,11 +122,6 @@ class PerceptionNode(ModelLifecycleNode):
         if self._settings["image_qos"] == "sensor_data":
             return qos_profile_sensor_data
         return QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-
-    def _session_options(self) -> ort.SessionOptions:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.get_parameter("intra_op_threads").value
-        return options
 
     def _release(self) -> None:
         self._serving.clear()

@@ -1,26 +1,33 @@
 """Shadow node: runs a candidate model beside the live one on live camera frames.
 
-configure  = load the candidate in ``model_dir`` / ``artifacts_dir`` (set by the manager)
+configure  = load the candidate in ``model_dir`` / ``artifacts_dir`` and the
+             live model in ``reference_model_dir`` / ``reference_artifacts_dir``
+             (all set by the manager)
 activate   = compare: run the candidate on camera frames, pair its results
              with the live node's ``results`` by image stamp, publish
              ``~/report`` (ShadowReport) every ``report_period`` seconds
-deactivate = stop comparing; cleanup = release the candidate
+deactivate = stop comparing; cleanup = release both models
 
-It keeps off the live path's CPU: it runs in its own process, the candidate
-runs on a worker thread with few ONNX Runtime threads on at most
-``max_rate`` frames a second, and a frame that arrives while the worker is
-busy is dropped (and counted), never queued. Frames arrive serialized and
-only those the candidate runs on are deserialized, so dropping costs next
-to nothing and does not disturb the candidate's latency measurement. Time is ROS time, so a simulation
-clock (use_sim_time) drives the "T seconds" gate.
+It keeps off the live path's CPU: it runs in its own process, on at most
+``max_rate`` frames a second, and it runs a frame only once the live node has
+answered that frame, in the time the live node waits for the next one. A
+frame that arrives while the worker is busy is dropped (and counted), never
+queued. Frames arrive serialized and only those it runs are deserialized.
+
+The latency gate compares the candidate with the live model run right beside
+it: same process, same threads, same frames, alternating which goes first.
+The live node's own latency (other process, other threads, other load) is
+reported too, but an identical model can measure 1.5x slower in shadow than
+there. Time is ROS time, so a simulation clock (use_sim_time) drives the
+"T seconds" gate.
 """
 from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from typing import Any
 
-import onnxruntime as ort
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
@@ -41,10 +48,14 @@ from robot_model_deployer.validation.shadow import ShadowComparator
 PARAMETERS = (
     ParameterSpec("model_dir", "", "Candidate bundle directory loaded on configure (set by the manager)."),
     ParameterSpec("artifacts_dir", "", "Optimized variants of the candidate ('' runs it as shipped; set by the manager)."),
+    ParameterSpec("reference_model_dir", "",
+                  "The live model's bundle directory, run beside the candidate as its latency reference "
+                  "('' compares with the latency the live node reports; set by the manager)."),
+    ParameterSpec("reference_artifacts_dir", "", "Optimized variants of the live model (set by the manager)."),
     ParameterSpec("report_period", 0.5, "Seconds between ShadowReport messages.", minimum=0.05, maximum=60.0),
     ParameterSpec("providers", ["CPUExecutionProvider"], "ONNX Runtime execution providers for the candidate."),
     ParameterSpec("intra_op_threads", 1,
-                  "ONNX Runtime threads for the candidate (few, so the live node keeps its CPU).",
+                  "CPU threads of one inference (few, so the live node keeps its CPU).",
                   minimum=0, maximum=256),
     ParameterSpec("max_rate", 10.0, "Most camera frames per second the candidate runs on (0: as many as it can).",
                   minimum=0.0, maximum=1000.0),
@@ -53,6 +64,9 @@ PARAMETERS = (
                   "busy computer the candidate then waits for it and its latency gate measures that wait.",
                   minimum=0, maximum=19, read_only=True),
 )
+
+# Live answers remembered for frames that reach this node after their result does.
+ANSWERED_STAMPS = 16
 
 
 class ShadowNode(ModelLifecycleNode):
@@ -65,9 +79,12 @@ class ShadowNode(ModelLifecycleNode):
         self._min_interval_ns = int(1e9 / settings["max_rate"]) if settings["max_rate"] > 0 else 0
         self._last_taken_ns = 0
         self._engine: InferenceEngine | None = None
+        self._reference: InferenceEngine | None = None
         self._comparator: ShadowComparator | None = None
         self._lock = threading.Lock()
-        self._frame: bytes | None = None
+        self._waiting: tuple[int, bytes] | None = None  # taken, until the live node answers it
+        self._answered: deque[int] = deque(maxlen=ANSWERED_STAMPS)
+        self._frame: bytes | None = None  # handed to the worker
         self._frame_ready = threading.Condition(self._lock)
         self._busy = False
         self._comparing = False
@@ -78,15 +95,14 @@ class ShadowNode(ModelLifecycleNode):
         self._group = MutuallyExclusiveCallbackGroup()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        model_dir = self.get_parameter("model_dir").value
         try:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.get_parameter("intra_op_threads").value
-            self._engine, served = open_serving_engine(
-                model_dir, self.get_parameter("artifacts_dir").value,
-                providers=self.get_parameter("providers").value, session_options=options, warmup_runs=2)
+            self._engine, served = self._open("model_dir", "artifacts_dir")
+            reference_served = "none: latency is compared with the live node's own"
+            if self.get_parameter("reference_model_dir").value:
+                self._reference, reference_served = self._open("reference_model_dir", "reference_artifacts_dir")
         except (BundleError, ModelLoadError) as exc:
-            self.get_logger().error(f"cannot configure with candidate {model_dir!r}: {exc}")
+            self.get_logger().error(f"cannot configure: {exc}")
+            self._engine = self._reference = None
             return TransitionCallbackReturn.FAILURE
         manifest = self._engine.manifest
         self._comparator = ShadowComparator(manifest.task, manifest.acceptance)
@@ -99,9 +115,10 @@ class ShadowNode(ModelLifecycleNode):
         ]
         self._report_timer = self.create_timer(self.get_parameter("report_period").value, self._publish_report,
                                                callback_group=self._group)
-        self._worker = threading.Thread(target=self._run_candidate, name="shadow-candidate", daemon=True)
+        self._worker = threading.Thread(target=self._run_models, name="shadow-candidate", daemon=True)
         self._worker.start()
-        self.get_logger().info(f"candidate {manifest.name} {manifest.version} loaded ({served})")
+        self.get_logger().info(f"candidate {manifest.name} {manifest.version} loaded ({served}); "
+                               f"latency reference: {reference_served}")
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -112,8 +129,19 @@ class ShadowNode(ModelLifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._lock:
             self._comparing = False
+            self._waiting = None
         self._publish_report()
         return super().on_deactivate(state)
+
+    def _open(self, model_parameter: str, artifacts_parameter: str) -> tuple[InferenceEngine, str]:
+        model_dir = self.get_parameter(model_parameter).value
+        try:
+            return open_serving_engine(
+                model_dir, self.get_parameter(artifacts_parameter).value,
+                providers=self.get_parameter("providers").value,
+                threads=self.get_parameter("intra_op_threads").value, warmup_runs=2)
+        except (BundleError, ModelLoadError) as exc:
+            raise type(exc)(f"{model_parameter} {model_dir!r}: {exc}") from None
 
     # Traffic -------------------------------------------------------------------
 
@@ -128,46 +156,79 @@ class ShadowNode(ModelLifecycleNode):
             if self._busy or stamp - self._last_taken_ns < self._min_interval_ns:
                 self._comparator.add_dropped_frames()
                 return
-            self._busy = True
+            if self._waiting is not None:
+                self._comparator.add_dropped_frames()  # the live node never answered it
             self._last_taken_ns = stamp
-            self._frame = data
-            self._frame_ready.notify()
+            self._waiting = (stamp, data)
+            if stamp in self._answered:
+                self._hand_to_worker()
 
     def _on_live_result(self, msg: InferenceResult) -> None:
         prediction = result_to_prediction(msg)
+        stamp = stamp_ns(msg.header.stamp)
         with self._lock:
-            if self._comparing and self._comparator is not None:
-                self._comparator.add_live(stamp_ns(msg.header.stamp), prediction, self._now(), msg.inference_ms)
+            if not self._comparing or self._comparator is None:
+                return
+            self._comparator.add_live(stamp, prediction, self._now(), msg.inference_ms)
+            self._answered.append(stamp)
+            if self._waiting is not None and self._waiting[0] == stamp:
+                self._hand_to_worker()
 
-    def _run_candidate(self) -> None:
+    def _hand_to_worker(self) -> None:
+        """With the lock held: the live node has answered the waiting frame, so the models may run on it."""
+        self._frame, self._waiting = self._waiting[1], None
+        self._busy = True
+        self._frame_ready.notify()
+
+    def _run_models(self) -> None:
         # Warm up on this thread: the first runs on a new thread are slow (allocations, caches), and
         # they must not count against the candidate's latency.
         with self._lock:
-            engine = self._engine
-        if engine is not None:
+            engines = [e for e in (self._engine, self._reference) if e is not None]
+        for engine in engines:
             engine.warm_up(3)
+        reference_first = False
         while True:
             with self._lock:
                 while self._frame is None and self._engine is not None:
                     self._frame_ready.wait()
-                engine, data, self._frame = self._engine, self._frame, None
-            if engine is None:
+                candidate, reference, data, self._frame = self._engine, self._reference, self._frame, None
+            if candidate is None:
                 return
             msg = deserialize_message(data, Image)
             key = stamp_ns(msg.header.stamp)
-            try:
-                image, pixel_format = image_to_array(msg)
-                prediction = engine.infer(image, pixel_format)
-            except Exception:  # Any failure of the candidate is a verdict input, not a crash.
-                with self._lock:
-                    if self._comparator is not None:
-                        self._comparator.add_candidate_error(key, self._now())
-                    self._busy = False
-                continue
+            reference_first = not reference_first
+            if reference is not None and reference_first:
+                self._run_reference(reference, msg)
+            self._run_candidate(candidate, msg, key)
+            if reference is not None and not reference_first:
+                self._run_reference(reference, msg)
+            with self._lock:
+                self._busy = False
+
+    def _run_candidate(self, engine: InferenceEngine, msg: Image, key: int) -> None:
+        try:
+            image, pixel_format = image_to_array(msg)
+            prediction = engine.infer(image, pixel_format)
+        except Exception:  # Any failure of the candidate is a verdict input, not a crash.
             with self._lock:
                 if self._comparator is not None:
-                    self._comparator.add_candidate(key, prediction, self._now(), prediction.inference_ms)
-                self._busy = False
+                    self._comparator.add_candidate_error(key, self._now())
+            return
+        with self._lock:
+            if self._comparator is not None:
+                self._comparator.add_candidate(key, prediction, self._now(), prediction.inference_ms)
+
+    def _run_reference(self, engine: InferenceEngine, msg: Image) -> None:
+        try:
+            image, pixel_format = image_to_array(msg)
+            latency_ms = engine.infer(image, pixel_format).inference_ms
+        except Exception as exc:  # The live node judges the live model; here it only times it.
+            self.get_logger().warning(f"the latency reference failed on a frame: {exc}", throttle_duration_sec=10.0)
+            return
+        with self._lock:
+            if self._comparator is not None:
+                self._comparator.add_reference(latency_ms)
 
     def _publish_report(self) -> None:
         with self._lock:
@@ -182,9 +243,10 @@ class ShadowNode(ModelLifecycleNode):
     def _release(self) -> None:
         with self._lock:
             self._comparing = False
-            self._engine = None
+            self._engine = self._reference = None
             self._comparator = None
-            self._frame = None
+            self._frame = self._waiting = None
+            self._answered.clear()
             self._frame_ready.notify_all()
         if self._worker is not None:
             self._worker.join(timeout=5.0)

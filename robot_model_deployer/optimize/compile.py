@@ -195,15 +195,18 @@ class CompiledArtifact:
     extra_files: tuple[str, ...] = field(default=())
 
     def open_engine(self, root: str | Path, manifest: Manifest, labels: Sequence[str] = (),
-                    warmup_runs: int = 3) -> InferenceEngine:
-        """An InferenceEngine serving this artifact from directory ``root``."""
+                    warmup_runs: int = 3, threads: int = 0) -> InferenceEngine:
+        """An InferenceEngine serving this artifact from directory ``root``.
+
+        ``threads`` caps the CPU threads of one inference (0: the runtime decides).
+        """
         root = Path(root)
         path = root / self.model_file
         if self.accelerator is Accelerator.OPENVINO:
             from robot_model_deployer.inference.openvino_session import OpenVinoSession
 
             cache = root / self.cache_dir if self.cache_dir else None
-            session = OpenVinoSession(path, "CPU", self.openvino_hint or "f32", cache)
+            session = OpenVinoSession(path, "CPU", self.openvino_hint or "f32", cache, threads=threads)
             return InferenceEngine(path, manifest, labels, warmup_runs=warmup_runs, session=session)
         if self.providers[0] not in ort.get_available_providers():
             raise ModelLoadError(f"{self.model_file} was built for {self.providers[0]}, which this ONNX Runtime "
@@ -211,6 +214,7 @@ class CompiledArtifact:
         if self.accelerator is Accelerator.TENSORRT:
             check_engine_cache(root / self.cache_dir, path, self.precision)
         options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
         if self.offline_optimized:
             # Optimizations were applied and saved at compile time; redoing them only costs start-up.
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

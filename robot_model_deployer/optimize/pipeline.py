@@ -345,8 +345,8 @@ class _Run:
             self.progress(OptimizeProgress(self.step, self.total_steps, variant, message))
 
 
-def open_optimized_engine(out_dir: str | Path, bundle: BundleDir,
-                          warmup_runs: int = 3) -> tuple[VariantResult, InferenceEngine]:
+def open_optimized_engine(out_dir: str | Path, bundle: BundleDir, warmup_runs: int = 3,
+                          threads: int = 0) -> tuple[VariantResult, InferenceEngine]:
     """The fastest accepted variant in ``out_dir`` that loads here, as an engine, for a perception node.
 
     Variants are tried fastest first, so an artifact that no longer loads
@@ -359,7 +359,8 @@ def open_optimized_engine(out_dir: str | Path, bundle: BundleDir,
     failures = []
     for variant in accepted:
         try:
-            engine = variant.artifact.open_engine(out_dir, bundle.manifest, bundle.labels, warmup_runs=warmup_runs)
+            engine = variant.artifact.open_engine(out_dir, bundle.manifest, bundle.labels, warmup_runs=warmup_runs,
+                                                  threads=threads)
         except (ModelLoadError, RuntimeError) as exc:
             failures.append(f"{variant.name}: {exc}")
             continue

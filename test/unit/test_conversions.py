@@ -1,17 +1,22 @@
 """Image messages to arrays and back, predictions to InferenceResult messages (no rclpy.init)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from robot_model_deployer.bundle.manifest import Task
 from robot_model_deployer.inference.postprocess import Prediction
 from robot_model_deployer.inference.preprocess import PixelFormat
 from robot_model_deployer.msg import InferenceResult
 from robot_model_deployer.nodes.conversions import (
-    UnsupportedImageError, array_to_image, image_to_array, prediction_to_result,
+    UnsupportedImageError, array_to_image, image_to_array, prediction_to_result, report_msg_to_verdict,
+    verdict_to_report_msg,
 )
+from robot_model_deployer.validation.shadow import ShadowOutcome, ShadowReport, ShadowVerdict
 
 
 def image_msg(width: int, height: int, encoding: str, step: int, data: bytes) -> Image:
@@ -185,3 +190,21 @@ def test_empty_detection_result() -> None:
     empty = Prediction(np.zeros(0, np.int32), np.zeros(0, np.float32), ())
     msg = prediction_to_result(empty, header(), "det", "1.0.0", "detection", "perception_a")
     assert len(msg.class_ids) == len(msg.scores) == len(msg.boxes) == len(msg.labels) == 0
+
+
+# ShadowReport messages ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", list(Task))
+def test_every_shadow_report_number_survives_the_message(task: Task) -> None:
+    values = {}
+    for index, field in enumerate(f for f in dataclasses.fields(ShadowReport) if f.name != "task"):
+        values[field.name] = index + 1 if field.type == "int" else index + 0.5
+    if task is Task.CLASSIFICATION:
+        values["box_precision"] = values["box_recall"] = None
+    verdict = ShadowVerdict(ShadowOutcome.FAIL, ("too slow", "disagrees"), 1.0, ShadowReport(task=task, **values))
+
+    msg = verdict_to_report_msg(verdict, "net", "2.0.0")
+
+    assert (msg.candidate_name, msg.candidate_version) == ("net", "2.0.0")
+    assert report_msg_to_verdict(msg) == verdict

@@ -118,10 +118,12 @@ class EngineShadow:
         self.frames = frames
         self.error = ""
         self.runs: list[ServedModel] = []
+        self.references: list[ServedModel] = []
 
-    def run(self, model: ServedModel, manifest: Manifest, cancel: threading.Event,
+    def run(self, model: ServedModel, reference: ServedModel, manifest: Manifest, cancel: threading.Event,
             progress: Callable[[float, str], None]) -> ShadowVerdict:
         self.runs.append(model)
+        self.references.append(reference)
         if self.error:
             raise StageError(self.error)
         candidate, _ = open_serving_engine(model.path, model.artifacts, warmup_runs=1)
@@ -291,6 +293,8 @@ def test_second_deployment_passes_shadow_and_probation_and_is_committed(rig: Rig
     shadow = outcome.report["shadow"]
     assert shadow["outcome"] == "pass" and shadow["frames_judged"] == ACCEPTANCE["shadow_frames"]
     assert shadow["agreement"] == 1.0 and 0.0 < shadow["mean_score_drift"] < 0.1
+    # The shadow times the candidate against the model that was live, as served on perception_b.
+    assert [(r.version, r.path) for r in rig.shadow.references] == [("1.0.0", rig.slots[1].model.path)]
     assert outcome.report["probation"]["state"] == "passed" and outcome.report["probation"]["non_finite"] == 0
     # Probation judges latency against what the old model measured beside it in shadow.
     assert rig.probation.baselines == [LATENCY_MS]

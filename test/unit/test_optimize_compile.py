@@ -101,6 +101,20 @@ def test_cpu_artifact_is_optimized_offline_and_serves_the_same_answers(tmp_path:
         assert engine.infer(image).labels[0] == COLOUR_LABELS[index]
 
 
+def test_cpu_artifact_runs_on_the_threads_asked_for(tmp_path: Path) -> None:
+    artifact = compile_cpu(model_file(tmp_path), tmp_path, "fp32-cpu", Precision.FP32)
+    for threads in (1, 2):
+        engine = artifact.open_engine(tmp_path, manifest(), COLOUR_LABELS, warmup_runs=1, threads=threads)
+        assert engine.session.get_session_options().intra_op_num_threads == threads
+
+
+@pytest.mark.skipif(not openvino_available(), reason="the openvino package is not installed (pip extra 'openvino')")
+def test_openvino_artifact_runs_on_the_threads_asked_for(tmp_path: Path) -> None:
+    artifact = compile_openvino(model_file(tmp_path), tmp_path, "fp32-openvino", Precision.FP32)
+    engine = artifact.open_engine(tmp_path, manifest(), COLOUR_LABELS, warmup_runs=1, threads=1)
+    assert int(engine.session._compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+
+
 @pytest.mark.skipif(not openvino_available(), reason="the openvino package is not installed (pip extra 'openvino')")
 def test_openvino_artifact_serves_the_same_answers(tmp_path: Path) -> None:
     source = model_file(tmp_path)

@@ -89,6 +89,39 @@ def test_latency_within_ratio_passes():
     assert shadow.verdict(now).outcome is ShadowOutcome.PASS
 
 
+def test_latency_is_judged_against_the_reference_run_beside_the_candidate_when_there_is_one():
+    # The live node answers in 5 ms with all cores; the same model in the shadow node takes 10 ms.
+    shadow = classifier_shadow(max_latency_ratio=1.5)
+    now = feed(shadow, range(20), lambda f: label(0), lambda f: label(0), candidate_ms=14.0, live_ms=5.0)
+    assert shadow.verdict(now).outcome is ShadowOutcome.FAIL  # against the live node's 5 ms
+    for _ in range(20):
+        shadow.add_reference(10.0)
+    verdict = shadow.verdict(now)
+    assert verdict.outcome is ShadowOutcome.PASS, verdict.reasons
+    report = verdict.report
+    assert (report.reference_frames, report.reference_latency_p99_ms, report.live_latency_p99_ms) == (20, 10.0, 5.0)
+
+
+def test_slower_than_the_reference_fails_naming_it():
+    shadow = classifier_shadow(max_latency_ratio=1.5)
+    now = feed(shadow, range(20), lambda f: label(0), lambda f: label(0), candidate_ms=31.0, live_ms=40.0)
+    for _ in range(20):
+        shadow.add_reference(10.0)
+    verdict = shadow.verdict(now)
+    assert verdict.outcome is ShadowOutcome.FAIL
+    assert verdict.reasons == ("latency p99 is 31.0 ms against 10.0 ms for the live model run beside it in the "
+                               "shadow node (3.10x); the bundle allows at most 1.50x or +2 ms "
+                               "(acceptance.max_latency_ratio, acceptance.latency_slack_ms)",)
+
+
+@pytest.mark.parametrize("latency_ms", [-1.0, float("nan"), float("inf")])
+def test_reference_latency_must_be_a_finite_positive_number(latency_ms):
+    shadow = classifier_shadow()
+    with pytest.raises(ValueError, match="latency must be a finite number"):
+        shadow.add_reference(latency_ms)
+    assert shadow.report().reference_frames == 0
+
+
 def test_sub_millisecond_latency_within_the_slack_passes():
     # 4x the live latency, but 0.3 ms more: not a slower model.
     shadow = classifier_shadow(max_latency_ratio=1.5)
