@@ -28,7 +28,6 @@ import threading
 from collections import deque
 from typing import Any
 
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
@@ -89,10 +88,9 @@ class ShadowNode(ModelLifecycleNode):
         self._busy = False
         self._comparing = False
         self._worker: threading.Thread | None = None
-        self._subscriptions: list[Any] = []
+        self._inputs: list[Any] = []
         self._report_timer = None
         self._report_publisher = None
-        self._group = MutuallyExclusiveCallbackGroup()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
@@ -107,14 +105,11 @@ class ShadowNode(ModelLifecycleNode):
         manifest = self._engine.manifest
         self._comparator = ShadowComparator(manifest.task, manifest.acceptance)
         self._report_publisher = self.create_lifecycle_publisher(ShadowReport, "~/report", 10)
-        self._subscriptions = [
-            self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data,
-                                     callback_group=self._group, raw=True),
-            self.create_subscription(InferenceResult, "results", self._on_live_result, 50,
-                                     callback_group=self._group),
+        self._inputs = [
+            self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data, raw=True),
+            self.create_subscription(InferenceResult, "results", self._on_live_result, 50),
         ]
-        self._report_timer = self.create_timer(self.get_parameter("report_period").value, self._publish_report,
-                                               callback_group=self._group)
+        self._report_timer = self.create_timer(self.get_parameter("report_period").value, self._publish_report)
         self._worker = threading.Thread(target=self._run_models, name="shadow-candidate", daemon=True)
         self._worker.start()
         self.get_logger().info(f"candidate {manifest.name} {manifest.version} loaded ({served}); "
@@ -251,9 +246,9 @@ class ShadowNode(ModelLifecycleNode):
         if self._worker is not None:
             self._worker.join(timeout=5.0)
             self._worker = None
-        for subscription in self._subscriptions:
+        for subscription in self._inputs:
             self.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._inputs = []
         if self._report_timer is not None:
             self.destroy_timer(self._report_timer)
             self._report_timer = None
@@ -263,4 +258,6 @@ class ShadowNode(ModelLifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(ShadowNode, args, threads=2)
+    # One executor thread: every callback is short (the models run on the worker thread), and
+    # rclpy's MultiThreadedExecutor spins a core at 100% while a mutually exclusive callback runs.
+    run_node(ShadowNode, args)
