@@ -10,7 +10,9 @@ import threading
 import time
 from typing import Callable
 
+import rclpy
 from rclpy.callback_groups import CallbackGroup
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -83,16 +85,40 @@ class ShadowRun:
 
 
 class ProbationWatch:
-    """Feeds a HealthWatch from the camera and the results topic while a new model is on probation."""
+    """Feeds a HealthWatch from the camera and the results topic while a new model is on probation.
 
-    def __init__(self, node: Node, callback_group: CallbackGroup) -> None:
-        self._node = node
-        self._group = callback_group
+    Camera-rate traffic is heard by a small listener node (``<manager>_probation``)
+    spun by its own single-threaded executor: rclpy's MultiThreadedExecutor,
+    which the manager needs, spins a core while it hands 30 Hz callbacks to
+    its threads, and that core is the live node's. The subscriptions live as
+    long as the manager: destroying one from the deploy thread while an
+    executor builds its wait set crashes rclpy ("cannot use Destroyable because
+    destruction was requested"). Between probations the callbacks return at
+    once; images arrive raw and are only counted by stamp. Time is the
+    manager's (ROS time, simulated with use_sim_time).
+    """
+
+    def __init__(self, node: Node) -> None:
+        self._clock = node.get_clock()
         self._lock = threading.Lock()
         self._watch: HealthWatch | None = None
+        self._listener = rclpy.create_node(f"{node.get_name()}_probation", namespace=node.get_namespace(),
+                                           context=node.context, start_parameter_services=False)
+        self._listener.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data, raw=True)
+        self._listener.create_subscription(InferenceResult, "results", self._on_result, 50)
+        self._executor = SingleThreadedExecutor(context=node.context)
+        self._executor.add_node(self._listener)
+        self._thread = threading.Thread(target=self._executor.spin, name="probation-listener", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop listening (the manager calls this when it is destroyed)."""
+        self._executor.shutdown(timeout_sec=1.0)
+        self._listener.destroy_node()
+        self._thread.join(timeout=2.0)
 
     def _now(self) -> float:
-        return self._node.get_clock().now().nanoseconds / 1e9
+        return self._clock.now().nanoseconds / 1e9
 
     def _on_image(self, data: bytes) -> None:
         stamp = serialized_header_stamp_ns(data)
@@ -110,11 +136,6 @@ class ProbationWatch:
             progress: Callable[[float, str], None]) -> HealthStatus:
         with self._lock:
             self._watch = HealthWatch(acceptance, baseline_latency_p99_ms)
-        # Raw: frames are only counted by stamp, their pixels are never deserialized.
-        images = self._node.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data,
-                                                callback_group=self._group, raw=True)
-        results = self._node.create_subscription(InferenceResult, "results", self._on_result, 50,
-                                                 callback_group=self._group)
         try:
             while True:
                 with self._lock:
@@ -127,8 +148,6 @@ class ProbationWatch:
                     return status
                 time.sleep(POLL_S)
         finally:
-            self._node.destroy_subscription(images)
-            self._node.destroy_subscription(results)
             with self._lock:
                 self._watch = None
 

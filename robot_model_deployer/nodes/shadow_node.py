@@ -15,7 +15,9 @@ frame that arrives while the worker is busy is dropped (and counted), never
 queued. Frames arrive serialized and only those it runs are deserialized.
 
 The latency gate compares the candidate with the live model run right beside
-it: same process, same threads, same frames, alternating which goes first.
+it: same process, same threads, same moment in the camera cycle. After each
+candidate frame the next answered frame times the live model, so one gap
+between frames never holds two runs.
 The live node's own latency (other process, other threads, other load) is
 reported too, but an identical model can measure 1.5x slower in shadow than
 there. Time is ROS time, so a simulation clock (use_sim_time) drives the
@@ -26,6 +28,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
+from enum import Enum
 from typing import Any
 
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
@@ -68,6 +71,13 @@ PARAMETERS = (
 ANSWERED_STAMPS = 16
 
 
+class Run(Enum):
+    """Which model a frame taken from the camera is for."""
+
+    CANDIDATE = "candidate"
+    REFERENCE = "reference"
+
+
 class ShadowNode(ModelLifecycleNode):
     """Compares the candidate with the live model and reports a verdict."""
 
@@ -81,9 +91,10 @@ class ShadowNode(ModelLifecycleNode):
         self._reference: InferenceEngine | None = None
         self._comparator: ShadowComparator | None = None
         self._lock = threading.Lock()
-        self._waiting: tuple[int, bytes] | None = None  # taken, until the live node answers it
+        self._waiting: tuple[int, bytes, Run] | None = None  # taken, until the live node answers it
         self._answered: deque[int] = deque(maxlen=ANSWERED_STAMPS)
-        self._frame: bytes | None = None  # handed to the worker
+        self._frame: tuple[bytes, Run] | None = None  # handed to the worker
+        self._reference_due = False
         self._frame_ready = threading.Condition(self._lock)
         self._busy = False
         self._comparing = False
@@ -148,13 +159,22 @@ class ShadowNode(ModelLifecycleNode):
         with self._lock:
             if not self._comparing or self._comparator is None:
                 return
-            if self._busy or stamp - self._last_taken_ns < self._min_interval_ns:
+            # Every frame the candidate does not run on counts as dropped, reference frames included.
+            if self._busy:
                 self._comparator.add_dropped_frames()
                 return
-            if self._waiting is not None:
+            if self._reference_due:
+                run = Run.REFERENCE
+                self._comparator.add_dropped_frames()
+            elif stamp - self._last_taken_ns >= self._min_interval_ns:
+                run = Run.CANDIDATE
+                self._last_taken_ns = stamp
+            else:
+                self._comparator.add_dropped_frames()
+                return
+            if self._waiting is not None and self._waiting[2] is Run.CANDIDATE:
                 self._comparator.add_dropped_frames()  # the live node never answered it
-            self._last_taken_ns = stamp
-            self._waiting = (stamp, data)
+            self._waiting = (stamp, data, run)
             if stamp in self._answered:
                 self._hand_to_worker()
 
@@ -171,8 +191,10 @@ class ShadowNode(ModelLifecycleNode):
 
     def _hand_to_worker(self) -> None:
         """With the lock held: the live node has answered the waiting frame, so the models may run on it."""
-        self._frame, self._waiting = self._waiting[1], None
+        _, data, run = self._waiting
+        self._frame, self._waiting = (data, run), None
         self._busy = True
+        self._reference_due = False
         self._frame_ready.notify()
 
     def _run_models(self) -> None:
@@ -182,24 +204,22 @@ class ShadowNode(ModelLifecycleNode):
             engines = [e for e in (self._engine, self._reference) if e is not None]
         for engine in engines:
             engine.warm_up(3)
-        reference_first = False
         while True:
             with self._lock:
                 while self._frame is None and self._engine is not None:
                     self._frame_ready.wait()
-                candidate, reference, data, self._frame = self._engine, self._reference, self._frame, None
+                candidate, reference, frame, self._frame = self._engine, self._reference, self._frame, None
             if candidate is None:
                 return
+            data, run = frame
             msg = deserialize_message(data, Image)
-            key = stamp_ns(msg.header.stamp)
-            reference_first = not reference_first
-            if reference is not None and reference_first:
-                self._run_reference(reference, msg)
-            self._run_candidate(candidate, msg, key)
-            if reference is not None and not reference_first:
+            if run is Run.CANDIDATE:
+                self._run_candidate(candidate, msg, stamp_ns(msg.header.stamp))
+            elif reference is not None:
                 self._run_reference(reference, msg)
             with self._lock:
                 self._busy = False
+                self._reference_due = run is Run.CANDIDATE and reference is not None
 
     def _run_candidate(self, engine: InferenceEngine, msg: Image, key: int) -> None:
         try:

@@ -7,8 +7,7 @@ pixels, whichever result arrives first. The comparator only keeps running
 totals and bounded windows, so a long shadow run costs constant memory.
 
 Latency is judged against a reference: the live model run by the shadow node
-itself on the same frames, with the same settings, interleaved with the
-candidate. The live node's own latency is measured in another process with
+itself with the same settings, on frames next to the candidate's. The live node's own latency is measured in another process with
 other threads and another load, so an identical model can look 1.5x slower in
 shadow; it is kept in the report and is the baseline only when no reference
 ran.
@@ -205,7 +204,7 @@ class ShadowComparator:
         self._lives.pop(stamp_ns, None)
 
     def add_dropped_frames(self, count: int = 1) -> None:
-        """The shadow node skipped ``count`` camera frames because the candidate was busy."""
+        """The candidate did not run on ``count`` camera frames (busy, rate limit, reference runs)."""
         if count < 0:
             raise ValueError(f"dropped frame count must be >= 0, got {count}")
         self._dropped += count
