@@ -11,11 +11,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytest
+from builtin_interfaces.msg import Time as TimeMsg
 from PIL import Image as PILImage
 from rclpy.action import ActionClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 
 from robot_model_deployer.action import Deploy
@@ -75,18 +78,19 @@ class Graph:
         return output
 
 
-def _graph(tmp_path: Path, request: pytest.FixtureRequest, **manager_parameters):
+def _graph(tmp_path: Path, request: pytest.FixtureRequest, sim_time: bool = False, **manager_parameters):
     domain = next_domain_id()
     keys = tmp_path / "keys"
     generate_keypair(out_dir=keys, name="signing")
-    perception = {"image_qos": "reliable", "warmup_runs": 1}
+    every = {"use_sim_time": True} if sim_time else {}
+    perception = {"image_qos": "reliable", "warmup_runs": 1, **every}
     processes = [
         NodeProcess("perception_node", "perception_a", domain, tmp_path, perception),
         NodeProcess("perception_node", "perception_b", domain, tmp_path, perception),
-        NodeProcess("shadow_node", "shadow", domain, tmp_path, {"report_period": 0.2}),
+        NodeProcess("shadow_node", "shadow", domain, tmp_path, {"report_period": 0.2, **every}),
         NodeProcess("manager_node", "model_manager", domain, tmp_path,
                     {"store_dir": str(tmp_path / "store"), "trust_dir": str(keys), "shadow_timeout": 30.0,
-                     **manager_parameters}),
+                     **every, **manager_parameters}),
     ]
     client = RosTestClient(domain)
     work = tmp_path / "bundles"
@@ -111,6 +115,11 @@ def graph(tmp_path: Path, request: pytest.FixtureRequest):
 
 
 @pytest.fixture
+def sim_graph(tmp_path: Path, request: pytest.FixtureRequest):
+    yield from _graph(tmp_path, request, sim_time=True)
+
+
+@pytest.fixture
 def optimizing_graph(tmp_path: Path, request: pytest.FixtureRequest):
     yield from _graph(tmp_path, request, optimize_target="x86_cpu")
 
@@ -118,10 +127,11 @@ def optimizing_graph(tmp_path: Path, request: pytest.FixtureRequest):
 class Camera:
     """Publishes solid-colour frames at a steady rate from the test process."""
 
-    def __init__(self, graph: Graph, rate: float = 30.0, colour: str = "red") -> None:
+    def __init__(self, graph: Graph, rate: float = 30.0, colour: str = "red",
+                 clock: Callable[[], TimeMsg] | None = None) -> None:
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self._publisher = graph.client.node.create_publisher(Image, "/image", qos)
-        self._clock = graph.client.node.get_clock()
+        self._now = clock or (lambda: graph.client.node.get_clock().now().to_msg())
         self.colour = colour
         self.sent: dict[tuple[int, int], str] = {}
         self.sent_at: dict[tuple[int, int], float] = {}
@@ -139,7 +149,7 @@ class Camera:
     def _run(self, period: float) -> None:
         while not self._stop.wait(period):
             msg = array_to_image(solid_image(self.colour, 64, 48), PixelFormat.RGB8)
-            msg.header.stamp = self._clock.now().to_msg()
+            msg.header.stamp = self._now()
             key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
             self.sent[key] = self.colour
             self.sent_at[key] = time.monotonic()
@@ -412,3 +422,54 @@ def test_optimize_stage_builds_and_serves_this_robots_fastest_accepted_variant(o
     assert result_msg.labels[0] == "blue"
     live = next(p for p in graph.processes if p.name == result_msg.node_name)
     assert f"optimized variant {report['chosen']}" in live.log()
+
+
+class SimClock:
+    """Publishes /clock like a simulator running at ``speed`` times real time."""
+
+    def __init__(self, graph: Graph, speed: float, start_s: float = 1000.0) -> None:
+        self._publisher = graph.client.node.create_publisher(Clock, "/clock", 10)
+        self._speed, self._start_s = speed, start_s
+        self._began = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def now(self) -> TimeMsg:
+        sim_ns = int((self._start_s + (time.monotonic() - self._began) * self._speed) * 1e9)
+        return TimeMsg(sec=sim_ns // 10**9, nanosec=sim_ns % 10**9)
+
+    def __enter__(self) -> "SimClock":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            self._publisher.publish(Clock(clock=self.now()))
+
+
+def test_shadow_seconds_are_simulation_seconds_with_use_sim_time(sim_graph: Graph) -> None:
+    # Simulated time runs at half speed: 3 s of shadow in ROS time take about 6 s on the wall clock.
+    graph = sim_graph
+    acceptance = {"shadow_frames": 0, "shadow_seconds": 3.0, "probation_seconds": 1.0, "latency_slack_ms": 20.0}
+    v2 = graph.bundle("v2", version="2.0.0", acceptance=acceptance)
+    with SimClock(graph, speed=0.5) as clock, Camera(graph, clock=clock.now) as camera:
+        assert graph.deploy(graph.bundle("v1")).accepted
+        _serving(graph, "1.0.0")
+        start = time.monotonic()
+        response = graph.deploy(v2)
+        took = time.monotonic() - start
+        time.sleep(0.3)
+        gap = _longest_unanswered(camera, graph, start)
+    assert response.accepted, response.reason
+    verdict = [r for r in graph.shadow_reports if r.candidate_version == "2.0.0" and r.outcome == "pass"][-1]
+    assert 3.0 <= verdict.watched_s < 4.0, verdict.watched_s
+    assert verdict.frames_judged >= 5
+    # Shadow (3 s simulated) plus probation (1 s simulated) at half speed: over 8 s of wall time.
+    assert took >= 7.5, f"the deployment took {took:.1f} s: simulated time was not honoured"
+    assert gap < 0.25
+    # The reports carry simulated stamps.
+    assert abs(verdict.stamp.sec - clock.now().sec) < 30
