@@ -7,16 +7,17 @@ process, deploys EfficientNet-Lite0 (signed bundles into a fresh store), and
 measures in one run:
 
 - steady state: result latency (image stamp -> result received) p50/p99;
-- swap to a new version: frames without a result, the gap between the last
-  result of the old model and the first of the new one, latency p99 during
-  the swap as a ratio to steady state;
+- swap to a new version (``--rounds`` times, each followed by a manual
+  rollback; the windows of 1 s either side are pooled): frames without a
+  result, the gap between the last result of the old model and the first of
+  the new one, latency p99 during the swaps as a ratio to steady state;
 - manual rollback: frames without a result, time from the rollback request
   to the first result of the old model;
 - shadow running: live latency p99 while the shadow node runs a candidate,
-  as a ratio to steady state.
+  as a ratio to steady state (measured before, between and after the rest).
 
     source scripts/env.sh
-    python bench/bench_swap.py [--seconds 8] [--rate 30] [--profile config/fastdds_large_data.xml]
+    python bench/bench_swap.py [--seconds 8] [--rate 30] [--rounds 3] [--profile config/fastdds_large_data.xml]
 
 Prints a table and JSON. Goals (issue 5): 0 frames lost in swap and
 rollback, gap <= one frame interval, swap p99 ratio <= 1.1, rollback < 50 ms,
@@ -66,13 +67,14 @@ class Recorder:
         with self.lock:
             self.results.append((time.time(), stamp_ns(msg.header.stamp), msg.model_version))
 
-    def window(self, start: float, end: float) -> dict[str, object]:
-        """Frames sent in [start, end): how many got no result, latency of those that did."""
+    def window(self, *spans: tuple[float, float]) -> dict[str, object]:
+        """Frames sent in any of the [start, end) spans: how many got no result, latency of those that did."""
         with self.lock:
             answered: dict[int, float] = {}
             for received, stamp, _ in self.results:
                 answered.setdefault(stamp, received)
-            frames = [(stamp, sent) for stamp, sent in self.sent.items() if start <= sent < end]
+            frames = [(stamp, sent) for stamp, sent in self.sent.items()
+                      if any(start <= sent < end for start, end in spans)]
         latencies = [(answered[s] - t) * 1000.0 for s, t in frames if s in answered]
         return {"frames": len(frames), "without_result": len(frames) - len(latencies),
                 "p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2)}
@@ -117,6 +119,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the steady and shadow windows")
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--profile", default="", help="Fast DDS profile XML for every process")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="swaps (each followed by a rollback) pooled into the swap and rollback windows")
     parser.add_argument("--timeline", default="", help="write every frame's latency and the stage times as JSON here")
     parser.add_argument("--shadow-nice", type=int, default=None, help="shadow node nice_increment (default: its own)")
     parser.add_argument("--shadow-max-rate", type=float, default=None, help="shadow node max_rate (default: its own)")
@@ -128,8 +132,17 @@ def main() -> int:
     keys = generate_keypair(out_dir=work / "keys", name="bench")
     source = zoo.efficientnet_lite0_bundle()
     quick = {"shadow_frames": 60, "probation_seconds": 2.0}
-    bundles = {v: versioned_bundle(source, work, v, keys.private_key, quick) for v in ("1.0.0", "2.0.0")}
-    endless_shadow = versioned_bundle(source, work, "3.0.0", keys.private_key, {"shadow_frames": 10**6})
+    bundles = [versioned_bundle(source, work, f"{major}.0.0", keys.private_key, quick)
+               for major in range(1, args.rounds + 2)]
+    endless_shadow = versioned_bundle(source, work, f"{args.rounds + 2}.0.0", keys.private_key,
+                                      {"shadow_frames": 10**6})
+    shadow_gates: list[dict] = []
+
+    def measure(seconds: float) -> tuple[float, float]:
+        """Sleep through a measured window; returns its span."""
+        span = (time.time(), time.time() + seconds)
+        time.sleep(seconds)
+        return span
 
     domain = next_domain_id()
     perception = {"image_qos": "reliable", "intra_op_threads": 1}
@@ -164,71 +177,71 @@ def main() -> int:
                 next_time += period
                 time.sleep(max(0.0, next_time - time.monotonic()))
 
-        first = client.call(DeployModel, f"{MANAGER}/deploy", DeployModel.Request(bundle_path=str(bundles["1.0.0"])),
+        first = client.call(DeployModel, f"{MANAGER}/deploy", DeployModel.Request(bundle_path=str(bundles[0])),
                             timeout=300.0)
         if not first.accepted:
             raise RuntimeError(first.reason)
         threading.Thread(target=camera, daemon=True).start()
         wait_for(lambda: recorder.first_result_after("1.0.0", 0.0) is not None, 60.0, "first results")
         time.sleep(2.0)  # warm-up
+        steady_spans = [measure(args.seconds)]
 
-        steady_span = (time.time(), time.time() + args.seconds)
-        time.sleep(args.seconds)
-
-        swap_request = time.time()
+        swap_spans, rollback_spans, gaps, rollback_times, events = [], [], [], [], []
         swap_action = ActionClient(client.node, Deploy, f"{MANAGER}/deploy_bundle")
         swap_action.wait_for_server(timeout_sec=30.0)
-        events: list[dict[str, object]] = []
-        sent = swap_action.send_goal_async(
-            Deploy.Goal(bundle_path=str(bundles["2.0.0"])),
-            feedback_callback=lambda m: events.append({"time": time.time(), "stage": m.feedback.stage,
-                                                       "message": m.feedback.message}))
-        wait_for(lambda: sent.done(), 30.0, "the swap goal")
-        done = sent.result().get_result_async()
-        wait_for(lambda: done.done(), 600.0, "the swap deployment")
-        swapped = done.result().result
-        shadow_gate = json.loads(swapped.report_json).get("shadow", {})
-        if not swapped.accepted:
-            raise RuntimeError(f"{swapped.reason}; shadow report {shadow_gate}")
-        wait_for(lambda: recorder.first_result_after("2.0.0", swap_request) is not None, 10.0, "new results")
-        first_new = recorder.first_result_after("2.0.0", swap_request)
-        time.sleep(1.0)
-        last_old = recorder.last_result_before("1.0.0", first_new + 1.0)
-        swap_span = (first_new - 1.0, first_new + 1.0)
-        gap = {"gap_ms": round(max(0.0, first_new - last_old) * 1000.0, 2),
-               "overlap_ms": round(max(0.0, last_old - first_new) * 1000.0, 2)}
+        for round_index in range(args.rounds):
+            version = f"{round_index + 2}.0.0"
+            swap_request = time.time()
+            sent = swap_action.send_goal_async(
+                Deploy.Goal(bundle_path=str(bundles[round_index + 1])),
+                feedback_callback=lambda m: events.append({"time": time.time(), "stage": m.feedback.stage,
+                                                           "message": m.feedback.message}))
+            wait_for(lambda: sent.done(), 30.0, "the swap goal")
+            done = sent.result().get_result_async()
+            wait_for(lambda: done.done(), 600.0, "the swap deployment")
+            swapped = done.result().result
+            shadow_gates.append(json.loads(swapped.report_json).get("shadow", {}))
+            if not swapped.accepted:
+                raise RuntimeError(f"{swapped.reason}; shadow report {shadow_gates[-1]}")
+            wait_for(lambda: recorder.first_result_after(version, swap_request) is not None, 10.0, "new results")
+            first_new = recorder.first_result_after(version, swap_request)
+            time.sleep(1.0)
+            last_old = recorder.last_result_before("1.0.0", first_new + 1.0)
+            swap_spans.append((first_new - 1.0, first_new + 1.0))
+            gaps.append(max(0.0, first_new - last_old) * 1000.0)
 
-        rollback_request = time.time()
-        rolled = client.call(Rollback, f"{MANAGER}/rollback", Rollback.Request(reason="benchmark"))
-        rollback_answered = time.time()
-        if not rolled.success:
-            raise RuntimeError(rolled.message)
-        wait_for(lambda: recorder.first_result_after("1.0.0", rollback_request) is not None, 10.0,
-                 "the old model's results after the rollback")
-        first_back = recorder.first_result_after("1.0.0", rollback_request)
-        time.sleep(1.0)
-        rollback_span = (rollback_request - 1.0, rollback_request + 1.0)
-        rollback_times = {"request_to_switched_ms": round((rollback_answered - rollback_request) * 1000.0, 2),
-                          "request_to_first_old_result_ms": round((first_back - rollback_request) * 1000.0, 2)}
+            rollback_request = time.time()
+            rolled = client.call(Rollback, f"{MANAGER}/rollback", Rollback.Request(reason="benchmark"))
+            rollback_answered = time.time()
+            if not rolled.success:
+                raise RuntimeError(rolled.message)
+            wait_for(lambda: recorder.first_result_after("1.0.0", rollback_request) is not None, 10.0,
+                     "the old model's results after the rollback")
+            first_back = recorder.first_result_after("1.0.0", rollback_request)
+            time.sleep(1.0)
+            rollback_spans.append((rollback_request - 1.0, rollback_request + 1.0))
+            rollback_times.append(((rollback_answered - rollback_request) * 1000.0,
+                                   (first_back - rollback_request) * 1000.0))
+            steady_spans.append(measure(args.seconds / args.rounds))
 
         # Shadow cost: a candidate that never reaches a verdict, cancelled after the window.
-        action = ActionClient(client.node, Deploy, f"{MANAGER}/deploy_bundle")
-        action.wait_for_server(timeout_sec=30.0)
         shadow_reports: list[float] = []
-        goal = action.send_goal_async(Deploy.Goal(bundle_path=str(endless_shadow)),
-                                      feedback_callback=lambda m: shadow_reports.append(time.time())
-                                      if m.feedback.stage == "shadow" else None)
+        goal = swap_action.send_goal_async(Deploy.Goal(bundle_path=str(endless_shadow)),
+                                           feedback_callback=lambda m: shadow_reports.append(time.time())
+                                           if m.feedback.stage == "shadow" else None)
         wait_for(lambda: goal.done(), 30.0, "the shadow goal")
         wait_for(lambda: len(shadow_reports) >= 3, 120.0, "the shadow run to start")
-        shadow_span = (time.time(), time.time() + args.seconds)
-        time.sleep(args.seconds)
+        shadow_span = measure(args.seconds)
         cancel = goal.result().cancel_goal_async()
         wait_for(lambda: cancel.done(), 30.0, "the cancel")
         time.sleep(0.5)  # the last frames' results
-        steady, swap, rollback, shadow = (recorder.window(*span)
-                                          for span in (steady_span, swap_span, rollback_span, shadow_span))
-        swap.update(gap)
-        rollback.update(rollback_times)
+        steady_spans.append(measure(args.seconds))
+        steady, swap, rollback, shadow = (recorder.window(*spans) for spans in
+                                          (steady_spans, swap_spans, rollback_spans, [shadow_span]))
+        swap.update({"gap_ms_max": round(max(gaps), 2), "gap_ms_each": [round(g, 2) for g in gaps]})
+        rollback.update({"request_to_switched_ms_max": round(max(t[0] for t in rollback_times), 2),
+                         "request_to_first_old_result_ms_max": round(max(t[1] for t in rollback_times), 2),
+                         "request_to_first_old_result_ms_each": [round(t[1], 2) for t in rollback_times]})
     finally:
         stop.set()
         client.close()
@@ -236,30 +249,35 @@ def main() -> int:
 
     if args.timeline:
         Path(args.timeline).write_text(json.dumps({"frames": recorder.timeline(), "swap_events": events,
-                                                   "rollback_request": rollback_request}))
+                                                   "swap_spans": swap_spans, "rollback_spans": rollback_spans,
+                                                   "shadow_span": shadow_span}))
     interval_ms = 1000.0 / args.rate
+    latency_keys = ("candidate_latency_p50_ms", "candidate_latency_p99_ms", "reference_latency_p50_ms",
+                    "reference_latency_p99_ms", "live_latency_p50_ms", "live_latency_p99_ms")
     results = {
         "machine": {"cores": os.cpu_count()}, "model": "efficientnet-lite0", "frame": "640x480 rgb8",
-        "rate_hz": args.rate, "fastdds_profile": args.profile or "defaults", "shadow_settings": shadow_settings,
-        "shadow_latency_of_identical_model": {key: round(shadow_gate.get(key, 0.0), 2) for key in (
-            "candidate_latency_p50_ms", "candidate_latency_p99_ms", "reference_latency_p50_ms",
-            "reference_latency_p99_ms", "live_latency_p50_ms", "live_latency_p99_ms")},
+        "rate_hz": args.rate, "rounds": args.rounds, "fastdds_profile": args.profile or "defaults",
+        "shadow_settings": shadow_settings,
+        "shadow_gate_of_identical_model": [{key: round(gate.get(key, 0.0), 2) for key in latency_keys}
+                                           for gate in shadow_gates],
         "steady": steady, "swap": swap, "rollback": rollback, "shadow_running": shadow,
         "ratios": {
-            "swap_gap_in_frame_intervals": round(swap["gap_ms"] / interval_ms, 2),
+            "swap_gap_in_frame_intervals_max": round(swap["gap_ms_max"] / interval_ms, 2),
             "swap_p99_to_steady_p99": round(swap["p99_ms"] / steady["p99_ms"], 2),
             "rollback_p99_to_steady_p99": round(rollback["p99_ms"] / steady["p99_ms"], 2),
             "shadow_p99_to_steady_p99": round(shadow["p99_ms"] / steady["p99_ms"], 2),
+            "shadow_p50_to_steady_p50": round(shadow["p50_ms"] / steady["p50_ms"], 2),
         },
     }
     print(f"{'window':16} {'frames':>7} {'no result':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for name in ("steady", "swap", "rollback", "shadow_running"):
         w = results[name]
         print(f"{name:16} {w['frames']:7d} {w['without_result']:9d} {w['p50_ms']:8.2f} {w['p99_ms']:8.2f}")
-    print(f"swap gap {swap['gap_ms']:.1f} ms (overlap {swap['overlap_ms']:.1f} ms), frame interval {interval_ms:.1f} ms")
-    print(f"rollback: request -> old node live and new one inactive {rollback['request_to_switched_ms']:.1f} ms, "
-          f"request -> first old-model result {rollback['request_to_first_old_result_ms']:.1f} ms "
-          "(includes waiting for the next frame and its inference)")
+    print(f"swap gap, worst of {args.rounds}: {swap['gap_ms_max']:.1f} ms (frame interval {interval_ms:.1f} ms)")
+    print(f"rollback, worst of {args.rounds}: request -> old node live and new one inactive "
+          f"{rollback['request_to_switched_ms_max']:.1f} ms, request -> first old-model result "
+          f"{rollback['request_to_first_old_result_ms_max']:.1f} ms (includes waiting for the next frame and its "
+          "inference)")
     print(json.dumps(results, indent=2))
     return 0
 

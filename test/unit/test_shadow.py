@@ -344,3 +344,19 @@ def test_callbacks_reading_the_clock_slightly_out_of_order_neither_reset_nor_add
     report = shadow.report()
     assert report.watched_s == pytest.approx(0.1)
     assert report.frames_paired == 1
+
+
+def test_one_scheduler_hiccup_does_not_decide_the_latency_gate_but_two_slow_frames_do():
+    shadow = classifier_shadow(max_latency_ratio=1.5, shadow_frames=60)
+    now = feed(shadow, range(59), lambda f: label(0), lambda f: label(0), candidate_ms=10.0, live_ms=10.0)
+    now = feed(shadow, range(59, 60), lambda f: label(0), lambda f: label(0), candidate_ms=90.0, live_ms=10.0)
+    for _ in range(60):
+        shadow.add_reference(10.0)
+    verdict = shadow.verdict(now)
+    assert verdict.outcome is ShadowOutcome.PASS, verdict.reasons
+    assert verdict.report.candidate_latency_p99_ms == pytest.approx(10.0)
+
+    now = feed(shadow, range(60, 61), lambda f: label(0), lambda f: label(0), candidate_ms=90.0, live_ms=10.0)
+    verdict = shadow.verdict(now)
+    assert verdict.outcome is ShadowOutcome.FAIL
+    assert "latency p99" in verdict.reasons[0]
