@@ -11,9 +11,13 @@ with lifecycle service calls, tests may implement them in-process.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
+
+# Waits until the named node has published a result after the given time.monotonic() (or gives up).
+AnswerWait = Callable[[str, float], None]
 
 
 class SlotState(str, Enum):
@@ -73,15 +77,23 @@ class SwitchSnapshot:
 
 
 class BlueGreenSwitch:
-    """Keeps track of which slot is live and swaps models without a gap."""
+    """Keeps track of which slot is live and swaps models without a gap.
 
-    def __init__(self, slots: Sequence[PerceptionSlot]) -> None:
+    ``wait_for_answer`` is called between activating the new node and
+    deactivating the old one: until the new node has answered a frame, the
+    old one keeps answering. Without it a frame can fall between the two (it
+    reached the new node just before activation and the old one just after
+    its deactivation).
+    """
+
+    def __init__(self, slots: Sequence[PerceptionSlot], wait_for_answer: AnswerWait | None = None) -> None:
         if len(slots) != 2:
             raise ValueError(f"blue/green switching needs exactly two perception nodes, got {len(slots)}")
         self._slots = list(slots)
         self._live_index = 0
         self._models: list[ServedModel | None] = [None, None]
         self._lock = threading.Lock()
+        self._wait_for_answer = wait_for_answer
 
     def snapshot(self) -> SwitchSnapshot:
         with self._lock:
@@ -123,8 +135,11 @@ class BlueGreenSwitch:
         return previous
 
     def _hand_over(self, live_slot: PerceptionSlot, standby_slot: PerceptionSlot) -> None:
+        activated = time.monotonic()
         standby_slot.activate()
         if live_slot.state() is SlotState.ACTIVE:
+            if self._wait_for_answer is not None:
+                self._wait_for_answer(standby_slot.name, activated)
             try:
                 live_slot.deactivate()
             except SwapError:

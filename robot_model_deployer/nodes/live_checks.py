@@ -27,6 +27,9 @@ from robot_model_deployer.validation.health import HealthStatus, HealthWatch
 from robot_model_deployer.validation.shadow import ShadowOutcome, ShadowVerdict
 
 POLL_S = 0.05
+# A new node answers within a frame or two; without a camera nothing comes, and the swap goes on.
+HANDOVER_TIMEOUT_S = 0.5
+HANDOVER_POLL_S = 0.002
 
 
 class ShadowRun:
@@ -96,12 +99,16 @@ class ProbationWatch:
     destruction was requested"). Between probations the callbacks return at
     once; images arrive raw and are only counted by stamp. Time is the
     manager's (ROS time, simulated with use_sim_time).
+
+    It also tells the blue/green switch when a newly activated node has
+    answered its first frame (``wait_for_answer``).
     """
 
     def __init__(self, node: Node) -> None:
         self._clock = node.get_clock()
         self._lock = threading.Lock()
         self._watch: HealthWatch | None = None
+        self._answered: dict[str, float] = {}  # perception node -> time.monotonic() of its last result
         self._listener = rclpy.create_node(f"{node.get_name()}_probation", namespace=node.get_namespace(),
                                            context=node.context, start_parameter_services=False)
         self._listener.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data, raw=True)
@@ -110,6 +117,15 @@ class ProbationWatch:
         self._executor.add_node(self._listener)
         self._thread = threading.Thread(target=self._executor.spin, name="probation-listener", daemon=True)
         self._thread.start()
+
+    def wait_for_answer(self, node_name: str, since: float, timeout: float = HANDOVER_TIMEOUT_S) -> None:
+        """Return once ``node_name`` has published a result after ``since`` (time.monotonic()), or after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._answered.get(node_name, 0.0) > since:
+                    return
+            time.sleep(HANDOVER_POLL_S)
 
     def close(self) -> None:
         """Stop listening (the manager calls this when it is destroyed)."""
@@ -129,6 +145,7 @@ class ProbationWatch:
     def _on_result(self, msg: InferenceResult) -> None:
         finite = all(map(_finite, msg.scores)) and all(map(_finite, msg.boxes))
         with self._lock:
+            self._answered[msg.node_name] = time.monotonic()
             if self._watch is not None:
                 self._watch.add_output(stamp_ns(msg.header.stamp), self._now(), msg.inference_ms, finite)
 

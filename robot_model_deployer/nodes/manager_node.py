@@ -80,7 +80,7 @@ class ManagerNode(Node):
     def __init__(self, node_name: str = "model_manager", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         settings = declare_parameters(self, PARAMETERS)
-        self._probation: ProbationWatch | None = None
+        self._traffic = ProbationWatch(self)
         self._flow = DeploymentFlow(
             ModelStore.open(Path(settings["store_dir"]).expanduser(), keep_others=settings["keep_versions"]),
             self._make_switch(settings), _flow_settings(settings), **self._make_ports(settings))
@@ -112,7 +112,7 @@ class ManagerNode(Node):
     def _make_switch(self, settings: dict[str, Any]) -> BlueGreenSwitch:
         group = ReentrantCallbackGroup()
         return BlueGreenSwitch([LifecycleSlot(RemoteLifecycleNode(self, name, group, settings["service_timeout"]))
-                                for name in settings["perception_nodes"]])
+                                for name in settings["perception_nodes"]], self._traffic.wait_for_answer)
 
     def _make_ports(self, settings: dict[str, Any]) -> dict[str, Any]:
         group = ReentrantCallbackGroup()
@@ -121,7 +121,7 @@ class ManagerNode(Node):
             ports["shadow"] = ShadowRun(self, settings["shadow_node"], group, settings["service_timeout"],
                                         settings["shadow_timeout"])
         if settings["probation"]:
-            ports["probation"] = self._probation = ProbationWatch(self)
+            ports["probation"] = self._traffic
         if settings["optimize_target"]:
             try:
                 target = load_target_profile(settings["optimize_target"], settings["targets_file"] or None)
@@ -298,8 +298,7 @@ class ManagerNode(Node):
     def destroy_node(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
         self._action.destroy()
-        if self._probation is not None:
-            self._probation.close()
+        self._traffic.close()
         super().destroy_node()
 
 

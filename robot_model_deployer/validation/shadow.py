@@ -7,10 +7,10 @@ pixels, whichever result arrives first. The comparator only keeps running
 totals and bounded windows, so a long shadow run costs constant memory.
 
 Latency is judged against a reference: the live model run by the shadow node
-itself with the same settings, on frames next to the candidate's. The live node's own latency is measured in another process with
-other threads and another load, so an identical model can look 1.5x slower in
-shadow; it is kept in the report and is the baseline only when no reference
-ran.
+itself with the same settings, on frames next to the candidate's. The live
+node's own latency is measured in another process with other threads and
+another load, so an identical model can look 1.5x slower in shadow; it is
+kept in the report and is the baseline only when no reference ran.
 
 Time is always given by the caller (ROS time, possibly simulated); see
 watch_clock for how jumps in simulated time are handled.

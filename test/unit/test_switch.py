@@ -306,3 +306,19 @@ def test_rollback_after_failed_deploy_does_not_serve_the_rejected_model(switch, 
     except SwapError:
         pass
     assert serving(slots) != V2.path
+
+
+def test_the_old_node_serves_until_the_new_one_has_answered(slots) -> None:
+    seen: list[tuple[str, dict[str, SlotState]]] = []
+
+    def wait_for_answer(node: str, since: float) -> None:
+        seen.append((node, {s.name: s.state() for s in slots}))
+
+    switch = BlueGreenSwitch(slots, wait_for_answer)
+    switch.deploy(V1)
+    assert seen == []  # nothing was live: nobody to hand over from
+    switch.deploy(V2)
+    switch.rollback()
+    both = {"perception_a": SlotState.ACTIVE, "perception_b": SlotState.ACTIVE}
+    assert seen == [("perception_a", both), ("perception_b", both)]
+    assert switch.snapshot().live_model == V1
