@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from rclpy.action import ActionClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
@@ -187,7 +186,7 @@ def main() -> int:
         steady_spans = [measure(args.seconds)]
 
         swap_spans, rollback_spans, gaps, rollback_times, events = [], [], [], [], []
-        swap_action = ActionClient(client.node, Deploy, f"{MANAGER}/deploy_bundle")
+        swap_action = client.action_client(Deploy, f"{MANAGER}/deploy_bundle")
         swap_action.wait_for_server(timeout_sec=30.0)
         for round_index in range(args.rounds):
             version = f"{round_index + 2}.0.0"

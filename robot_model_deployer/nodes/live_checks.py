@@ -12,7 +12,7 @@ from typing import Callable
 
 import rclpy
 from rclpy.callback_groups import CallbackGroup
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -115,8 +115,14 @@ class ProbationWatch:
         self._listener.create_subscription(InferenceResult, "results", self._on_result, 50)
         self._executor = SingleThreadedExecutor(context=node.context)
         self._executor.add_node(self._listener)
-        self._thread = threading.Thread(target=self._executor.spin, name="probation-listener", daemon=True)
+        self._thread = threading.Thread(target=self._listen, name="probation-listener", daemon=True)
         self._thread.start()
+
+    def _listen(self) -> None:
+        try:
+            self._executor.spin()
+        except ExternalShutdownException:
+            pass  # the process is shutting down (Ctrl-C)
 
     def wait_for_answer(self, node_name: str, since: float, timeout: float = HANDOVER_TIMEOUT_S) -> None:
         """Return once ``node_name`` has published a result after ``since`` (time.monotonic()), or after ``timeout``."""

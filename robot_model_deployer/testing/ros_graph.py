@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 
 import rclpy
 from ament_index_python.packages import get_package_prefix
+from rclpy.action import ActionClient
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -86,13 +87,21 @@ class RosTestClient:
         self.node = Node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        self._spinning = threading.Lock()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+
+    def action_client(self, action_type: Any, name: str) -> ActionClient:
+        """An action client, made while the executor waits: rclpy lists an ActionClient among the
+        node's waitables before it is fully built, and an executor that meets it then dies."""
+        with self._spinning:
+            return ActionClient(self.node, action_type, name)
 
     def _spin(self) -> None:
         while self.context.ok():
             try:
-                self.executor.spin_once(timeout_sec=0.05)
+                with self._spinning:
+                    self.executor.spin_once(timeout_sec=0.05)
             except Exception:  # shutdown races while the test tears down
                 if self.context.ok():
                     raise

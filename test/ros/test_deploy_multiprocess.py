@@ -16,7 +16,6 @@ from typing import Callable
 import pytest
 from builtin_interfaces.msg import Time as TimeMsg
 from PIL import Image as PILImage
-from rclpy.action import ActionClient
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
@@ -345,7 +344,7 @@ def test_manual_rollback_returns_to_the_previous_model_without_a_gap(graph: Grap
 
 def test_deploy_action_reports_stages_refuses_a_second_deploy_and_cancels(graph: Graph) -> None:
     assert graph.deploy(graph.bundle("v1")).accepted
-    client = ActionClient(graph.client.node, Deploy, f"{MANAGER}/deploy_bundle")
+    client = graph.client.action_client(Deploy, f"{MANAGER}/deploy_bundle")
     assert client.wait_for_server(timeout_sec=20.0)
     feedback: list[Deploy.Feedback] = []
     # Built outside the measured window (see NaN test). v2 has a long shadow run the test cancels.
@@ -397,7 +396,7 @@ def test_optimize_stage_builds_and_serves_this_robots_fastest_accepted_variant(o
     write_bundle_tar(output=bundle, root=source, file_list_bytes=file_list,
                      signature=sign_file_list(file_list, load_private_key(graph.keys / "signing.key")))
 
-    client = ActionClient(graph.client.node, Deploy, f"{MANAGER}/deploy_bundle")
+    client = graph.client.action_client(Deploy, f"{MANAGER}/deploy_bundle")
     assert client.wait_for_server(timeout_sec=20.0)
     stages: list[str] = []
     sent = client.send_goal_async(Deploy.Goal(bundle_path=str(bundle)),
