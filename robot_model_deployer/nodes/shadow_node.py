@@ -17,10 +17,11 @@ queued. Frames arrive serialized and only those it runs are deserialized.
 The latency gate compares the candidate with the live model run right beside
 it: same process, same threads, same moment in the camera cycle. After each
 candidate frame the next answered frame times the live model, so one gap
-between frames never holds two runs.
-The live node's own latency (other process, other threads, other load) is
-reported too, but an identical model can measure 1.5x slower in shadow than
-there. Time is ROS time, so a simulation clock (use_sim_time) drives the
+between frames never holds two runs. The live node's own latency (other
+process, other threads, other load) is reported too, but an identical model
+can measure 1.5x slower in shadow than there.
+
+Time is ROS time, so a simulation clock (use_sim_time) drives the
 "T seconds" gate.
 """
 from __future__ import annotations
