@@ -54,3 +54,22 @@ def test_cleanup_gives_back_every_entity_configure_created(context: Context, tmp
             assert entities(node) == unconfigured
     finally:
         node.destroy_node()
+
+
+def test_shadow_refuses_to_configure_when_the_reference_does_not_load_and_keeps_nothing(context: Context,
+                                                                                       tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path / "bundle", colour_classifier(), classifier_manifest())
+    missing = tmp_path / "no-such-bundle"
+    node = ShadowNode(context=context, parameter_overrides=[Parameter("model_dir", value=str(bundle)),
+                                                            Parameter("reference_model_dir", value=str(missing))])
+    try:
+        unconfigured = entities(node)
+        assert node.trigger_configure() is TransitionCallbackReturn.FAILURE
+        assert entities(node) == unconfigured
+        assert node._engine is None and node._reference is None
+        # Fixed by whoever sets it (the manager): the next configure loads.
+        node.set_parameters([Parameter("reference_model_dir", value=str(bundle))])
+        assert node.trigger_configure() is TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() is TransitionCallbackReturn.SUCCESS
+    finally:
+        node.destroy_node()
