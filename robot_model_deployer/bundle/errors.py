@@ -6,12 +6,14 @@ what is wrong and what to do.
 """
 from __future__ import annotations
 
-from robot_model_deployer.bundle.loader import BundleError
-
 __all__ = [
     "BundleError", "BundleFormatError", "SignatureError", "IntegrityError", "UnsafeArchiveError",
     "LimitExceededError", "VersionConflictError", "ModelCheckError", "InsufficientSpaceError",
 ]
+
+
+class BundleError(ValueError):
+    """A bundle was refused; the message says why and what to fix."""
 
 
 class BundleFormatError(BundleError):

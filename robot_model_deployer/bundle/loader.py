@@ -4,13 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from robot_model_deployer.bundle.errors import BundleError
 from robot_model_deployer.bundle.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest
 
 MAX_MANIFEST_BYTES = 1 << 20
-
-
-class BundleError(ValueError):
-    """A bundle was refused; the message says why and what to fix."""
 
 
 @dataclass(frozen=True)

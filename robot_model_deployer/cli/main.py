@@ -12,7 +12,7 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
-from robot_model_deployer.bundle.loader import BundleError
+from robot_model_deployer.bundle.errors import BundleError
 from robot_model_deployer.bundle.manifest import ManifestError
 from robot_model_deployer.bundle.signing import KeyFileError
 from robot_model_deployer.cli import bundle, keys, optimize

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from robot_model_deployer.bundle.archive import ExtractionLimits
+from robot_model_deployer.bundle.errors import BundleError
 from robot_model_deployer.bundle.filelist import file_sha256
-from robot_model_deployer.bundle.loader import BundleError
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Manifest
 from robot_model_deployer.bundle.signing import TrustStore
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError

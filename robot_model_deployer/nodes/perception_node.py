@@ -20,7 +20,7 @@ from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from robot_model_deployer.bundle.loader import BundleError
+from robot_model_deployer.bundle.errors import BundleError
 from robot_model_deployer.deploy.serving import open_serving_engine
 from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
 from robot_model_deployer.msg import InferenceResult

@@ -21,11 +21,10 @@ import yaml
 from bundle_helpers import (Keys, Member, bundle_files, file_list_bytes, make_keys, regular, signature_bytes,
                             signed_tar, special, standard_members, write_tar)
 from robot_model_deployer.bundle.archive import ExtractionLimits
-from robot_model_deployer.bundle.errors import (BundleFormatError, IntegrityError,
+from robot_model_deployer.bundle.errors import (BundleError, BundleFormatError, IntegrityError,
                                                 LimitExceededError, ModelCheckError, SignatureError,
                                                 UnsafeArchiveError, VersionConflictError)
 from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, SIGNATURE_NAME
-from robot_model_deployer.bundle.loader import BundleError
 from robot_model_deployer.bundle.manifest import MANIFEST_NAME
 from robot_model_deployer.inference.engine import InferenceEngine
 from robot_model_deployer.store.model_store import STAGING_DIR, STATE_NAME, ModelStore

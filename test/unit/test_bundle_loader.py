@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robot_model_deployer.bundle.loader import MAX_MANIFEST_BYTES, BundleDir, BundleError, load_bundle_dir
+from robot_model_deployer.bundle.errors import BundleError
+from robot_model_deployer.bundle.loader import MAX_MANIFEST_BYTES, BundleDir, load_bundle_dir
 from robot_model_deployer.testing.models import (
     COLOUR_LABELS, classifier_manifest, colour_classifier, write_bundle,
 )
