@@ -3,7 +3,9 @@
 ``unpack_bundle`` fixes the order of checks so no caller can get it wrong:
 signature over ``files.json`` and the declared limits first, then the
 manifest (and the caller's version and space checks), and only then any
-model byte, hashed while it streams.
+model byte, hashed while it streams. Whether the model loads is checked by
+a ``ModelCheck`` the caller passes in (inference.model_check.check_model):
+that needs ONNX Runtime, which this layer never imports.
 """
 from __future__ import annotations
 
@@ -14,14 +16,15 @@ from pathlib import Path
 from typing import Callable
 
 from robot_model_deployer.bundle.archive import BundleHeader, ExtractionLimits, ProgressCallback, open_bundle
-from robot_model_deployer.bundle.errors import BundleError, BundleFormatError, ModelCheckError, SignatureError
+from robot_model_deployer.bundle.errors import SignatureError
 from robot_model_deployer.bundle.filelist import FileList
-from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
 from robot_model_deployer.bundle.manifest import Manifest
 from robot_model_deployer.bundle.signing import TrustStore
-from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
 
 _log = logging.getLogger(__name__)
+
+ModelCheck = Callable[[Path], object]
+"""Checks the model of the unpacked bundle in a directory; raises a BundleError subclass to refuse it."""
 
 
 @dataclass(frozen=True)
@@ -77,26 +80,15 @@ def unpack_bundle(source: Path, *, dest: Path | None, trust: TrustStore | None, 
         return VerifiedBundle(manifest, reader.header.file_list, key, warnings)
 
 
-def check_model(root: Path) -> BundleDir:
-    """Load the unpacked bundle's model with the serving engine; a model that cannot serve is refused."""
-    try:
-        bundle = load_bundle_dir(root)
-    except BundleError as exc:
-        raise BundleFormatError(str(exc)) from None
-    try:
-        InferenceEngine.from_bundle(bundle, warmup_runs=1)
-    except ModelLoadError as exc:
-        raise ModelCheckError(f"model check failed: {exc}; fix the model or the manifest's input section "
-                              "and rebuild the bundle") from None
-    return bundle
-
-
-def verify_bundle(*, bundle: Path, trust: TrustStore | None, allow_unsigned: bool = False,
+def verify_bundle(*, bundle: Path, trust: TrustStore | None, model_check: ModelCheck, allow_unsigned: bool = False,
                   limits: ExtractionLimits = ExtractionLimits(),
                   progress: ProgressCallback | None = None) -> VerifiedBundle:
-    """Every check a robot makes at ingest, without a store: unpacks to a temporary directory."""
+    """Every check a robot makes at ingest, without a store: unpacks to a temporary directory.
+
+    ``model_check`` runs on the unpacked bundle once every file matched.
+    """
     with tempfile.TemporaryDirectory(prefix="rmd-verify-") as scratch:
         verified = unpack_bundle(bundle, dest=Path(scratch), trust=trust, allow_unsigned=allow_unsigned,
                                  limits=limits, progress=progress)
-        check_model(Path(scratch))
+        model_check(Path(scratch))
     return verified

@@ -9,6 +9,7 @@ from robot_model_deployer.bundle.archive import create_bundle, inspect_bundle, s
 from robot_model_deployer.bundle.signing import TrustStore
 from robot_model_deployer.bundle.verify import verify_bundle
 from robot_model_deployer.cli.progress import progress_for
+from robot_model_deployer.inference.model_check import check_model
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -57,8 +58,8 @@ def _verify(args: argparse.Namespace) -> int:
               "development", file=sys.stderr)
         return 1
     trust = TrustStore.load(args.trust) if args.trust is not None else None
-    verified = verify_bundle(bundle=args.bundle, trust=trust, allow_unsigned=args.allow_unsigned,
-                             progress=progress_for(args.bundle, "checking"))
+    verified = verify_bundle(bundle=args.bundle, trust=trust, model_check=check_model,
+                             allow_unsigned=args.allow_unsigned, progress=progress_for(args.bundle, "checking"))
     manifest = verified.manifest
     signer = f"signed by trusted key {verified.key_id}" if verified.signed else "UNSIGNED"
     print(f"OK {manifest.name} {manifest.version} ({manifest.task.value}): {len(verified.file_list.files)} files, "

@@ -21,6 +21,7 @@ from robot_model_deployer.bundle.errors import BundleError
 from robot_model_deployer.bundle.filelist import file_sha256
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Manifest
 from robot_model_deployer.bundle.signing import TrustStore
+from robot_model_deployer.bundle.verify import ModelCheck
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
 from robot_model_deployer.store.model_store import InstalledVersion, ModelStore
 from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
@@ -68,11 +69,17 @@ class OptimizerPort(Protocol):
 
 @dataclass(frozen=True)
 class FlowSettings:
-    """Policy for accepting bundles (from the manager's parameters)."""
+    """Policy for accepting bundles (from the manager's parameters).
+
+    ``model_check`` proves an unpacked bundle's model loads before it is
+    installed (inference.model_check.check_model); it has no default, so no
+    flow installs a model nobody loaded.
+    """
 
     trust: TrustStore | None = None
     allow_unsigned: bool = False
     limits: ExtractionLimits = field(default_factory=ExtractionLimits)
+    model_check: ModelCheck = field(kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -160,8 +167,8 @@ class DeploymentFlow:
         progress(DeploymentStage.VERIFY, 0.0, f"verifying {bundle_path}")
         self.store.set_stage(DeploymentStage.VERIFY, f"verifying {bundle_path}")
         installed = self.store.ingest(
-            Path(bundle_path), trust=self.settings.trust, allow_unsigned=self.settings.allow_unsigned,
-            force=force, limits=self.settings.limits,
+            Path(bundle_path), trust=self.settings.trust, model_check=self.settings.model_check,
+            allow_unsigned=self.settings.allow_unsigned, force=force, limits=self.settings.limits,
             progress=lambda name, fraction: progress(DeploymentStage.STAGE, fraction, f"extracting {name}"))
         report["installed"] = {"ref": str(installed.ref), "signed_by": installed.key_id or "",
                                "warnings": list(installed.warnings), "forced": installed.forced}

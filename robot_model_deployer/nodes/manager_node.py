@@ -34,6 +34,7 @@ from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome, Flow
 from robot_model_deployer.deploy.optimizer import OnRobotOptimizer
 from robot_model_deployer.optimize.targets import load_target_profile
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
+from robot_model_deployer.inference.model_check import check_model
 from robot_model_deployer.store.model_store import ModelStore
 from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
 from robot_model_deployer.action import Deploy
@@ -309,7 +310,7 @@ def _flow_settings(settings: dict[str, Any]) -> FlowSettings:
             trust = TrustStore.load(Path(settings["trust_dir"]).expanduser())
         except KeyFileError as exc:
             raise ParameterValueError(f"parameter trust_dir: {exc}") from None
-    return FlowSettings(trust=trust, allow_unsigned=settings["allow_unsigned"])
+    return FlowSettings(trust=trust, allow_unsigned=settings["allow_unsigned"], model_check=check_model)
 
 
 def _model_info(model: ServedModel | None) -> ModelInfo:

@@ -32,7 +32,7 @@ from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, FileList
 from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
 from robot_model_deployer.bundle.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest
 from robot_model_deployer.bundle.signing import TrustStore
-from robot_model_deployer.bundle.verify import VerifiedBundle, check_model, unpack_bundle
+from robot_model_deployer.bundle.verify import ModelCheck, VerifiedBundle, unpack_bundle
 from robot_model_deployer.store.durable import TEMP_SUFFIX, fsync_dir, fsync_tree, write_atomic
 from robot_model_deployer.store.state import DeploymentStage, EventKind, StoreError, StoreState, VersionRef
 
@@ -207,13 +207,15 @@ class ModelStore:
 
     # ---- ingest ------------------------------------------------------------
 
-    def ingest(self, bundle_path: Path, *, trust: TrustStore | None, allow_unsigned: bool = False,
-               force: bool = False, limits: ExtractionLimits = ExtractionLimits(),
+    def ingest(self, bundle_path: Path, *, trust: TrustStore | None, model_check: ModelCheck,
+               allow_unsigned: bool = False, force: bool = False, limits: ExtractionLimits = ExtractionLimits(),
                progress: ProgressCallback | None = None) -> InstalledVersion:
         """Verify a bundle (tar or directory) and install it as a new version; slots are not touched.
 
         Refused bundles raise a BundleError subclass, leave a ``rejected``
-        event in the history and nothing outside ``staging/``.
+        event in the history and nothing outside ``staging/``. ``model_check``
+        runs on the unpacked files in staging before they are installed (the
+        store itself never loads a model).
         ``force`` admits a downgrade or a replay of a version no longer on
         disk; it is recorded as a ``forced`` event. The very bundle of the
         newest installed version that no slot names and is not marked bad
@@ -238,7 +240,7 @@ class ModelStore:
             verified = unpack_bundle(bundle_path, dest=work / BUNDLE_SUBDIR, trust=trust,
                                      allow_unsigned=allow_unsigned, limits=limits,
                                      before_extract=before_extract, progress=progress)
-            check_model(work / BUNDLE_SUBDIR)
+            model_check(work / BUNDLE_SUBDIR)
             return self._install(work, verified, bundle_path, forced)
         except _AlreadyInstalled as same:
             self._record(EventKind.INSTALLED, same.ref, f"{bundle_path} is the bundle already installed as "

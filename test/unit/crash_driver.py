@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from robot_model_deployer.bundle.signing import TrustStore
+from robot_model_deployer.inference.model_check import check_model
 from robot_model_deployer.store.model_store import ModelStore
 from robot_model_deployer.store.state import DeploymentStage, EventKind, VersionRef
 
@@ -67,7 +68,7 @@ def scenario(root: Path, bundles: Path, trust: TrustStore) -> None:
             continue
         if not store.version_dir(ref).exists():
             step("ingest")
-            store.ingest(bundles / f"{version}.tar", trust=trust)
+            store.ingest(bundles / f"{version}.tar", trust=trust, model_check=check_model)
         step("set_candidate")
         store.set_candidate(ref)
         step("set_stage")

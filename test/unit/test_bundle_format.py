@@ -18,6 +18,7 @@ from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, SIGNATURE_NAME,
 from robot_model_deployer.bundle.signing import (KeyFileError, TrustStore, generate_keypair, load_public_key,
                                                  parse_signature)
 from robot_model_deployer.bundle.verify import verify_bundle
+from robot_model_deployer.inference.model_check import check_model
 from robot_model_deployer.testing.models import classifier_manifest, colour_classifier, write_bundle
 
 
@@ -88,7 +89,7 @@ def test_sign_adds_then_replaces_the_signature(source: Path, tmp_path: Path, key
         stored = parse_signature(tar.extractfile(SIGNATURE_NAME).read())  # type: ignore[union-attr]
     assert names[:3] == [FILE_LIST_NAME, SIGNATURE_NAME, "manifest.yaml"] and names.count(SIGNATURE_NAME) == 1
     assert stored == signature and inspect_bundle(bundle=bundle).signature_key_id == signature.key_id
-    assert verify_bundle(bundle=bundle, trust=keys.trust).key_id == signature.key_id
+    assert verify_bundle(bundle=bundle, trust=keys.trust, model_check=check_model).key_id == signature.key_id
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar", "other", "src"]  # no scratch left
 
 
@@ -117,8 +118,8 @@ def test_verify_needs_a_trusted_signature(source: Path, tmp_path: Path, keys: Ke
     bundle = tmp_path / "b.tar"
     create_bundle(source=source, output=bundle)
     with pytest.raises(SignatureError, match="not signed"):
-        verify_bundle(bundle=bundle, trust=keys.trust)
-    verified = verify_bundle(bundle=bundle, trust=None, allow_unsigned=True)
+        verify_bundle(bundle=bundle, trust=keys.trust, model_check=check_model)
+    verified = verify_bundle(bundle=bundle, trust=None, model_check=check_model, allow_unsigned=True)
     assert not verified.signed and "NOT SIGNED" in verified.warnings[0]
 
 

@@ -27,6 +27,7 @@ from robot_model_deployer.bundle.errors import (BundleError, BundleFormatError, 
 from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, SIGNATURE_NAME
 from robot_model_deployer.bundle.manifest import MANIFEST_NAME
 from robot_model_deployer.inference.engine import InferenceEngine
+from robot_model_deployer.inference.model_check import check_model
 from robot_model_deployer.store.model_store import STAGING_DIR, STATE_NAME, ModelStore
 from robot_model_deployer.store.state import EventKind
 from robot_model_deployer.testing.models import classifier_manifest, solid_image
@@ -42,7 +43,8 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 @pytest.fixture()
 def store(tmp_path: Path, keys: Keys) -> ModelStore:
     store = ModelStore.open(tmp_path / "store")
-    installed = store.ingest(signed_tar(tmp_path / "v1.tar", keys.private, "1.0.0"), trust=keys.trust)
+    installed = store.ingest(signed_tar(tmp_path / "v1.tar", keys.private, "1.0.0"), trust=keys.trust,
+                             model_check=check_model)
     store.set_candidate(installed.ref)
     store.commit_candidate()
     return store
@@ -420,7 +422,7 @@ def test_hostile_bundle_is_refused_and_changes_nothing(case: Case, store: ModelS
     started = time.monotonic()
 
     with pytest.raises(case.error, match=case.match) as refused:
-        store.ingest(bundle, trust=keys.trust if case.trusted else None, limits=case.limits)
+        store.ingest(bundle, trust=keys.trust if case.trusted else None, model_check=check_model, limits=case.limits)
 
     assert time.monotonic() - started < 5.0
     message = str(refused.value)
@@ -442,7 +444,7 @@ def test_hostile_bundle_is_refused_and_changes_nothing(case: Case, store: ModelS
 def test_no_file_is_created_outside_the_store(store: ModelStore, keys: Keys, tmp_path: Path) -> None:
     for build in (path_traversal, absolute_path, symlink_escape, hardlink_escape):
         with pytest.raises(UnsafeArchiveError):
-            store.ingest(build(tmp_path, keys), trust=keys.trust)
+            store.ingest(build(tmp_path, keys), trust=keys.trust, model_check=check_model)
     assert not (tmp_path / "escaped.txt").exists()
     assert not (tmp_path.parent / "escaped.txt").exists()
     assert not Path("/tmp/rmd-absolute.txt").exists()

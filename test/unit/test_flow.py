@@ -26,6 +26,7 @@ from robot_model_deployer.deploy.optimizer import OnRobotOptimizer
 from robot_model_deployer.deploy.serving import open_serving_engine
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SlotState, SwapError
 from robot_model_deployer.inference.engine import InferenceEngine
+from robot_model_deployer.inference.model_check import check_model
 from robot_model_deployer.optimize.targets import load_target_profile
 from robot_model_deployer.store.model_store import ModelStore
 from robot_model_deployer.store.state import DeploymentStage, EventKind, StoreError, VersionRef
@@ -201,7 +202,8 @@ class Rig:
         return output
 
     def flow(self, *, optimizer: OnRobotOptimizer | None = None) -> DeploymentFlow:
-        return DeploymentFlow(self.store, self.switch, FlowSettings(trust=TrustStore.load(self.keys / "trusted")),
+        settings = FlowSettings(trust=TrustStore.load(self.keys / "trusted"), model_check=check_model)
+        return DeploymentFlow(self.store, self.switch, settings,
                               shadow=self.shadow, probation=self.probation, optimizer=optimizer)
 
     def progress(self, stage: DeploymentStage, fraction: float, message: str) -> None:
@@ -555,7 +557,8 @@ def test_serve_committed_after_a_restart_serves_active_with_previous_warm(rig: R
     slots = (EngineSlot("perception_a"), EngineSlot("perception_b"))
     switch = BlueGreenSwitch(slots)
     store = ModelStore.open(rig.store.root)
-    restarted = DeploymentFlow(store, switch, FlowSettings(trust=TrustStore.load(rig.keys / "trusted")))
+    restarted = DeploymentFlow(store, switch, FlowSettings(trust=TrustStore.load(rig.keys / "trusted"),
+                                                           model_check=check_model))
     served = restarted.serve_committed()
 
     assert served is not None and served.version == "2.0.0" and served.path == str(store.bundle_dir(V2))
@@ -603,7 +606,7 @@ def test_optimizer_builds_a_variant_that_is_served_and_reused_after_a_restart(ri
     assert [rig.live().answer(c) for c in COLOUR_LABELS] == list(COLOUR_LABELS)
 
     slots = (EngineSlot("perception_a"), EngineSlot("perception_b"))
-    restarted = DeploymentFlow(ModelStore.open(rig.store.root), BlueGreenSwitch(slots), FlowSettings(),
+    restarted = DeploymentFlow(ModelStore.open(rig.store.root), BlueGreenSwitch(slots), FlowSettings(model_check=check_model),
                                optimizer=OnRobotOptimizer(load_target_profile("x86_cpu", TARGETS_FILE)))
     assert restarted.serve_committed().artifacts == str(artifacts)
     assert live_slot(slots).served_as == f"optimized variant {report['chosen']}"

@@ -12,6 +12,7 @@ import pytest
 from bundle_helpers import Keys, bundle_directory, bundle_files, make_keys, signed_tar, standard_members, write_tar
 from robot_model_deployer.bundle.errors import (InsufficientSpaceError, IntegrityError, SignatureError,
                                                 UnsafeArchiveError, VersionConflictError)
+from robot_model_deployer.inference.model_check import check_model
 from robot_model_deployer.store.model_store import STAGING_DIR, STATE_NAME, ModelStore
 from robot_model_deployer.store.state import DeploymentStage, EventKind, StoreError, VersionRef
 
@@ -22,7 +23,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 
 
 def _deploy(store: ModelStore, bundle: Path, keys: Keys) -> VersionRef:
-    ref = store.ingest(bundle, trust=keys.trust).ref
+    ref = store.ingest(bundle, trust=keys.trust, model_check=check_model).ref
     store.set_candidate(ref)
     store.commit_candidate()
     return ref
@@ -34,7 +35,7 @@ def _ref(version: str) -> VersionRef:
 
 def test_first_deployment_goes_through_candidate_and_commit(tmp_path: Path, keys: Keys) -> None:
     store = ModelStore.open(tmp_path / "store")
-    installed = store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust)
+    installed = store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust, model_check=check_model)
     assert installed.ref == _ref("1.0.0") and installed.key_id is not None and not installed.forced
     assert store.state.active is None and store.state.candidate is None  # ingest never changes a slot
 
@@ -66,7 +67,8 @@ def test_commit_makes_old_active_previous_and_rollback_swaps_them(tmp_path: Path
 def test_rejected_candidate_is_marked_bad_and_active_keeps_serving(tmp_path: Path, keys: Keys) -> None:
     store = ModelStore.open(tmp_path / "store")
     first = _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
-    candidate = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust).ref
+    candidate = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust,
+                             model_check=check_model).ref
     store.set_candidate(candidate)
     store.reject_candidate("top-1 agreement 0.71 < 0.99")
 
@@ -80,7 +82,8 @@ def test_rejected_candidate_is_marked_bad_and_active_keeps_serving(tmp_path: Pat
 def test_reject_without_marking_bad_allows_a_retry(tmp_path: Path, keys: Keys) -> None:
     store = ModelStore.open(tmp_path / "store")
     _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
-    candidate = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust).ref
+    candidate = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust,
+                             model_check=check_model).ref
     store.set_candidate(candidate)
     store.reject_candidate("operator cancelled", mark_bad=False)
     store.set_candidate(candidate)
@@ -91,7 +94,8 @@ def test_rollback_drops_a_pending_candidate(tmp_path: Path, keys: Keys) -> None:
     store = ModelStore.open(tmp_path / "store")
     first = _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
     second = _deploy(store, signed_tar(tmp_path / "2.tar", keys.private, "1.1.0"), keys)
-    third = store.ingest(signed_tar(tmp_path / "3.tar", keys.private, "1.2.0"), trust=keys.trust).ref
+    third = store.ingest(signed_tar(tmp_path / "3.tar", keys.private, "1.2.0"), trust=keys.trust,
+                         model_check=check_model).ref
     store.set_candidate(third)
     assert store.rollback("operator asked") == first
     assert (store.state.active, store.state.previous, store.state.candidate) == (first, second, None)
@@ -110,8 +114,10 @@ def test_misuse_is_refused_with_a_reason(tmp_path: Path, keys: Keys) -> None:
     first = _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
     with pytest.raises(StoreError, match="already active"):
         store.set_candidate(first)
-    second = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust).ref
-    third = store.ingest(signed_tar(tmp_path / "3.tar", keys.private, "3.0.0"), trust=keys.trust).ref
+    second = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust,
+                          model_check=check_model).ref
+    third = store.ingest(signed_tar(tmp_path / "3.tar", keys.private, "3.0.0"), trust=keys.trust,
+                         model_check=check_model).ref
     store.set_candidate(second)
     with pytest.raises(StoreError, match="already the candidate"):
         store.set_candidate(third)
@@ -122,7 +128,8 @@ def test_misuse_is_refused_with_a_reason(tmp_path: Path, keys: Keys) -> None:
 def test_open_rolls_back_an_uncommitted_candidate_and_wipes_staging(tmp_path: Path, keys: Keys) -> None:
     store = ModelStore.open(tmp_path / "store")
     first = _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
-    candidate = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust).ref
+    candidate = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust,
+                             model_check=check_model).ref
     store.set_candidate(candidate)
     store.set_stage(DeploymentStage.PROBATION, "watching health")
     (tmp_path / "store" / STAGING_DIR / "half-extracted").mkdir()
@@ -167,7 +174,8 @@ def test_retention_keeps_slots_and_n_others(tmp_path: Path, keys: Keys) -> None:
     assert {e.ref for e in store.state.history if e.kind is EventKind.PRUNED} == set(refs[:2])
     # Pruned versions stay "seen": installing one again is a downgrade.
     with pytest.raises(VersionConflictError, match="downgrade"):
-        store.ingest(signed_tar(tmp_path / "again.tar", keys.private, "1.0.0"), trust=keys.trust)
+        store.ingest(signed_tar(tmp_path / "again.tar", keys.private, "1.0.0"), trust=keys.trust,
+                     model_check=check_model)
 
 
 def test_retention_never_deletes_what_a_slot_names(tmp_path: Path, keys: Keys) -> None:
@@ -184,7 +192,8 @@ def test_retention_never_deletes_what_a_slot_names(tmp_path: Path, keys: Keys) -
 def test_force_installs_a_downgrade_and_records_it(tmp_path: Path, keys: Keys) -> None:
     store = ModelStore.open(tmp_path / "store")
     _deploy(store, signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), keys)
-    installed = store.ingest(signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), trust=keys.trust, force=True)
+    installed = store.ingest(signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), trust=keys.trust,
+                             model_check=check_model, force=True)
     assert installed.forced
     kinds = [e.kind for e in store.state.history[-2:]]
     assert kinds == [EventKind.INSTALLED, EventKind.FORCED]
@@ -196,8 +205,8 @@ def test_unsigned_bundle_only_when_allowed_and_with_a_loud_warning(tmp_path: Pat
     store = ModelStore.open(tmp_path / "store")
     bundle = signed_tar(tmp_path / "u.tar", None)
     with pytest.raises(SignatureError, match="not signed"):
-        store.ingest(bundle, trust=keys.trust)
-    installed = store.ingest(bundle, trust=keys.trust, allow_unsigned=True)
+        store.ingest(bundle, trust=keys.trust, model_check=check_model)
+    installed = store.ingest(bundle, trust=keys.trust, model_check=check_model, allow_unsigned=True)
     assert installed.key_id is None
     assert len(installed.warnings) == 1 and "NOT SIGNED" in installed.warnings[0]
     assert store.list_versions()[0].warnings == installed.warnings
@@ -207,48 +216,48 @@ def test_unsigned_bundle_only_when_allowed_and_with_a_loud_warning(tmp_path: Pat
 def test_unpacked_directory_is_held_to_the_same_rules(tmp_path: Path, keys: Keys) -> None:
     store = ModelStore.open(tmp_path / "store")
     signed = bundle_directory(tmp_path / "signed", keys.private, "1.0.0")
-    assert store.ingest(signed, trust=keys.trust).key_id is not None
+    assert store.ingest(signed, trust=keys.trust, model_check=check_model).key_id is not None
 
     unsigned = bundle_directory(tmp_path / "unsigned", None, "1.1.0")
     with pytest.raises(SignatureError, match="not signed"):
-        store.ingest(unsigned, trust=keys.trust)
-    assert store.ingest(unsigned, trust=keys.trust, allow_unsigned=True).key_id is None
+        store.ingest(unsigned, trust=keys.trust, model_check=check_model)
+    assert store.ingest(unsigned, trust=keys.trust, model_check=check_model, allow_unsigned=True).key_id is None
 
     extra = bundle_directory(tmp_path / "extra", keys.private, "1.2.0")
     (extra / "notes.txt").write_text("added after signing", encoding="utf-8")
     with pytest.raises(IntegrityError, match="notes.txt is in .* but not listed"):
-        store.ingest(extra, trust=keys.trust)
+        store.ingest(extra, trust=keys.trust, model_check=check_model)
 
     linked = bundle_directory(tmp_path / "linked", keys.private, "1.3.0")
     os.unlink(linked / "labels.txt")
     os.symlink("/etc/passwd", linked / "labels.txt")
     with pytest.raises(UnsafeArchiveError, match="symlink"):
-        store.ingest(linked, trust=keys.trust)
+        store.ingest(linked, trust=keys.trust, model_check=check_model)
 
     tampered = bundle_directory(tmp_path / "tampered", keys.private, "1.4.0")
     (tampered / "labels.txt").write_bytes(b"red\ngreen\nblau\n")
     with pytest.raises(IntegrityError, match="labels.txt does not match files.json"):
-        store.ingest(tampered, trust=keys.trust)
+        store.ingest(tampered, trust=keys.trust, model_check=check_model)
     assert [str(v.ref.version) for v in store.list_versions()] == ["1.0.0", "1.1.0"]
 
 
 def test_gzip_bundle_is_accepted(tmp_path: Path, keys: Keys) -> None:
     store = ModelStore.open(tmp_path / "store")
     bundle = write_tar(tmp_path / "b.tar.gz", standard_members(bundle_files("1.0.0"), keys.private), compress=True)
-    assert store.ingest(bundle, trust=keys.trust).ref == _ref("1.0.0")
+    assert store.ingest(bundle, trust=keys.trust, model_check=check_model).ref == _ref("1.0.0")
 
 
 def test_free_space_is_checked_before_staging(tmp_path: Path, keys: Keys) -> None:
     store = ModelStore.open(tmp_path / "store", free_space_margin=1 << 60)
     with pytest.raises(InsufficientSpaceError, match="free"):
-        store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust)
+        store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust, model_check=check_model)
     assert store.list_versions() == []
     assert store.state.history[-1].kind is EventKind.REJECTED
 
 
 def test_installed_bundle_is_read_only_and_derived_is_writable(tmp_path: Path, keys: Keys) -> None:
     store = ModelStore.open(tmp_path / "store")
-    installed = store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust)
+    installed = store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust, model_check=check_model)
     for name in ("manifest.yaml", "model.onnx", "labels.txt", "files.json", "signature.json"):
         assert stat.S_IMODE((installed.bundle_dir / name).stat().st_mode) == 0o444
     (store.derived_dir(installed.ref) / "model.int8.onnx").write_bytes(b"compiled")
@@ -259,7 +268,7 @@ def test_installed_bundle_is_read_only_and_derived_is_writable(tmp_path: Path, k
 def test_progress_reports_fractions_up_to_one(tmp_path: Path, keys: Keys) -> None:
     store = ModelStore.open(tmp_path / "store")
     calls: list[tuple[str, float]] = []
-    store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust,
+    store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust, model_check=check_model,
                  progress=lambda name, fraction: calls.append((name, fraction)))
     fractions = [f for _, f in calls]
     assert fractions == sorted(fractions) and 0 < fractions[0] and fractions[-1] == 1.0
@@ -285,7 +294,7 @@ def test_state_changes_from_several_threads_are_not_lost(tmp_path: Path, keys: K
 
     def ingest() -> object:
         try:
-            return store.ingest(bundle, trust=keys.trust).ref
+            return store.ingest(bundle, trust=keys.trust, model_check=check_model).ref
         except VersionConflictError as exc:
             return exc
 
@@ -311,8 +320,10 @@ def test_a_version_reference_cannot_name_a_path() -> None:
 def test_pruning_copes_with_a_damaged_unused_version(tmp_path: Path, keys: Keys) -> None:
     store = ModelStore.open(tmp_path / "store", keep_others=1)
     _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
-    damaged = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust).ref
-    kept = store.ingest(signed_tar(tmp_path / "3.tar", keys.private, "3.0.0"), trust=keys.trust).ref
+    damaged = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust,
+                           model_check=check_model).ref
+    kept = store.ingest(signed_tar(tmp_path / "3.tar", keys.private, "3.0.0"), trust=keys.trust,
+                        model_check=check_model).ref
     (store.version_dir(damaged) / "install.json").write_text("{", encoding="utf-8")
     with pytest.raises(StoreError, match="2.0.0 is damaged"):
         store.list_versions()
