@@ -15,16 +15,12 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from robot_model_deployer.bundle.semver import SemVer
+
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.yaml"
-# Both are used with fullmatch: '$' would also match before a trailing newline.
+# Used with fullmatch: '$' would also match before a trailing newline.
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-_SEMVER_RE = re.compile(
-    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?",
-    re.ASCII,  # \d must not match non-ASCII digits such as '١'
-)
 
 
 class ManifestError(ValueError):
@@ -73,61 +69,6 @@ class DetectionFormat(str, Enum):
     YOLO = "yolo"
     YOLOX = "yolox"
     BOXES_SCORES = "boxes_scores"
-
-
-@dataclass(frozen=True)
-class SemVer:
-    """A semantic version; ordering follows semver.org (build metadata ignored)."""
-
-    major: int
-    minor: int
-    patch: int
-    prerelease: tuple[str, ...] = ()
-    build: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> "SemVer":
-        match = _SEMVER_RE.fullmatch(text)
-        if not match:
-            raise ValueError(f"'{text}' is not a semantic version such as 1.2.0")
-        major, minor, patch, pre, build = match.groups()
-        return cls(int(major), int(minor), int(patch), tuple(pre.split(".")) if pre else (), build or "")
-
-    def _key(self) -> tuple:
-        # A release sorts after its pre-releases; numeric identifiers sort
-        # numerically and before alphanumeric ones.
-        pre = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in self.prerelease)
-        return (self.major, self.minor, self.patch, 0 if self.prerelease else 1, pre)
-
-    # Equality and hashing follow the same key as ordering, so two versions that
-    # differ only in build metadata are equal, as semver.org's precedence says.
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, SemVer):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __lt__(self, other: "SemVer") -> bool:
-        return self._key() < other._key()
-
-    def __le__(self, other: "SemVer") -> bool:
-        return self._key() <= other._key()
-
-    def __gt__(self, other: "SemVer") -> bool:
-        return self._key() > other._key()
-
-    def __ge__(self, other: "SemVer") -> bool:
-        return self._key() >= other._key()
-
-    def __str__(self) -> str:
-        text = f"{self.major}.{self.minor}.{self.patch}"
-        if self.prerelease:
-            text += "-" + ".".join(self.prerelease)
-        if self.build:
-            text += "+" + self.build
-        return text
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from robot_model_deployer.bundle.manifest import SemVer
+from robot_model_deployer.bundle.semver import SemVer
 
 STATE_FORMAT = 1
 MAX_HISTORY = 500

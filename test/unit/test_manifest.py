@@ -8,9 +8,10 @@ import pytest
 import yaml
 
 from robot_model_deployer.bundle.manifest import (
-    AcceptanceSpec, ColorOrder, DetectionFormat, Layout, Manifest, ManifestError, ResizeMode, SemVer, Task,
-    TensorType, manifest_from_dict, parse_manifest,
+    AcceptanceSpec, ColorOrder, DetectionFormat, Layout, Manifest, ManifestError, ResizeMode, Task, TensorType,
+    manifest_from_dict, parse_manifest,
 )
+from robot_model_deployer.bundle.semver import SemVer
 from robot_model_deployer.testing.models import classifier_manifest, detector_manifest
 
 MINIMAL = {
