@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from robot_model_deployer.bundle.fields import FieldReader
+
 TARGETS_FILE_ENV = "RMD_TARGETS_FILE"
 _PACKAGE = "robot_model_deployer"
 
@@ -116,10 +118,6 @@ class TargetProfile:
         return [(a, p) for a in self.accelerators for p in self.precisions if p in SUPPORTED_PRECISIONS[a]]
 
 
-_FIELDS = {"accelerators", "precisions", "time_limit_s", "max_memory_mb", "benchmark_runs", "warmup_runs",
-           "device_id", "description"}
-
-
 def load_target_profiles(path: str | Path | None = None) -> dict[str, TargetProfile]:
     """Every profile in a targets YAML file (default: default_targets_file()), by name; raises TargetConfigError."""
     path = Path(path) if path is not None else default_targets_file()
@@ -145,42 +143,22 @@ def load_target_profile(name: str, path: str | Path | None = None) -> TargetProf
 
 def profile_from_dict(name: str, entry: Any, source: str = "targets.yaml") -> TargetProfile:
     """Build one profile from parsed YAML; errors name the file, the profile and the field."""
-    where = f"{source}: targets.{name}"
     if not isinstance(entry, Mapping):
-        raise TargetConfigError(f"{where} must be a mapping of fields")
-    unknown = sorted(set(map(str, entry)) - _FIELDS)
-    if unknown:
-        raise TargetConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELDS))}")
+        raise TargetConfigError(f"{source}: targets.{name} must be a mapping of fields")
+    r = FieldReader(entry, source, schema=TargetProfile, error=TargetConfigError, prefix=f"targets.{name}.")
     fields = dict(
         name=name,
-        accelerators=tuple(_enum_list(entry, "accelerators", Accelerator, where)),
-        precisions=tuple(_enum_list(entry, "precisions", Precision, where)),
-        time_limit_s=_number(entry, "time_limit_s", 600.0, where),
-        max_memory_mb=_number(entry, "max_memory_mb", 0.0, where),
-        benchmark_runs=int(_number(entry, "benchmark_runs", 50, where, integer=True)),
-        warmup_runs=int(_number(entry, "warmup_runs", 5, where, integer=True)),
-        device_id=int(_number(entry, "device_id", 0, where, integer=True)),
-        description=str(entry.get("description", "")),
+        accelerators=r.enums("accelerators", Accelerator, required=True),
+        precisions=r.enums("precisions", Precision, required=True),
+        time_limit_s=r.number("time_limit_s"),
+        max_memory_mb=r.number("max_memory_mb"),
+        benchmark_runs=r.integer("benchmark_runs"),
+        warmup_runs=r.integer("warmup_runs"),
+        device_id=r.integer("device_id"),
+        description=r.string("description"),
     )
+    r.reject_unknown()
     try:
         return TargetProfile(**fields)
     except TargetConfigError as exc:
         raise TargetConfigError(f"{source}: {exc}") from None
-
-
-def _enum_list(entry: Mapping[str, Any], key: str, enum: type[Enum], where: str) -> list[Any]:
-    value = entry.get(key)
-    choices = ", ".join(e.value for e in enum)
-    if not isinstance(value, list) or not value:
-        raise TargetConfigError(f"{where}.{key} must be a non-empty list of {choices}")
-    try:
-        return [enum(str(v).lower()) for v in value]
-    except ValueError:
-        raise TargetConfigError(f"{where}.{key} has {value!r}; each entry must be one of {choices}") from None
-
-
-def _number(entry: Mapping[str, Any], key: str, default: float, where: str, integer: bool = False) -> float:
-    value = entry.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise TargetConfigError(f"{where}.{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
-    return float(value)
