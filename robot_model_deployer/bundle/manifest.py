@@ -18,12 +18,18 @@ from robot_model_deployer.bundle.semver import SemVer
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.yaml"
+MODEL_NAME_RULE = "1-64 characters of a-z, 0-9, '_', '.', '-' starting with a letter or digit"
 # Used with fullmatch: '$' would also match before a trailing newline.
-_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_MODEL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
 class ManifestError(ValueError):
     """The manifest is missing, unreadable or has a field with a bad value."""
+
+
+def is_model_name(text: str) -> bool:
+    """Whether ``text`` follows MODEL_NAME_RULE; the store also uses a model's name as a directory name."""
+    return _MODEL_NAME_RE.fullmatch(text) is not None
 
 
 class Task(str, Enum):
@@ -245,11 +251,8 @@ def manifest_from_dict(data: Mapping[str, Any], source: str = MANIFEST_NAME) -> 
             f"(it reads version {SCHEMA_VERSION}); rebuild the bundle with a matching rmd"
         )
     name = r.string("name", required=True)
-    if not _NAME_RE.fullmatch(name):
-        raise ManifestError(
-            f"{source}: name '{name}' must be 1-64 characters of a-z, 0-9, '_', '.', '-' "
-            "starting with a letter or digit"
-        )
+    if not is_model_name(name):
+        raise ManifestError(f"{source}: name '{name}' must be {MODEL_NAME_RULE}")
     version_text = r.string("version", required=True)
     try:
         version = SemVer.parse(version_text)

@@ -6,17 +6,16 @@ it is only ever replaced whole (see durable.write_atomic).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from robot_model_deployer.bundle.manifest import MODEL_NAME_RULE, is_model_name
 from robot_model_deployer.bundle.semver import SemVer
 
 STATE_FORMAT = 1
 MAX_HISTORY = 500
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}\Z")
 
 
 class StoreError(RuntimeError):
@@ -60,9 +59,8 @@ class VersionRef:
 
     def __post_init__(self) -> None:
         # The name becomes a directory name: only what a manifest may use, so never '/' or '..'.
-        if not _NAME_RE.match(self.name):
-            raise ValueError(f"model name {self.name!r} must be 1-64 characters of a-z, 0-9, '_', '.', '-' "
-                             "starting with a letter or digit")
+        if not is_model_name(self.name):
+            raise ValueError(f"model name {self.name!r} must be {MODEL_NAME_RULE}")
 
     @classmethod
     def parse(cls, text: str) -> "VersionRef":
