@@ -40,7 +40,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from robot_model_deployer.action import Deploy
-from robot_model_deployer.bundle.archive import create_bundle, sign_bundle
+from robot_model_deployer.bundle.pack import create_bundle, sign_bundle
 from robot_model_deployer.bundle.signing import generate_keypair
 from robot_model_deployer.demo import zoo
 from robot_model_deployer.demo.frames import load_frames

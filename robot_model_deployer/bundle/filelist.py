@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, Iterator
 
-from robot_model_deployer.bundle.errors import BundleFormatError, UnsafeArchiveError
+from robot_model_deployer.bundle.errors import BundleFormatError, IntegrityError, UnsafeArchiveError
 
 FILE_LIST_NAME = "files.json"
 SIGNATURE_NAME = "signature.json"
@@ -33,6 +33,13 @@ class FileEntry:
     path: str
     size: int
     sha256: str
+
+    def check_digest(self, sha256: str, size: int) -> None:
+        """Refuse bytes whose hash or length differ from this entry (IntegrityError naming the file)."""
+        if size != self.size or sha256 != self.sha256:
+            raise IntegrityError(f"{self.path} does not match {FILE_LIST_NAME} (sha256 {sha256[:12]}..., {size} "
+                                 f"bytes; expected {self.sha256[:12]}..., {self.size} bytes): the file was altered "
+                                 "or damaged; get a fresh copy of the bundle")
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from robot_model_deployer.bundle.archive import BundleHeader, ExtractionLimits, ProgressCallback, open_bundle
 from robot_model_deployer.bundle.errors import SignatureError
+from robot_model_deployer.bundle.extract import BundleHeader, ExtractionLimits, ProgressCallback, open_bundle
 from robot_model_deployer.bundle.filelist import FileList
 from robot_model_deployer.bundle.manifest import Manifest
 from robot_model_deployer.bundle.signing import TrustStore

@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from robot_model_deployer.bundle.archive import create_bundle, inspect_bundle, sign_bundle
+from robot_model_deployer.bundle.extract import inspect_bundle
+from robot_model_deployer.bundle.pack import create_bundle, sign_bundle
 from robot_model_deployer.bundle.signing import TrustStore
 from robot_model_deployer.bundle.verify import verify_bundle
 from robot_model_deployer.cli.progress import progress_for

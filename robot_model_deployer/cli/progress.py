@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from robot_model_deployer.bundle.archive import ProgressCallback
+from robot_model_deployer.bundle.extract import ProgressCallback
 
 PROGRESS_MIN_BYTES = 32 << 20
 

@@ -21,7 +21,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from robot_model_deployer.bundle.archive import create_bundle, sign_bundle
+from robot_model_deployer.bundle.pack import create_bundle, sign_bundle
 from robot_model_deployer.bundle.signing import generate_keypair
 from robot_model_deployer.demo import zoo
 from robot_model_deployer.msg import InferenceResult

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from robot_model_deployer.bundle.archive import ExtractionLimits
 from robot_model_deployer.bundle.errors import BundleError
+from robot_model_deployer.bundle.extract import ExtractionLimits
 from robot_model_deployer.bundle.filelist import file_sha256
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Manifest
 from robot_model_deployer.bundle.signing import TrustStore

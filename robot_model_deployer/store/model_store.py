@@ -26,8 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from robot_model_deployer.bundle.archive import ExtractionLimits, ProgressCallback
 from robot_model_deployer.bundle.errors import BundleError, InsufficientSpaceError, VersionConflictError
+from robot_model_deployer.bundle.extract import ExtractionLimits, ProgressCallback
 from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, FileList
 from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
 from robot_model_deployer.bundle.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest

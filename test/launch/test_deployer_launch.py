@@ -34,7 +34,7 @@ from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
-from robot_model_deployer.bundle.archive import create_bundle, sign_bundle  # noqa: E402
+from robot_model_deployer.bundle.pack import create_bundle, sign_bundle  # noqa: E402
 from robot_model_deployer.bundle.signing import generate_keypair  # noqa: E402
 from robot_model_deployer.msg import DeploymentStatus, InferenceResult  # noqa: E402
 from robot_model_deployer.testing.models import (COLOUR_LABELS, classifier_manifest, colour_classifier,  # noqa: E402

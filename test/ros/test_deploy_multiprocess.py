@@ -21,8 +21,8 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 
 from robot_model_deployer.action import Deploy
-from robot_model_deployer.bundle.archive import write_bundle_tar
 from robot_model_deployer.bundle.filelist import build_file_list
+from robot_model_deployer.bundle.pack import write_bundle_tar
 from robot_model_deployer.bundle.signing import generate_keypair, load_private_key, sign_file_list
 from robot_model_deployer.inference.preprocess import PixelFormat
 from robot_model_deployer.msg import DeploymentStatus, InferenceResult, ShadowReport

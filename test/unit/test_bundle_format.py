@@ -11,10 +11,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from bundle_helpers import Keys, make_keys
-from robot_model_deployer.bundle.archive import (ExtractionLimits, create_bundle, inspect_bundle, sign_bundle)
 from robot_model_deployer.bundle.errors import (BundleError, BundleFormatError, IntegrityError, SignatureError,
                                                 UnsafeArchiveError)
+from robot_model_deployer.bundle.extract import ExtractionLimits, inspect_bundle
 from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, SIGNATURE_NAME, parse_file_list
+from robot_model_deployer.bundle.pack import create_bundle, sign_bundle
 from robot_model_deployer.bundle.signing import (KeyFileError, TrustStore, generate_keypair, load_public_key,
                                                  parse_signature)
 from robot_model_deployer.bundle.verify import verify_bundle

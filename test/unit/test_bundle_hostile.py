@@ -20,10 +20,10 @@ import yaml
 
 from bundle_helpers import (Keys, Member, bundle_files, file_list_bytes, make_keys, regular, signature_bytes,
                             signed_tar, special, standard_members, write_tar)
-from robot_model_deployer.bundle.archive import ExtractionLimits
 from robot_model_deployer.bundle.errors import (BundleError, BundleFormatError, IntegrityError,
                                                 LimitExceededError, ModelCheckError, SignatureError,
                                                 UnsafeArchiveError, VersionConflictError)
+from robot_model_deployer.bundle.extract import ExtractionLimits
 from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, SIGNATURE_NAME
 from robot_model_deployer.bundle.manifest import MANIFEST_NAME
 from robot_model_deployer.inference.engine import InferenceEngine

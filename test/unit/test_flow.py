@@ -17,9 +17,9 @@ import numpy as np
 import onnx
 import pytest
 
-from robot_model_deployer.bundle.archive import write_bundle_tar
 from robot_model_deployer.bundle.filelist import build_file_list
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Manifest
+from robot_model_deployer.bundle.pack import write_bundle_tar
 from robot_model_deployer.bundle.signing import TrustStore, generate_keypair, load_private_key, sign_file_list
 from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome, FlowSettings, StageError
 from robot_model_deployer.deploy.optimizer import OnRobotOptimizer

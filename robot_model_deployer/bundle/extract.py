@@ -1,8 +1,8 @@
-"""Reading and writing bundle archives without trusting them.
+"""Reading bundle archives (and unpacked bundle directories) without trusting them.
 
-A bundle travels as one tar file (written uncompressed; gzip is accepted on
-read). Member order is part of the format: ``files.json`` first, then
-``signature.json`` if signed, then ``manifest.yaml``, then the rest. So the
+A bundle travels as one tar file, in the member order bundle/pack.py writes:
+``files.json`` first, then ``signature.json`` if signed, then
+``manifest.yaml``, then the rest; gzip is accepted on read. So the
 signature and the manifest are checked before any model byte is read, and
 every later member is checked against ``files.json`` while it streams.
 
@@ -13,28 +13,24 @@ inflates beyond its claims is stopped as soon as it does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
-import hashlib
 import io
 import os
-import stat
 import tarfile
-import tempfile
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from robot_model_deployer.bundle.errors import (BundleError, BundleFormatError, IntegrityError,
-                                                LimitExceededError, UnsafeArchiveError)
+from robot_model_deployer.bundle.errors import BundleError, BundleFormatError, IntegrityError, LimitExceededError
 from robot_model_deployer.bundle.filelist import (FILE_LIST_NAME, MAX_FILE_LIST_BYTES, SIGNATURE_NAME, FileList,
-                                                  build_file_list, check_bundle_path, hash_stream,
-                                                  parse_file_list, walk_bundle_dir)
-from robot_model_deployer.bundle.loader import MAX_MANIFEST_BYTES, load_bundle_dir
+                                                  hash_stream, parse_file_list, walk_bundle_dir)
+from robot_model_deployer.bundle.loader import MAX_MANIFEST_BYTES
 from robot_model_deployer.bundle.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest
-from robot_model_deployer.bundle.signing import (MAX_SIGNATURE_BYTES, Signature, load_private_key, parse_signature,
-                                                 sign_file_list)
+from robot_model_deployer.bundle.safe_io import check_tar_member, copy_checked, read_regular_file, write_new_file
+from robot_model_deployer.bundle.signing import MAX_SIGNATURE_BYTES, Signature, parse_signature
 
 GIB = 1 << 30
 ProgressCallback = Callable[[str, float], None]
@@ -46,9 +42,6 @@ _BLOCK = 512
 # the end-of-archive blocks and tarfile's read-ahead of one record.
 _MEMBER_OVERHEAD = 4 * _BLOCK
 _ARCHIVE_OVERHEAD = 4 * tarfile.RECORDSIZE
-_FILTER_ROOT = "/rmd-extraction-root"
-# Unpacked bundle files are read-only: an installed version is immutable.
-_FILE_MODE = 0o444
 
 
 @dataclass(frozen=True)
@@ -131,7 +124,7 @@ class BundleReader(ABC):
         if entry is None:
             raise IntegrityError(f"{FILE_LIST_NAME} does not list {MANIFEST_NAME}; rebuild the bundle with "
                                  "rmd bundle create")
-        _check_hash(MANIFEST_NAME, entry.sha256, entry.size, *_digest(data))
+        entry.check_digest(*hash_stream(io.BytesIO(data)))
         try:
             manifest = parse_manifest(data.decode("utf-8"), f"{self.source}: {MANIFEST_NAME}")
         except UnicodeDecodeError:
@@ -146,8 +139,8 @@ class BundleReader(ABC):
         self._manifest_bytes = data
         return manifest
 
-    def _progress(self, callback: ProgressCallback | None) -> "_Progress":
-        tracker = _Progress(self.header.file_list.total_size, callback)
+    def _progress(self, callback: ProgressCallback | None) -> ProgressTracker:
+        tracker = ProgressTracker(self.header.file_list.total_size, callback)
         tracker.done = len(self._manifest_bytes or b"")  # read before extract() starts
         return tracker
 
@@ -155,10 +148,10 @@ class BundleReader(ABC):
         if self._manifest_bytes is None:
             raise RuntimeError("read_manifest() must come before extract()")
         dest.mkdir(parents=True, exist_ok=True)
-        _write_file(dest / FILE_LIST_NAME, self.header.file_list_bytes)
+        write_new_file(dest / FILE_LIST_NAME, self.header.file_list_bytes)
         if self.header.signature is not None:
-            _write_file(dest / SIGNATURE_NAME, self.header.signature.to_bytes())
-        _write_file(dest / MANIFEST_NAME, self._manifest_bytes)
+            write_new_file(dest / SIGNATURE_NAME, self.header.signature.to_bytes())
+        write_new_file(dest / MANIFEST_NAME, self._manifest_bytes)
 
 
 def open_bundle(source: Path, limits: ExtractionLimits = ExtractionLimits()) -> BundleReader:
@@ -234,7 +227,7 @@ class _TarReader(BundleReader):
     def _next(self) -> tarfile.TarInfo | None:
         member = self._tar.next()
         if member is not None:
-            _check_member(member)
+            check_tar_member(member)
         return member
 
     def _read_small(self, member: tarfile.TarInfo, limit: int) -> bytes:
@@ -294,7 +287,7 @@ class _TarReader(BundleReader):
                 seen.add(member.name)
                 stream = self._tar.extractfile(member)
                 assert stream is not None
-                _copy_checked(stream, dest, member.name, entry.sha256, entry.size, tracker)
+                copy_checked(stream, dest, entry, functools.partial(tracker.advance, member.name))
         missing = sorted(set(listed) - seen)
         if missing:
             raise IntegrityError(f"{FILE_LIST_NAME} lists {', '.join(missing[:5])} but the archive does not "
@@ -310,9 +303,9 @@ class _DirectoryReader(BundleReader):
         if not file_list_path.exists():
             raise BundleFormatError(f"{source} has no {FILE_LIST_NAME}; a bundle directory needs one (write it "
                                     "with robot_model_deployer.bundle.filelist.write_file_list)")
-        file_list_bytes = _read_regular(file_list_path, MAX_FILE_LIST_BYTES)
+        file_list_bytes = read_regular_file(file_list_path, MAX_FILE_LIST_BYTES)
         signature_path = source / SIGNATURE_NAME
-        signature_bytes = _read_regular(signature_path, MAX_SIGNATURE_BYTES) if signature_path.exists() \
+        signature_bytes = read_regular_file(signature_path, MAX_SIGNATURE_BYTES) if signature_path.exists() \
             or signature_path.is_symlink() else None
         self.header = self._parse_header(file_list_bytes, signature_bytes)
 
@@ -320,7 +313,7 @@ class _DirectoryReader(BundleReader):
         path = self.source / MANIFEST_NAME
         if not path.exists():
             raise BundleFormatError(f"{self.source} is not a bundle: it has no {MANIFEST_NAME}")
-        return self._parse_manifest(_read_regular(path, MAX_MANIFEST_BYTES))
+        return self._parse_manifest(read_regular_file(path, MAX_MANIFEST_BYTES))
 
     def extract(self, dest: Path | None, progress: ProgressCallback | None = None) -> None:
         listed = self.header.file_list.by_path()
@@ -341,11 +334,11 @@ class _DirectoryReader(BundleReader):
                 continue
             descriptor = os.open(self.source / relative, os.O_RDONLY | os.O_NOFOLLOW)
             with os.fdopen(descriptor, "rb") as stream:
-                _copy_checked(stream, dest, relative, entry.sha256, entry.size, tracker)
+                copy_checked(stream, dest, entry, functools.partial(tracker.advance, relative))
 
 
-class _Progress:
-    """Turns bytes copied into (file, fraction) calls."""
+class ProgressTracker:
+    """Turns bytes copied into (file, fraction) calls to a ProgressCallback."""
 
     def __init__(self, total: int, callback: ProgressCallback | None) -> None:
         self._total = max(total, 1)
@@ -356,128 +349,6 @@ class _Progress:
         self.done += size
         if self._callback is not None:
             self._callback(name, min(self.done / self._total, 1.0))
-
-
-def _check_member(member: tarfile.TarInfo) -> None:
-    """Admit regular files with plain relative names; everything else is refused by kind."""
-    name = member.name
-    if member.issym():
-        raise UnsafeArchiveError(f"{name!r} is a symlink (to {member.linkname!r}); bundles hold regular files only")
-    if member.islnk():
-        raise UnsafeArchiveError(f"{name!r} is a hard link (to {member.linkname!r}); bundles hold regular "
-                                 "files only")
-    if member.ischr() or member.isblk():
-        raise UnsafeArchiveError(f"{name!r} is a device node; bundles hold regular files only")
-    if member.isfifo():
-        raise UnsafeArchiveError(f"{name!r} is a FIFO; bundles hold regular files only")
-    if member.isdir():
-        raise UnsafeArchiveError(f"{name!r} is a directory entry; bundles hold regular files only "
-                                 "(directories are implied by file paths)")
-    if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
-        raise UnsafeArchiveError(f"{name!r} has tar type {member.type!r}; bundles hold regular files only")
-    check_bundle_path(name)
-    data_filter = getattr(tarfile, "data_filter", None)  # Python >= 3.10.12 / 3.11.4
-    if data_filter is not None:
-        try:
-            # The standard library's own policy as a second line behind the checks above.
-            data_filter(member, _FILTER_ROOT)
-        except tarfile.FilterError as exc:
-            raise UnsafeArchiveError(f"{name!r} is refused by tarfile's data filter: {exc}") from None
-
-
-def _digest(data: bytes) -> tuple[str, int]:
-    return hash_stream(io.BytesIO(data))
-
-
-def _check_hash(name: str, want_sha256: str, want_size: int, sha256: str, size: int) -> None:
-    if size != want_size or sha256 != want_sha256:
-        raise IntegrityError(f"{name} does not match {FILE_LIST_NAME} (sha256 {sha256[:12]}..., {size} bytes; "
-                             f"expected {want_sha256[:12]}..., {want_size} bytes): the file was altered or "
-                             "damaged; get a fresh copy of the bundle")
-
-
-def _copy_checked(stream: BinaryIO, dest: Path | None, name: str, sha256: str, size: int,
-                  tracker: _Progress) -> None:
-    """Stream one file to ``dest/name`` (or nowhere), hashing as it goes."""
-    if dest is None:
-        digest, actual = hash_stream(stream, lambda chunk: tracker.advance(name, len(chunk)), limit=size)
-        _check_hash(name, sha256, size, digest, actual)
-        return
-    target = dest / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
-    with os.fdopen(descriptor, "wb") as out:
-        def write(chunk: bytes) -> None:
-            out.write(chunk)
-            tracker.advance(name, len(chunk))
-        digest, actual = hash_stream(stream, write, limit=size)
-        _check_hash(name, sha256, size, digest, actual)
-        out.flush()
-        os.fsync(out.fileno())
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _FILE_MODE)
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-
-
-def _read_regular(path: Path, limit: int) -> bytes:
-    """Read a small file that must be a regular file, not a link, of at most ``limit`` bytes."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise UnsafeArchiveError(f"{path} cannot be opened as a regular file ({exc.strerror}); "
-                                 "bundle files must not be symlinks") from None
-    with os.fdopen(descriptor, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-            raise UnsafeArchiveError(f"{path} is not a regular file")
-        data = stream.read(limit + 1)
-    if len(data) > limit:
-        raise LimitExceededError(f"{path} is larger than {limit} bytes")
-    return data
-
-
-# ---- writing ---------------------------------------------------------------
-
-
-def create_bundle(*, source: Path, output: Path, progress: ProgressCallback | None = None) -> FileList:
-    """Check the bundle directory ``source`` and pack it as an unsigned bundle tar at ``output``."""
-    load_bundle_dir(source)
-    if output.resolve().is_relative_to(source.resolve()):
-        raise BundleError(f"output {output} is inside the bundle directory {source}; write it elsewhere")
-    file_list = _build_checked_file_list(source)
-    write_bundle_tar(output=output, root=source, file_list_bytes=file_list.to_bytes(), signature=None,
-                     progress=progress)
-    return file_list
-
-
-def _build_checked_file_list(source: Path) -> FileList:
-    file_list = build_file_list(source)
-    ExtractionLimits().check(file_list)
-    return file_list
-
-
-def sign_bundle(*, bundle: Path, key: Path, limits: ExtractionLimits = ExtractionLimits()) -> Signature:
-    """Add or replace the signature of a bundle tar, after checking every file against ``files.json``.
-
-    The bundle is unpacked to a temporary directory next to it and repacked,
-    so what gets signed is exactly what was checked.
-    """
-    private_key = load_private_key(key)
-    with tempfile.TemporaryDirectory(prefix=".rmd-sign-", dir=bundle.parent) as scratch:
-        root = Path(scratch)
-        with open_bundle(bundle, limits) as reader:
-            if reader.source.is_dir():
-                raise BundleError(f"{bundle} is a directory; sign a bundle tar made by rmd bundle create")
-            reader.read_manifest()
-            reader.extract(root)
-            file_list_bytes = reader.header.file_list_bytes
-        signature = sign_file_list(file_list_bytes, private_key)
-        write_bundle_tar(output=bundle, root=root, file_list_bytes=file_list_bytes, signature=signature)
-    return signature
 
 
 @dataclass(frozen=True)
@@ -495,66 +366,3 @@ def inspect_bundle(*, bundle: Path, limits: ExtractionLimits = ExtractionLimits(
         manifest = reader.read_manifest()
         signature = reader.header.signature
         return BundleInfo(manifest, reader.header.file_list, None if signature is None else signature.key_id)
-
-
-def write_bundle_tar(*, output: Path, root: Path, file_list_bytes: bytes, signature: Signature | None,
-                     progress: ProgressCallback | None = None) -> None:
-    """Pack ``root`` in format order; each file is re-hashed as packed so a change mid-way is caught.
-
-    Written to a temporary name and renamed, so ``output`` is never half a bundle.
-    """
-    file_list = parse_file_list(file_list_bytes)
-    ordered = [MANIFEST_NAME] + [e.path for e in file_list.files if e.path != MANIFEST_NAME]
-    listed = file_list.by_path()
-    tracker = _Progress(file_list.total_size, progress)
-    temporary = output.with_name(output.name + ".partial")
-    try:
-        with tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
-            _add_bytes(tar, FILE_LIST_NAME, file_list_bytes)
-            if signature is not None:
-                _add_bytes(tar, SIGNATURE_NAME, signature.to_bytes())
-            for relative in ordered:
-                entry = listed[relative]
-                with open(root / relative, "rb") as stream:
-                    hashing = _HashingReader(stream, lambda n, name=relative: tracker.advance(name, n))
-                    tar.addfile(_member_info(relative, entry.size), hashing)
-                    _check_hash(relative, entry.sha256, entry.size, hashing.hexdigest(), hashing.size)
-        os.replace(temporary, output)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-class _HashingReader(io.RawIOBase):
-    def __init__(self, stream: BinaryIO, on_read: Callable[[int], None]) -> None:
-        self._stream = stream
-        self._hash = hashlib.sha256()
-        self._on_read = on_read
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self._hash.update(data)
-        self.size += len(data)
-        self._on_read(len(data))
-        return data
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
-
-
-def _member_info(name: str, size: int) -> tarfile.TarInfo:
-    """A reproducible header: no owner, no timestamp, mode 0644."""
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mode = 0o644
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    tar.addfile(_member_info(name, len(data)), io.BytesIO(data))
