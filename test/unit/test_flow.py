@@ -606,7 +606,8 @@ def test_optimizer_builds_a_variant_that_is_served_and_reused_after_a_restart(ri
     assert [rig.live().answer(c) for c in COLOUR_LABELS] == list(COLOUR_LABELS)
 
     slots = (EngineSlot("perception_a"), EngineSlot("perception_b"))
-    restarted = DeploymentFlow(ModelStore.open(rig.store.root), BlueGreenSwitch(slots), FlowSettings(model_check=check_model),
+    restarted = DeploymentFlow(ModelStore.open(rig.store.root), BlueGreenSwitch(slots),
+                               FlowSettings(model_check=check_model),
                                optimizer=OnRobotOptimizer(load_target_profile("x86_cpu", TARGETS_FILE)))
     assert restarted.serve_committed().artifacts == str(artifacts)
     assert live_slot(slots).served_as == f"optimized variant {report['chosen']}"
