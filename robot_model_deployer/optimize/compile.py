@@ -31,7 +31,7 @@ import onnxruntime as ort
 
 from robot_model_deployer.bundle.filelist import file_sha256
 from robot_model_deployer.bundle.manifest import Manifest
-from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
+from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError, first_line
 from robot_model_deployer.optimize.targets import Accelerator, Precision
 
 KEY_FILE = "cache_key.json"
@@ -257,7 +257,7 @@ def compile_cpu(model_path: Path, out_dir: Path, stem: str, precision: Precision
     try:
         ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise CompileError(f"ONNX Runtime could not optimize {model_path.name}: {_first_line(exc)}") from exc
+        raise CompileError(f"ONNX Runtime could not optimize {model_path.name}: {first_line(exc)}") from exc
     return CompiledArtifact(Accelerator.CPU, precision, target.name, offline_optimized=True)
 
 
@@ -272,7 +272,7 @@ def compile_openvino(model_path: Path, out_dir: Path, stem: str, precision: Prec
         model = ov.Core().read_model(str(model_path))
         ov.save_model(model, str(target), compress_to_fp16=False)
     except Exception as exc:
-        raise CompileError(f"OpenVINO could not convert {model_path.name}: {_first_line(exc)}") from exc
+        raise CompileError(f"OpenVINO could not convert {model_path.name}: {first_line(exc)}") from exc
     return CompiledArtifact(Accelerator.OPENVINO, precision, target.name, providers=("OpenVINO",),
                             provider_options=({},), openvino_hint=_OPENVINO_HINTS[precision],
                             cache_dir="openvino_cache", extra_files=(target.with_suffix(".bin").name,))
@@ -310,8 +310,3 @@ def convert_to_fp16(model_path: Path, target: Path) -> None:
 
     model = convert_float_to_float16(onnx.load(str(model_path)), keep_io_types=True)
     onnx.save(model, str(target))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
