@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from robot_model_deployer.bundle.loader import load_bundle_dir
-from robot_model_deployer.deploy.flow import DeploymentCancelled, StageError
+from robot_model_deployer.deploy.ports import DeploymentCancelled, StageError
 from robot_model_deployer.optimize.pipeline import OptimizationCancelled, optimize_bundle
 from robot_model_deployer.optimize.report import OptimizationReport
 from robot_model_deployer.optimize.targets import TargetProfile
@@ -23,7 +23,7 @@ class OnRobotOptimizer:
     def artifacts_dir(self, derived_dir: Path) -> Path:
         return derived_dir / f"optimized-{self.target.name}"
 
-    def existing(self, derived_dir: Path) -> Path | None:
+    def built_artifacts(self, derived_dir: Path) -> Path | None:
         """The artifacts of an earlier run, if that run finished."""
         directory = self.artifacts_dir(derived_dir)
         try:
@@ -32,14 +32,14 @@ class OnRobotOptimizer:
             return None
         return directory
 
-    def run(self, installed: InstalledVersion, cancel: threading.Event,
-            progress: Callable[[float, str], None]) -> tuple[Path | None, dict[str, Any]]:
+    def optimize(self, installed: InstalledVersion, cancel: threading.Event,
+                 progress: Callable[[float, str], None]) -> tuple[Path | None, dict[str, Any]]:
         manifest = installed.manifest
         if not manifest.validation.images:
             # Without a validation set no variant can prove it still gives the same answers.
             return None, {"skipped": "the bundle has no validation images; serving the model as shipped"}
         out_dir = self.artifacts_dir(installed.derived_dir)
-        if self.existing(installed.derived_dir) is not None:
+        if self.built_artifacts(installed.derived_dir) is not None:
             return out_dir, OptimizationReport.read(out_dir).to_dict()
         # A run killed midway leaves its scratch directory (and maybe an unfinished out_dir) behind.
         for leftover in installed.derived_dir.glob(f".{out_dir.name}.partial-*"):

@@ -21,8 +21,9 @@ from robot_model_deployer.bundle.archive import write_bundle_tar
 from robot_model_deployer.bundle.filelist import build_file_list
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Manifest
 from robot_model_deployer.bundle.signing import TrustStore, generate_keypair, load_private_key, sign_file_list
-from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome, FlowSettings, StageError
+from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome, FlowSettings
 from robot_model_deployer.deploy.optimizer import OnRobotOptimizer
+from robot_model_deployer.deploy.ports import StageError
 from robot_model_deployer.deploy.serving import open_serving_engine
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SlotState, SwapError
 from robot_model_deployer.inference.engine import InferenceEngine
@@ -120,8 +121,8 @@ class EngineShadow:
         self.runs: list[ServedModel] = []
         self.references: list[ServedModel] = []
 
-    def run(self, model: ServedModel, reference: ServedModel, manifest: Manifest, cancel: threading.Event,
-            progress: Callable[[float, str], None]) -> ShadowVerdict:
+    def validate(self, model: ServedModel, reference: ServedModel, manifest: Manifest, cancel: threading.Event,
+                 progress: Callable[[float, str], None]) -> ShadowVerdict:
         self.runs.append(model)
         self.references.append(reference)
         if self.error:
@@ -153,8 +154,8 @@ class EngineProbation:
         self.frames = frames
         self.baselines: list[float | None] = []
 
-    def run(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None, cancel: threading.Event,
-            progress: Callable[[float, str], None]) -> HealthStatus:
+    def watch(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None, cancel: threading.Event,
+              progress: Callable[[float, str], None]) -> HealthStatus:
         self.baselines.append(baseline_latency_p99_ms)
         watch = HealthWatch(acceptance, baseline_latency_p99_ms)
         live = live_slot(self.slots).engine
