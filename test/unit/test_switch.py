@@ -6,7 +6,7 @@ from typing import Iterator
 import pytest
 
 from robot_model_deployer.deploy.switch import (
-    BlueGreenSwitch, PerceptionSlot, ServedModel, SlotState, SwapError, SwitchSnapshot,
+    BlueGreenSwitch, ServedModel, SlotState, SwapError, SwitchSnapshot,
 )
 
 
@@ -82,11 +82,6 @@ def serving(slots) -> str | None:
     live = [s for s in slots if s.state() is SlotState.ACTIVE]
     assert len(live) == 1, f"expected exactly one active slot, got {[s.name for s in live]}"
     return live[0].model_dir
-
-
-def test_slot_class_satisfies_the_protocol() -> None:
-    slot: PerceptionSlot = LifecycleSlot("x")
-    assert slot.state() is SlotState.UNCONFIGURED
 
 
 @pytest.mark.parametrize("count", [0, 1, 3])
