@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from robot_model_deployer.bundle.archive import ExtractionLimits
-from robot_model_deployer.bundle.filelist import file_sha256
 from robot_model_deployer.bundle.loader import BundleError
 from robot_model_deployer.bundle.signing import TrustStore
 from robot_model_deployer.deploy.ports import (DeploymentCancelled, OptimizerPort, ProbationPort, ShadowPort,
                                                StageError, StageProgress)
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
-from robot_model_deployer.store.model_store import InstalledVersion, ModelStore
+from robot_model_deployer.store.installed import InstalledVersion
+from robot_model_deployer.store.model_store import ModelStore
 from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
 from robot_model_deployer.validation.health import HealthState, HealthStatus
 from robot_model_deployer.validation.shadow import ShadowOutcome, ShadowVerdict
@@ -67,8 +67,8 @@ class DeploymentFlow:
         if state.active is None:
             return None
         if state.previous is not None:
-            self.switch.deploy(self._served(state.previous, self._built_artifacts(state.previous)))
-        active = self._served(state.active, self._built_artifacts(state.active))
+            self.switch.deploy(self._committed(state.previous))
+        active = self._committed(state.active)
         self.switch.deploy(active)
         return active
 
@@ -111,7 +111,7 @@ class DeploymentFlow:
         else:
             # The warm standby is not the store's previous (e.g. a candidate rolled back after its
             # swap stays loaded there, marked bad): load the previous version instead of serving that.
-            model = self._served(previous, self._built_artifacts(previous))
+            model = self._committed(previous)
             self.switch.deploy(model)
         self.store.rollback(reason or "requested")
         return model
@@ -141,7 +141,7 @@ class DeploymentFlow:
                     installed, cancel, lambda f, m: progress(DeploymentStage.OPTIMIZE, f, m))
             except StageError as exc:
                 return self._reject(ref, f"optimization failed: {exc}", report, mark_bad=False)
-        model = self._served(ref, artifacts)
+        model = self._served(installed, artifacts)
         live = self.switch.snapshot().live_model
 
         baseline_p99: float | None = None
@@ -204,14 +204,17 @@ class DeploymentFlow:
         self.store.reject_candidate(f"rolled back after the swap: {why}", mark_bad=mark_bad)
         return DeployOutcome(False, f"{ref} rolled back to {previous.label()}: {why}", report=report)
 
-    def _built_artifacts(self, ref: VersionRef) -> Path | None:
-        return self._optimizer.built_artifacts(self.store.derived_dir(ref)) if self._optimizer is not None else None
+    def _committed(self, ref: VersionRef) -> ServedModel:
+        """A committed version as served again (restart, rollback): with what an earlier optimize built."""
+        installed = self.store.installed(ref)
+        artifacts = self._optimizer.built_artifacts(installed) if self._optimizer is not None else None
+        return self._served(installed, artifacts)
 
-    def _served(self, ref: VersionRef, artifacts: Path | None) -> ServedModel:
-        bundle = self.store.load(ref)
-        manifest = bundle.manifest
+    @staticmethod
+    def _served(installed: InstalledVersion, artifacts: Path | None) -> ServedModel:
+        manifest = installed.manifest
         return ServedModel(name=manifest.name, version=str(manifest.version), task=manifest.task.value,
-                           path=str(bundle.root), model_sha256=file_sha256(bundle.model_path),
+                           path=str(installed.bundle_dir), model_sha256=installed.model_sha256,
                            artifacts=str(artifacts) if artifacts is not None else "")
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol
 
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Manifest
 from robot_model_deployer.deploy.switch import ServedModel
-from robot_model_deployer.store.model_store import InstalledVersion
+from robot_model_deployer.store.installed import InstalledVersion
 from robot_model_deployer.store.state import DeploymentStage
 from robot_model_deployer.validation.health import HealthStatus
 from robot_model_deployer.validation.shadow import ShadowVerdict
@@ -55,5 +55,5 @@ class OptimizerPort(Protocol):
                  progress: Callable[[float, str], None]) -> tuple[Path | None, dict[str, Any]]:
         """The artifacts directory (None: serve as shipped) and the optimization report."""
 
-    def built_artifacts(self, derived_dir: Path) -> Path | None:
-        """Artifacts an earlier run finished for the version whose derived/ directory this is."""
+    def built_artifacts(self, installed: InstalledVersion) -> Path | None:
+        """The artifacts an earlier run finished for ``installed`` (None: none)."""

@@ -18,7 +18,7 @@ import onnx
 import pytest
 
 from robot_model_deployer.bundle.archive import write_bundle_tar
-from robot_model_deployer.bundle.filelist import build_file_list
+from robot_model_deployer.bundle.filelist import build_file_list, file_sha256
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Manifest
 from robot_model_deployer.bundle.signing import TrustStore, generate_keypair, load_private_key, sign_file_list
 from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome, FlowSettings
@@ -271,6 +271,7 @@ def test_first_deployment_commits_without_shadow_or_probation(rig: Rig) -> None:
     assert outcome.accepted, outcome.reason
     assert outcome.reason == "colour_classifier 1.0.0 is live on perception_b"
     assert outcome.model.version == "1.0.0" and outcome.model.artifacts == ""
+    assert outcome.model.model_sha256 == file_sha256(rig.store.installed(V1).bundle.model_path)
     assert rig.shadow.runs == [] and rig.probation.baselines == []
     assert outcome.report["probation"] == {"state": "skipped",
                                            "reasons": ["first deployment: no model to roll back to"]}
