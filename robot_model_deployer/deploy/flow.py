@@ -106,7 +106,7 @@ class DeploymentFlow:
         if previous is None:
             raise StoreError("there is no previous version to roll back to")
         standby = self.switch.snapshot().standby_model
-        if standby is not None and (standby.name, standby.version) == (previous.name, str(previous.version)):
+        if standby is not None and standby.ref == previous:
             model = self.switch.rollback()
         else:
             # The warm standby is not the store's previous (e.g. a candidate rolled back after its
@@ -212,9 +212,8 @@ class DeploymentFlow:
 
     @staticmethod
     def _served(installed: InstalledVersion, artifacts: Path | None) -> ServedModel:
-        manifest = installed.manifest
-        return ServedModel(name=manifest.name, version=str(manifest.version), task=manifest.task.value,
-                           path=str(installed.bundle_dir), model_sha256=installed.model_sha256,
+        return ServedModel(ref=installed.ref, task=installed.manifest.task, path=str(installed.bundle_dir),
+                           model_sha256=installed.model_sha256,
                            artifacts=str(artifacts) if artifacts is not None else "")
 
 

@@ -5,9 +5,11 @@ from typing import Iterator
 
 import pytest
 
+from robot_model_deployer.bundle.manifest import Task
 from robot_model_deployer.deploy.switch import (
     BlueGreenSwitch, ServedModel, SlotState, SwapError, SwitchSnapshot,
 )
+from robot_model_deployer.store.state import VersionRef
 
 
 class LifecycleSlot:
@@ -53,7 +55,7 @@ class LifecycleSlot:
 
 
 def model(version: str) -> ServedModel:
-    return ServedModel(name="det", version=version, task="detection", path=f"/store/det/{version}",
+    return ServedModel(ref=VersionRef.parse(f"det@{version}"), task=Task.DETECTION, path=f"/store/det/{version}",
                        model_sha256="ab" * 32)
 
 
