@@ -1,1 +1,1 @@
-"""Deployment orchestration: blue/green switching and the deploy flow (no ROS)."""
+"""Deployment orchestration (no ROS): the deploy flow and its ports, blue/green switching, serving a model."""

@@ -7,65 +7,28 @@ probation. Whatever fails, the model that was live stays (or is put back)
 live, and the store records why.
 
 The flow knows nothing of ROS: the manager node gives it the store, the
-blue/green switch and small ports for the steps that need live traffic.
+blue/green switch and small ports (deploy/ports.py) for the steps that need
+live traffic or long work.
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any
 
 from robot_model_deployer.bundle.errors import BundleError
 from robot_model_deployer.bundle.extract import ExtractionLimits
-from robot_model_deployer.bundle.filelist import file_sha256
-from robot_model_deployer.bundle.manifest import AcceptanceSpec, Manifest
 from robot_model_deployer.bundle.signing import TrustStore
 from robot_model_deployer.bundle.verify import ModelCheck
+from robot_model_deployer.deploy.ports import (DeploymentCancelled, OptimizerPort, ProbationPort, ShadowPort,
+                                               StageError, StageProgress)
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
-from robot_model_deployer.store.model_store import InstalledVersion, ModelStore
+from robot_model_deployer.store.installed import InstalledVersion
+from robot_model_deployer.store.model_store import ModelStore
 from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
 from robot_model_deployer.validation.health import HealthState, HealthStatus
 from robot_model_deployer.validation.shadow import ShadowOutcome, ShadowVerdict
-
-StageProgress = Callable[[DeploymentStage, float, str], None]
-
-
-class DeploymentCancelled(Exception):
-    """The caller cancelled the deployment."""
-
-
-class StageError(RuntimeError):
-    """A stage could not reach a verdict (e.g. the shadow node did not answer); says why."""
-
-
-class ShadowPort(Protocol):
-    """Runs a candidate beside the live model on live traffic until a verdict.
-
-    ``reference`` is the live model, for timing it beside the candidate.
-    """
-
-    def run(self, model: ServedModel, reference: ServedModel, manifest: Manifest, cancel: threading.Event,
-            progress: Callable[[float, str], None]) -> ShadowVerdict: ...
-
-
-class ProbationPort(Protocol):
-    """Watches the live node after a swap until it passes or fails probation."""
-
-    def run(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None, cancel: threading.Event,
-            progress: Callable[[float, str], None]) -> HealthStatus: ...
-
-
-class OptimizerPort(Protocol):
-    """Builds an installed version's optimized variants for this robot."""
-
-    def run(self, installed: InstalledVersion, cancel: threading.Event,
-            progress: Callable[[float, str], None]) -> tuple[Path | None, dict[str, Any]]:
-        """The artifacts directory (None: serve as shipped) and the optimization report."""
-
-    def existing(self, derived_dir: Path) -> Path | None:
-        """Artifacts an earlier run left for the version whose derived/ directory this is."""
-
 
 @dataclass(frozen=True)
 class FlowSettings:
@@ -111,8 +74,8 @@ class DeploymentFlow:
         if state.active is None:
             return None
         if state.previous is not None:
-            self.switch.deploy(self._served(state.previous, self._existing_artifacts(state.previous)))
-        active = self._served(state.active, self._existing_artifacts(state.active))
+            self.switch.deploy(self._committed(state.previous))
+        active = self._committed(state.active)
         self.switch.deploy(active)
         return active
 
@@ -150,12 +113,12 @@ class DeploymentFlow:
         if previous is None:
             raise StoreError("there is no previous version to roll back to")
         standby = self.switch.snapshot().standby_model
-        if standby is not None and (standby.name, standby.version) == (previous.name, str(previous.version)):
+        if standby is not None and standby.ref == previous:
             model = self.switch.rollback()
         else:
             # The warm standby is not the store's previous (e.g. a candidate rolled back after its
             # swap stays loaded there, marked bad): load the previous version instead of serving that.
-            model = self._served(previous, self._existing_artifacts(previous))
+            model = self._committed(previous)
             self.switch.deploy(model)
         self.store.rollback(reason or "requested")
         return model
@@ -181,19 +144,19 @@ class DeploymentFlow:
         if self._optimizer is not None:
             self._enter(DeploymentStage.OPTIMIZE, f"optimizing {ref} for this robot", progress, cancel)
             try:
-                artifacts, report["optimize"] = self._optimizer.run(
+                artifacts, report["optimize"] = self._optimizer.optimize(
                     installed, cancel, lambda f, m: progress(DeploymentStage.OPTIMIZE, f, m))
             except StageError as exc:
                 return self._reject(ref, f"optimization failed: {exc}", report, mark_bad=False)
-        model = self._served(ref, artifacts)
+        model = self._served(installed, artifacts)
         live = self.switch.snapshot().live_model
 
         baseline_p99: float | None = None
         if self._shadow is not None and live is not None:
             self._enter(DeploymentStage.SHADOW, f"running {ref} in shadow beside {live.label()}", progress, cancel)
             try:
-                verdict = self._shadow.run(model, live, manifest, cancel,
-                                           lambda f, m: progress(DeploymentStage.SHADOW, f, m))
+                verdict = self._shadow.validate(model, live, manifest, cancel,
+                                                lambda f, m: progress(DeploymentStage.SHADOW, f, m))
             except StageError as exc:
                 self._check_cancel(cancel)
                 return self._reject(ref, f"shadow validation could not run: {exc}", report, mark_bad=False)
@@ -212,8 +175,8 @@ class DeploymentFlow:
         if self._probation is not None and live is not None:
             self.store.set_stage(DeploymentStage.PROBATION, f"watching {ref} live")
             progress(DeploymentStage.PROBATION, 0.0, f"watching {ref} live")
-            status = self._probation.run(manifest.acceptance, baseline_p99, cancel,
-                                         lambda f, m: progress(DeploymentStage.PROBATION, f, m))
+            status = self._probation.watch(manifest.acceptance, baseline_p99, cancel,
+                                           lambda f, m: progress(DeploymentStage.PROBATION, f, m))
             report["probation"] = _health_report(status)
             if status.state is not HealthState.PASSED:
                 why = "cancelled by the caller" if cancel.is_set() else "; ".join(status.reasons) or status.state.value
@@ -248,14 +211,16 @@ class DeploymentFlow:
         self.store.reject_candidate(f"rolled back after the swap: {why}", mark_bad=mark_bad)
         return DeployOutcome(False, f"{ref} rolled back to {previous.label()}: {why}", report=report)
 
-    def _existing_artifacts(self, ref: VersionRef) -> Path | None:
-        return self._optimizer.existing(self.store.derived_dir(ref)) if self._optimizer is not None else None
+    def _committed(self, ref: VersionRef) -> ServedModel:
+        """A committed version as served again (restart, rollback): with what an earlier optimize built."""
+        installed = self.store.installed(ref)
+        artifacts = self._optimizer.built_artifacts(installed) if self._optimizer is not None else None
+        return self._served(installed, artifacts)
 
-    def _served(self, ref: VersionRef, artifacts: Path | None) -> ServedModel:
-        bundle = self.store.load(ref)
-        manifest = bundle.manifest
-        return ServedModel(name=manifest.name, version=str(manifest.version), task=manifest.task.value,
-                           path=str(bundle.root), model_sha256=file_sha256(bundle.model_path),
+    @staticmethod
+    def _served(installed: InstalledVersion, artifacts: Path | None) -> ServedModel:
+        return ServedModel(ref=installed.ref, task=installed.manifest.task, path=str(installed.bundle_dir),
+                           model_sha256=installed.model_sha256,
                            artifacts=str(artifacts) if artifacts is not None else "")
 
 

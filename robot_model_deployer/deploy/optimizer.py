@@ -6,12 +6,11 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from robot_model_deployer.bundle.loader import load_bundle_dir
-from robot_model_deployer.deploy.flow import DeploymentCancelled, StageError
+from robot_model_deployer.deploy.ports import DeploymentCancelled, StageError
 from robot_model_deployer.optimize.pipeline import OptimizationCancelled, optimize_bundle
 from robot_model_deployer.optimize.report import OptimizationReport
 from robot_model_deployer.optimize.targets import TargetProfile
-from robot_model_deployer.store.model_store import InstalledVersion
+from robot_model_deployer.store.installed import InstalledVersion
 
 
 class OnRobotOptimizer:
@@ -23,30 +22,30 @@ class OnRobotOptimizer:
     def artifacts_dir(self, derived_dir: Path) -> Path:
         return derived_dir / f"optimized-{self.target.name}"
 
-    def existing(self, derived_dir: Path) -> Path | None:
+    def built_artifacts(self, installed: InstalledVersion) -> Path | None:
         """The artifacts of an earlier run, if that run finished."""
-        directory = self.artifacts_dir(derived_dir)
+        directory = self.artifacts_dir(installed.derived_dir)
         try:
             OptimizationReport.read(directory)
         except (OSError, ValueError, KeyError):
             return None
         return directory
 
-    def run(self, installed: InstalledVersion, cancel: threading.Event,
-            progress: Callable[[float, str], None]) -> tuple[Path | None, dict[str, Any]]:
+    def optimize(self, installed: InstalledVersion, cancel: threading.Event,
+                 progress: Callable[[float, str], None]) -> tuple[Path | None, dict[str, Any]]:
         manifest = installed.manifest
         if not manifest.validation.images:
             # Without a validation set no variant can prove it still gives the same answers.
             return None, {"skipped": "the bundle has no validation images; serving the model as shipped"}
         out_dir = self.artifacts_dir(installed.derived_dir)
-        if self.existing(installed.derived_dir) is not None:
+        if self.built_artifacts(installed) is not None:
             return out_dir, OptimizationReport.read(out_dir).to_dict()
         # A run killed midway leaves its scratch directory (and maybe an unfinished out_dir) behind.
         for leftover in installed.derived_dir.glob(f".{out_dir.name}.partial-*"):
             shutil.rmtree(leftover, ignore_errors=True)
         shutil.rmtree(out_dir, ignore_errors=True)
         try:
-            report = optimize_bundle(load_bundle_dir(installed.bundle_dir), self.target, out_dir, cancel=cancel,
+            report = optimize_bundle(installed.bundle, self.target, out_dir, cancel=cancel,
                                      progress=lambda p: progress(p.fraction, f"{p.variant}: {p.message}"))
         except OptimizationCancelled:
             raise DeploymentCancelled() from None

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Protocol, Sequence
 
+from robot_model_deployer.bundle.manifest import Task
+from robot_model_deployer.store.state import VersionRef
+
 # Waits until the named node has published a result after the given time.monotonic() (or gives up).
 AnswerWait = Callable[[str, float], None]
 
@@ -53,19 +56,20 @@ class PerceptionSlot(Protocol):
 class ServedModel:
     """A model version as served by a perception node.
 
-    ``path`` is the installed bundle directory; ``artifacts`` the directory
-    of its optimized variants for this robot ("" serves the model as shipped).
+    ``ref`` says which version it is (compare refs, not strings; nodes write
+    them into messages); ``path`` is the installed bundle directory;
+    ``artifacts`` the directory of its optimized variants for this robot
+    ("" serves the model as shipped).
     """
 
-    name: str
-    version: str
-    task: str
+    ref: VersionRef
+    task: Task
     path: str
     model_sha256: str = ""
     artifacts: str = ""
 
     def label(self) -> str:
-        return f"{self.name} {self.version}"
+        return f"{self.ref.name} {self.ref.version}"
 
 
 @dataclass(frozen=True)

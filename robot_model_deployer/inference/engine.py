@@ -62,7 +62,7 @@ class InferenceEngine:
                                                     providers=list(providers))
             except Exception as exc:  # ORT raises several unrelated exception types for bad files.
                 raise ModelLoadError(f"{self.model_path.name} is not a model ONNX Runtime can load: "
-                                     f"{_first_line(exc)}") from None
+                                     f"{first_line(exc)}") from None
         self._input = self._check_input()
         self._outputs = self._output_names()
         self._preprocess = Preprocessor(manifest.input)
@@ -105,7 +105,7 @@ class InferenceEngine:
         except OutputSpecError as exc:
             raise ModelLoadError(f"{self.model_path.name}: {exc}") from None
         except Exception as exc:
-            raise ModelLoadError(f"{self.model_path.name} failed on a test frame: {_first_line(exc)}") from None
+            raise ModelLoadError(f"{self.model_path.name} failed on a test frame: {first_line(exc)}") from None
         if self.manifest.task is Task.CLASSIFICATION and self.labels:
             scores = self.session.run(self._outputs[:1], {self._input: self._preprocess(frame, PixelFormat.RGB8)[0]})
             classes = int(scores[0].size)
@@ -157,6 +157,7 @@ def _ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (runtimes raise pages), or its type when it has none."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -1,6 +1,6 @@
 """The manager's side of the checks on live traffic: shadow runs and probation.
 
-Both implement ports of deploy.flow and are called from the manager's deploy
+Both implement ports of deploy.ports and are called from the manager's deploy
 thread, never from an executor callback; they wait by polling state that the
 executor's callbacks update under a lock.
 """
@@ -18,7 +18,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Manifest
-from robot_model_deployer.deploy.flow import StageError
+from robot_model_deployer.deploy.ports import StageError
 from robot_model_deployer.deploy.switch import ServedModel, SwapError, release_slot
 from robot_model_deployer.msg import InferenceResult, ShadowReport
 from robot_model_deployer.nodes.conversions import report_msg_to_verdict, serialized_header_stamp_ns, stamp_ns
@@ -50,8 +50,8 @@ class ShadowRun:
             if self._listening:
                 self._latest = msg
 
-    def run(self, model: ServedModel, reference: ServedModel, manifest: Manifest, cancel: threading.Event,
-            progress: Callable[[float, str], None]) -> ShadowVerdict:
+    def validate(self, model: ServedModel, reference: ServedModel, manifest: Manifest, cancel: threading.Event,
+                 progress: Callable[[float, str], None]) -> ShadowVerdict:
         version = str(manifest.version)
         try:
             release_slot(self._slot)
@@ -155,8 +155,8 @@ class ProbationWatch:
             if self._watch is not None:
                 self._watch.add_output(stamp_ns(msg.header.stamp), self._now(), msg.inference_ms, finite)
 
-    def run(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None, cancel: threading.Event,
-            progress: Callable[[float, str], None]) -> HealthStatus:
+    def watch(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None, cancel: threading.Event,
+              progress: Callable[[float, str], None]) -> HealthStatus:
         with self._lock:
             self._watch = HealthWatch(acceptance, baseline_latency_p99_ms)
         try:

@@ -316,7 +316,7 @@ def _flow_settings(settings: dict[str, Any]) -> FlowSettings:
 def _model_info(model: ServedModel | None) -> ModelInfo:
     if model is None:
         return ModelInfo()
-    return ModelInfo(name=model.name, version=model.version, task=model.task, path=model.path,
+    return ModelInfo(name=model.ref.name, version=str(model.ref.version), task=model.task.value, path=model.path,
                      model_sha256=model.model_sha256)
 
 

@@ -13,28 +13,28 @@
   gives a new directory and the stale ones are removed. Engines are built
   by the optimize stage (in its worker) when it warms the variant up, never
   on a perception node's live path.
+
+Each builder returns a CompiledArtifact (inference/artifacts.py): what a
+node needs to load the variant, without importing this module.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
-import importlib.metadata
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import onnx
 import onnxruntime as ort
 
 from robot_model_deployer.bundle.filelist import file_sha256
-from robot_model_deployer.bundle.manifest import Manifest
-from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
-from robot_model_deployer.optimize.targets import Accelerator, Precision
+from robot_model_deployer.inference.accelerators import Accelerator, Precision
+from robot_model_deployer.inference.artifacts import (KEY_FILE, CompiledArtifact, cuda_runtime_version, read_cache_key,
+                                                      tensorrt_version)
+from robot_model_deployer.inference.engine import first_line
 
-KEY_FILE = "cache_key.json"
 _OPENVINO_HINTS = {Precision.FP32: "f32", Precision.FP16: "f16", Precision.INT8: "f32"}
 
 
@@ -79,38 +79,12 @@ def prepare_engine_cache(root: str | Path, key: EngineCacheKey) -> Path:
     for entry in root.iterdir():
         if entry == target or not entry.is_dir():
             continue
-        recorded = _read_key(entry)
+        recorded = read_cache_key(entry)
         if recorded is None or recorded.get("model_sha256") == key.model_sha256:
             shutil.rmtree(entry, ignore_errors=True)
     target.mkdir(exist_ok=True)
     (target / KEY_FILE).write_text(json.dumps(key.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
     return target
-
-
-def check_engine_cache(cache_dir: Path, model_path: Path, precision: Precision) -> None:
-    """Refuse a TensorRT artifact whose engines no longer match this machine.
-
-    TensorRT would otherwise rebuild the engine inside the first session,
-    which on a perception node means minutes on the live path; the caller
-    falls back to another variant instead.
-    """
-    recorded = _read_key(cache_dir)
-    if recorded is None:
-        raise ModelLoadError(f"TensorRT engine cache {cache_dir} is missing; re-run the optimize stage")
-    current = {"model_sha256": file_sha256(model_path), "ort_version": ort.__version__,
-               "tensorrt_version": tensorrt_version(), "cuda_version": cuda_runtime_version(),
-               "precision": precision.value}
-    changed = [f"{k} {recorded.get(k)} -> {v}" for k, v in current.items() if recorded.get(k) != v]
-    if changed:
-        raise ModelLoadError(f"TensorRT engine cache {cache_dir.name} is stale ({'; '.join(changed)}); "
-                             "re-run the optimize stage")
-
-
-def _read_key(directory: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((directory / KEY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def model_input_shapes(model_path: str | Path) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -124,32 +98,6 @@ def model_input_shapes(model_path: str | Path) -> tuple[tuple[str, tuple[int, ..
         dims = graph_input.type.tensor_type.shape.dim
         shapes.append((graph_input.name, tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)))
     return tuple(shapes)
-
-
-def tensorrt_version() -> str:
-    """The TensorRT version this process would use, or "none"."""
-    for distribution in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-libs", "tensorrt-cu12-libs"):
-        try:
-            return importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    library = ctypes.util.find_library("nvinfer")
-    return f"lib:{library}" if library else "none"
-
-
-def cuda_runtime_version() -> str:
-    """cudaRuntimeGetVersion() as "major.minor", or "none" without a CUDA runtime."""
-    library = ctypes.util.find_library("cudart")
-    if not library:
-        return "none"
-    try:
-        cudart = ctypes.CDLL(library)
-        version = ctypes.c_int()
-        if cudart.cudaRuntimeGetVersion(ctypes.byref(version)) != 0:
-            return "none"
-        return f"{version.value // 1000}.{(version.value % 1000) // 10}"
-    except OSError:
-        return "none"
 
 
 def tensorrt_provider_options(precision: Precision, cache_dir: Path, device_id: int = 0,
@@ -180,72 +128,6 @@ def cuda_provider_options(device_id: int = 0) -> dict[str, Any]:
     return {"device_id": device_id, "cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": True}
 
 
-@dataclass(frozen=True)
-class CompiledArtifact:
-    """How to load one variant: the file and the runtime settings, relative to the output directory."""
-
-    accelerator: Accelerator
-    precision: Precision
-    model_file: str
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    provider_options: tuple[dict[str, Any], ...] = ({},)
-    offline_optimized: bool = False
-    openvino_hint: str = ""
-    cache_dir: str = ""
-    extra_files: tuple[str, ...] = field(default=())
-
-    def open_engine(self, root: str | Path, manifest: Manifest, labels: Sequence[str] = (),
-                    warmup_runs: int = 3, threads: int = 0) -> InferenceEngine:
-        """An InferenceEngine serving this artifact from directory ``root``.
-
-        ``threads`` caps the CPU threads of one inference (0: the runtime decides).
-        """
-        root = Path(root)
-        path = root / self.model_file
-        if self.accelerator is Accelerator.OPENVINO:
-            from robot_model_deployer.inference.openvino_session import OpenVinoSession
-
-            cache = root / self.cache_dir if self.cache_dir else None
-            session = OpenVinoSession(path, "CPU", self.openvino_hint or "f32", cache, threads=threads)
-            return InferenceEngine(path, manifest, labels, warmup_runs=warmup_runs, session=session)
-        if self.providers[0] not in ort.get_available_providers():
-            raise ModelLoadError(f"{self.model_file} was built for {self.providers[0]}, which this ONNX Runtime "
-                                 "does not have; re-run the optimize stage on this machine")
-        if self.accelerator is Accelerator.TENSORRT:
-            check_engine_cache(root / self.cache_dir, path, self.precision)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        if self.offline_optimized:
-            # Optimizations were applied and saved at compile time; redoing them only costs start-up.
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        providers = [(name, _absolute_cache_paths(opts, root)) for name, opts in zip(self.providers, self.provider_options)]
-        return InferenceEngine(path, manifest, labels, providers=providers, session_options=options,
-                               warmup_runs=warmup_runs)
-
-    def files(self) -> list[str]:
-        return [self.model_file, *self.extra_files]
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["accelerator"] = self.accelerator.value
-        data["precision"] = self.precision.value
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CompiledArtifact":
-        return cls(accelerator=Accelerator(data["accelerator"]), precision=Precision(data["precision"]),
-                   model_file=data["model_file"], providers=tuple(data["providers"]),
-                   provider_options=tuple(data["provider_options"]),
-                   offline_optimized=bool(data["offline_optimized"]), openvino_hint=data["openvino_hint"],
-                   cache_dir=data["cache_dir"], extra_files=tuple(data["extra_files"]))
-
-
-def _absolute_cache_paths(options: dict[str, Any], root: Path) -> dict[str, Any]:
-    """Cache paths are stored relative to the artifacts; providers resolve them against the cwd."""
-    return {k: str(root / v) if k.endswith("_cache_path") and not Path(str(v)).is_absolute() else v
-            for k, v in options.items()}
-
-
 def compile_cpu(model_path: Path, out_dir: Path, stem: str, precision: Precision) -> CompiledArtifact:
     """Save ONNX Runtime's CPU-optimized graph of ``model_path`` as ``<stem>.ort.onnx``."""
     target = out_dir / f"{stem}.ort.onnx"
@@ -257,7 +139,7 @@ def compile_cpu(model_path: Path, out_dir: Path, stem: str, precision: Precision
     try:
         ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise CompileError(f"ONNX Runtime could not optimize {model_path.name}: {_first_line(exc)}") from exc
+        raise CompileError(f"ONNX Runtime could not optimize {model_path.name}: {first_line(exc)}") from exc
     return CompiledArtifact(Accelerator.CPU, precision, target.name, offline_optimized=True)
 
 
@@ -272,7 +154,7 @@ def compile_openvino(model_path: Path, out_dir: Path, stem: str, precision: Prec
         model = ov.Core().read_model(str(model_path))
         ov.save_model(model, str(target), compress_to_fp16=False)
     except Exception as exc:
-        raise CompileError(f"OpenVINO could not convert {model_path.name}: {_first_line(exc)}") from exc
+        raise CompileError(f"OpenVINO could not convert {model_path.name}: {first_line(exc)}") from exc
     return CompiledArtifact(Accelerator.OPENVINO, precision, target.name, providers=("OpenVINO",),
                             provider_options=({},), openvino_hint=_OPENVINO_HINTS[precision],
                             cache_dir="openvino_cache", extra_files=(target.with_suffix(".bin").name,))
@@ -310,8 +192,3 @@ def convert_to_fp16(model_path: Path, target: Path) -> None:
 
     model = convert_float_to_float16(onnx.load(str(model_path)), keep_io_types=True)
     onnx.save(model, str(target))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

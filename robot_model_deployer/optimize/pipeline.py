@@ -22,17 +22,18 @@ import numpy as np
 from PIL import Image
 
 from robot_model_deployer.bundle.loader import BundleDir
+from robot_model_deployer.inference.accelerators import Accelerator, Precision
+from robot_model_deployer.inference.artifacts import CompiledArtifact
 from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
 from robot_model_deployer.inference.postprocess import Prediction
 from robot_model_deployer.inference.preprocess import PixelFormat, Preprocessor
-from robot_model_deployer.optimize.compile import (CompileError, CompiledArtifact, compile_cpu, compile_gpu,
-                                                   compile_openvino)
+from robot_model_deployer.optimize.compile import CompileError, compile_cpu, compile_gpu, compile_openvino
 from robot_model_deployer.optimize.gate import check_variant, load_expected_outputs
 from robot_model_deployer.optimize.hardware import HardwareInfo, detect_hardware, int8_advice
 from robot_model_deployer.optimize.quantize import (FloatRegion, Int8Scheme, QuantizationConfig, QuantizationError,
                                                     QuantizedModel, quantize_model)
 from robot_model_deployer.optimize.report import OptimizationReport, VariantResult, VariantStatus
-from robot_model_deployer.optimize.targets import Accelerator, Precision, TargetProfile
+from robot_model_deployer.optimize.targets import TargetProfile
 from robot_model_deployer.validation.metrics import percentile
 
 FP32_FALLBACK = "fp32-cpu"
@@ -343,29 +344,6 @@ class _Run:
             self.step += 1
         if self.progress is not None:
             self.progress(OptimizeProgress(self.step, self.total_steps, variant, message))
-
-
-def open_optimized_engine(out_dir: str | Path, bundle: BundleDir, warmup_runs: int = 3,
-                          threads: int = 0) -> tuple[VariantResult, InferenceEngine]:
-    """The fastest accepted variant in ``out_dir`` that loads here, as an engine, for a perception node.
-
-    Variants are tried fastest first, so an artifact that no longer loads
-    (a runtime upgraded since, a missing optional package) falls back to the
-    next; FP32 is always among them. Raises ModelLoadError if none loads.
-    """
-    report = OptimizationReport.read(out_dir)
-    accepted = sorted((v for v in report.variants if v.accepted and v.artifact),
-                      key=lambda v: (v.name != report.chosen, v.p50_ms if v.p50_ms is not None else float("inf")))
-    failures = []
-    for variant in accepted:
-        try:
-            engine = variant.artifact.open_engine(out_dir, bundle.manifest, bundle.labels, warmup_runs=warmup_runs,
-                                                  threads=threads)
-        except (ModelLoadError, RuntimeError) as exc:
-            failures.append(f"{variant.name}: {exc}")
-            continue
-        return variant, engine
-    raise ModelLoadError(f"no optimized variant in {out_dir} loads here: {'; '.join(failures) or 'none accepted'}")
 
 
 def load_bundle_image(path: str | Path) -> np.ndarray:

@@ -26,6 +26,8 @@ import numpy as np
 import onnx
 from onnx import version_converter
 
+from robot_model_deployer.inference.engine import first_line
+
 PER_CHANNEL_MIN_OPSET = 13
 _COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
@@ -162,7 +164,7 @@ def quantize_model(model_path: str | Path, output_path: str | Path, calibration:
                 nodes_to_exclude=list(excluded), calibrate_method=method, extra_options=extra,
             )
         except Exception as exc:  # The tool raises many exception types; one message for the report.
-            raise QuantizationError(f"quantize_static failed ({config.label}): {_first_line(exc)}") from exc
+            raise QuantizationError(f"quantize_static failed ({config.label}): {first_line(exc)}") from exc
         output_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(scratch / "quantized.onnx"), output_path)
         opset = _default_opset(prepared)
@@ -191,7 +193,7 @@ def prepare_for_quantization(model_path: str | Path, output_path: Path, input_sh
             model = version_converter.convert_version(model, PER_CHANNEL_MIN_OPSET)
         except Exception as exc:
             raise QuantizationError(f"per-channel quantization needs opset >= {PER_CHANNEL_MIN_OPSET} and converting "
-                                    f"opset {opset} failed: {_first_line(exc)}; use per_channel=False") from exc
+                                    f"opset {opset} failed: {first_line(exc)}; use per_channel=False") from exc
         notes.append(f"opset {opset} -> {PER_CHANNEL_MIN_OPSET} for per-channel weights")
     _name_nodes(model)
     pinned = output_path.with_name("pinned.onnx")
@@ -208,7 +210,7 @@ def prepare_for_quantization(model_path: str | Path, output_path: Path, input_sh
             return output_path
         except Exception as exc:  # Try the next, less ambitious, pre-processing.
             last_error = exc
-    raise QuantizationError(f"model pre-processing for quantization failed: {_first_line(last_error)}")
+    raise QuantizationError(f"model pre-processing for quantization failed: {first_line(last_error)}")
 
 
 def find_float_nodes(model: onnx.ModelProto, region: FloatRegion = FloatRegion.DECODE_TAIL) -> tuple[str, ...]:
@@ -270,8 +272,3 @@ def _default_opset(model: onnx.ModelProto) -> int:
         if entry.domain in ("", "ai.onnx"):
             return int(entry.version)
     return 0
-
-
-def _first_line(exc: BaseException | None) -> str:
-    text = str(exc).strip().splitlines() if exc is not None else []
-    return text[0] if text else type(exc).__name__

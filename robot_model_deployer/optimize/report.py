@@ -2,7 +2,8 @@
 
 Written as JSON next to the artifacts so the manager, the perception node
 and a person reading the robot's store all see the same record of why a
-variant is (or is not) being served.
+variant is (or is not) being served. The optimizer writes it and serving
+(deploy/serving.py) reads it, so it imports nothing of the optimizer.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from robot_model_deployer.optimize.compile import CompiledArtifact
-from robot_model_deployer.optimize.targets import Accelerator, Precision
+from robot_model_deployer.inference.accelerators import Accelerator, Precision
+from robot_model_deployer.inference.artifacts import CompiledArtifact
 
 REPORT_NAME = "optimization_report.json"
 

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import yaml
 
 from robot_model_deployer.bundle.fields import FieldReader
+from robot_model_deployer.inference.accelerators import Accelerator, Precision
 
 TARGETS_FILE_ENV = "RMD_TARGETS_FILE"
 _PACKAGE = "robot_model_deployer"
@@ -39,21 +40,6 @@ def default_targets_file() -> Path:
 
 class TargetConfigError(ValueError):
     """targets.yaml has a missing or bad field; the message names it."""
-
-
-class Accelerator(str, Enum):
-    """Where a variant runs: ONNX Runtime CPU, OpenVINO, or ORT's CUDA / TensorRT providers."""
-
-    CPU = "cpu"
-    OPENVINO = "openvino"
-    CUDA = "cuda"
-    TENSORRT = "tensorrt"
-
-
-class Precision(str, Enum):
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"
 
 
 # Which precisions each accelerator can serve; anything else is a config error.

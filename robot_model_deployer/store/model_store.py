@@ -21,26 +21,25 @@ import os
 import shutil
 import threading
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from robot_model_deployer.bundle.errors import BundleError, InsufficientSpaceError, VersionConflictError
 from robot_model_deployer.bundle.extract import ExtractionLimits, ProgressCallback
-from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, FileList
+from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, FileList, parse_file_list
 from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
-from robot_model_deployer.bundle.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest
+from robot_model_deployer.bundle.manifest import Manifest
 from robot_model_deployer.bundle.signing import TrustStore
 from robot_model_deployer.bundle.verify import ModelCheck, VerifiedBundle, unpack_bundle
 from robot_model_deployer.store.durable import TEMP_SUFFIX, fsync_dir, fsync_tree, write_atomic
+from robot_model_deployer.store.installed import BUNDLE_SUBDIR, DERIVED_SUBDIR, InstalledVersion
 from robot_model_deployer.store.state import DeploymentStage, EventKind, StoreError, StoreState, VersionRef
 
 STATE_NAME = "state.json"
 VERSIONS_DIR = "versions"
 STAGING_DIR = "staging"
-BUNDLE_SUBDIR = "bundle"
-DERIVED_SUBDIR = "derived"
 INSTALL_RECORD = "install.json"
 DEFAULT_FREE_SPACE_MARGIN = 64 << 20
 
@@ -55,27 +54,6 @@ def _locked(method: _Method) -> _Method:
         with self._lock:
             return method(self, *args, **kwargs)
     return wrapper  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class InstalledVersion:
-    """One version on disk, as ``ingest`` and ``list_versions`` report it."""
-
-    ref: VersionRef
-    root: Path
-    manifest: Manifest
-    key_id: str | None
-    installed_at: str
-    forced: bool
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def bundle_dir(self) -> Path:
-        return self.root / BUNDLE_SUBDIR
-
-    @property
-    def derived_dir(self) -> Path:
-        return self.root / DERIVED_SUBDIR
 
 
 class _AlreadyInstalled(Exception):
@@ -101,6 +79,7 @@ class ModelStore:
         self._state = state
         self.keep_others = keep_others
         self.free_space_margin = free_space_margin
+        self._bundles: dict[VersionRef, tuple[BundleDir, FileList]] = {}
 
     # ---- opening and recovery ------------------------------------------------
 
@@ -167,11 +146,11 @@ class ModelStore:
         """Where later stages (optimize, compile, shadow) keep artifacts and reports for ``ref``."""
         return self.version_dir(ref) / DERIVED_SUBDIR
 
-    def load(self, ref: VersionRef) -> BundleDir:
-        """Open an installed version for serving; raises StoreError if it is not installed."""
+    def installed(self, ref: VersionRef) -> InstalledVersion:
+        """An installed version with its manifest, e.g. to serve it; raises StoreError if it is not installed."""
         if not self.version_dir(ref).is_dir():
             raise StoreError(f"{ref} is not installed in {self.root}")
-        return load_bundle_dir(self.bundle_dir(ref))
+        return self._installed(ref)
 
     def list_versions(self) -> list[InstalledVersion]:
         """Every installed version, ordered by name then version."""
@@ -191,11 +170,19 @@ class ModelStore:
         root = self.version_dir(ref)
         try:
             record = json.loads((root / INSTALL_RECORD).read_text(encoding="utf-8"))
-            manifest = parse_manifest((root / BUNDLE_SUBDIR / MANIFEST_NAME).read_text(encoding="utf-8"))
-            return InstalledVersion(ref, root, manifest, record["key_id"], record["installed_at"],
+            bundle, files = self._bundles.get(ref) or self._read_bundle(ref)
+            return InstalledVersion(ref, root, bundle, files, record["key_id"], record["installed_at"],
                                     record["forced"], tuple(record["warnings"]))
-        except (OSError, ValueError, KeyError, ManifestError) as exc:
+        except (OSError, ValueError, KeyError) as exc:  # BundleError is a ValueError
             raise StoreError(f"installed version {root} is damaged ({exc}); remove it from the store") from None
+
+    def _read_bundle(self, ref: VersionRef) -> tuple[BundleDir, FileList]:
+        """Parse an installed bundle's manifest and files.json, once per process."""
+        directory = self.bundle_dir(ref)
+        read = load_bundle_dir(directory), parse_file_list((directory / FILE_LIST_NAME).read_bytes(),
+                                                           str(directory / FILE_LIST_NAME))
+        self._bundles[ref] = read
+        return read
 
     def _installed_at(self, ref: VersionRef) -> str:
         """Install time for ordering; a damaged record sorts as oldest, so it is pruned first."""
@@ -261,6 +248,7 @@ class ModelStore:
         if self.version_dir(ref).exists():
             raise VersionConflictError(f"{ref} was installed by another ingest while this one was verifying")
         installed_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        bundle = load_bundle_dir(work / BUNDLE_SUBDIR)
         (work / DERIVED_SUBDIR).mkdir()
         record = {"format": 1, "name": ref.name, "version": str(ref.version), "key_id": verified.key_id,
                   "installed_at": installed_at, "forced": bool(forced), "warnings": list(verified.warnings),
@@ -281,8 +269,10 @@ class ModelStore:
         for message in forced:
             state = state.with_event(EventKind.FORCED, ref, message)
         self._save(replace(state, bad=tuple(r for r in state.bad if r != ref)))
-        return InstalledVersion(ref, target, verified.manifest, verified.key_id, installed_at, bool(forced),
-                                verified.warnings)
+        bundle = replace(bundle, root=target / BUNDLE_SUBDIR)
+        self._bundles[ref] = bundle, verified.file_list
+        return InstalledVersion(ref, target, bundle, verified.file_list, verified.key_id, installed_at,
+                                bool(forced), verified.warnings)
 
     def _is_installed_copy(self, ref: VersionRef, file_list: FileList) -> bool:
         """``ref`` is installed from exactly these files, is the newest of its model, in no slot and not bad.
@@ -396,6 +386,7 @@ class ModelStore:
             # Moving into staging first makes the removal atomic: a crash leaves it to the next wipe.
             trash = self.root / STAGING_DIR / f"pruned-{uuid.uuid4().hex}"
             os.rename(self.version_dir(ref), trash)
+            self._bundles.pop(ref, None)
             fsync_dir(self.version_dir(ref).parent)
             self._record(EventKind.PRUNED, ref, f"removed to keep {self.keep_others} unused versions")
             _wipe(trash)

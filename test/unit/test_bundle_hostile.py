@@ -437,7 +437,7 @@ def test_hostile_bundle_is_refused_and_changes_nothing(case: Case, store: ModelS
     # The robot keeps serving what it served.
     reopened = ModelStore.open(store.root)
     assert reopened.state.active == before.active
-    engine = InferenceEngine.from_bundle(reopened.load(reopened.state.active), warmup_runs=1)
+    engine = InferenceEngine.from_bundle(reopened.installed(reopened.state.active).bundle, warmup_runs=1)
     assert engine.infer(solid_image("green")).labels[0] == "green"
 
 

@@ -88,7 +88,7 @@ def _check_consistent(world: World, root: Path) -> ModelStore:
     if state.active is not None:
         chosen = {e.ref for e in state.history if e.kind in (EventKind.COMMITTED, EventKind.ROLLED_BACK)}
         assert state.active in chosen
-        engine = InferenceEngine.from_bundle(store.load(state.active), warmup_runs=1)
+        engine = InferenceEngine.from_bundle(store.installed(state.active).bundle, warmup_runs=1)
         assert engine.infer(solid_image("blue")).labels[0] == "blue"
     return store
 

@@ -17,12 +17,13 @@ import numpy as np
 import onnx
 import pytest
 
-from robot_model_deployer.bundle.filelist import build_file_list
+from robot_model_deployer.bundle.filelist import build_file_list, file_sha256
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Manifest
 from robot_model_deployer.bundle.pack import write_bundle_tar
 from robot_model_deployer.bundle.signing import TrustStore, generate_keypair, load_private_key, sign_file_list
-from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome, FlowSettings, StageError
+from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome, FlowSettings
 from robot_model_deployer.deploy.optimizer import OnRobotOptimizer
+from robot_model_deployer.deploy.ports import StageError
 from robot_model_deployer.deploy.serving import open_serving_engine
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SlotState, SwapError
 from robot_model_deployer.inference.engine import InferenceEngine
@@ -121,8 +122,8 @@ class EngineShadow:
         self.runs: list[ServedModel] = []
         self.references: list[ServedModel] = []
 
-    def run(self, model: ServedModel, reference: ServedModel, manifest: Manifest, cancel: threading.Event,
-            progress: Callable[[float, str], None]) -> ShadowVerdict:
+    def validate(self, model: ServedModel, reference: ServedModel, manifest: Manifest, cancel: threading.Event,
+                 progress: Callable[[float, str], None]) -> ShadowVerdict:
         self.runs.append(model)
         self.references.append(reference)
         if self.error:
@@ -154,8 +155,8 @@ class EngineProbation:
         self.frames = frames
         self.baselines: list[float | None] = []
 
-    def run(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None, cancel: threading.Event,
-            progress: Callable[[float, str], None]) -> HealthStatus:
+    def watch(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None, cancel: threading.Event,
+              progress: Callable[[float, str], None]) -> HealthStatus:
         self.baselines.append(baseline_latency_p99_ms)
         watch = HealthWatch(acceptance, baseline_latency_p99_ms)
         live = live_slot(self.slots).engine
@@ -217,11 +218,11 @@ class Rig:
     def live(self) -> EngineSlot:
         return live_slot(self.slots)
 
-    def serving(self) -> tuple[str | None, str | None]:
+    def serving(self) -> tuple[VersionRef | None, VersionRef | None]:
         """(live, standby) versions as the switch reports them."""
         snapshot = self.switch.snapshot()
-        return (snapshot.live_model.version if snapshot.live_model else None,
-                snapshot.standby_model.version if snapshot.standby_model else None)
+        return (snapshot.live_model.ref if snapshot.live_model else None,
+                snapshot.standby_model.ref if snapshot.standby_model else None)
 
     def stage_names(self) -> list[str]:
         names: list[str] = []
@@ -259,8 +260,8 @@ def deployed_v1(rig: Rig, flow: DeploymentFlow) -> None:
 def assert_v1_still_serves(rig: Rig) -> None:
     state = rig.store.state
     assert (state.active, state.candidate) == (V1, None)
-    assert rig.serving()[0] == "1.0.0"
-    assert rig.live().model.version == "1.0.0" and rig.live().answer("red") == "red"
+    assert rig.serving()[0] == V1
+    assert rig.live().model.ref == V1 and rig.live().answer("red") == "red"
 
 
 # First and second deployments ------------------------------------------------------------------
@@ -271,7 +272,8 @@ def test_first_deployment_commits_without_shadow_or_probation(rig: Rig) -> None:
 
     assert outcome.accepted, outcome.reason
     assert outcome.reason == "colour_classifier 1.0.0 is live on perception_b"
-    assert outcome.model.version == "1.0.0" and outcome.model.artifacts == ""
+    assert outcome.model.ref == V1 and outcome.model.artifacts == ""
+    assert outcome.model.model_sha256 == file_sha256(rig.store.installed(V1).bundle.model_path)
     assert rig.shadow.runs == [] and rig.probation.baselines == []
     assert outcome.report["probation"] == {"state": "skipped",
                                            "reasons": ["first deployment: no model to roll back to"]}
@@ -279,7 +281,7 @@ def test_first_deployment_commits_without_shadow_or_probation(rig: Rig) -> None:
     assert rig.stage_names() == ["verify", "stage", "swap", "commit"]
     state = rig.store.state
     assert (state.active, state.previous, state.candidate, state.stage) == (V1, None, None, DeploymentStage.IDLE)
-    assert rig.serving() == ("1.0.0", None)
+    assert rig.serving() == (V1, None)
     assert rig.live().name == "perception_b" and rig.live().served_as == "model as shipped"
     assert [rig.live().answer(c) for c in COLOUR_LABELS] == list(COLOUR_LABELS)
 
@@ -296,17 +298,17 @@ def test_second_deployment_passes_shadow_and_probation_and_is_committed(rig: Rig
     assert shadow["outcome"] == "pass" and shadow["frames_judged"] == ACCEPTANCE["shadow_frames"]
     assert shadow["agreement"] == 1.0 and 0.0 < shadow["mean_score_drift"] < 0.1
     # The shadow times the candidate against the model that was live, as served on perception_b.
-    assert [(r.version, r.path) for r in rig.shadow.references] == [("1.0.0", rig.slots[1].model.path)]
+    assert [(r.ref, r.path) for r in rig.shadow.references] == [(V1, rig.slots[1].model.path)]
     assert outcome.report["probation"]["state"] == "passed" and outcome.report["probation"]["non_finite"] == 0
     # Probation judges latency against what the old model measured beside it in shadow.
     assert rig.probation.baselines == [LATENCY_MS]
     state = rig.store.state
     assert (state.active, state.previous, state.candidate, state.bad) == (V2, V1, None, ())
     assert rig.kinds().count(EventKind.COMMITTED) == 2
-    assert rig.serving() == ("2.0.0", "1.0.0")
+    assert rig.serving() == (V2, V1)
     standby = next(slot for slot in rig.slots if slot is not rig.live())
     assert standby.state() is SlotState.INACTIVE and standby.answer("blue") == "blue"  # warm for a rollback
-    assert rig.live().model.version == "2.0.0" and rig.live().answer("green") == "green"
+    assert rig.live().model.ref == V2 and rig.live().answer("green") == "green"
 
 
 # Gates that refuse a candidate --------------------------------------------------------------------
@@ -344,7 +346,7 @@ def test_shadow_stage_error_rejects_without_marking_bad(rig: Rig) -> None:
     assert (state.candidate, state.bad, state.stage) == (None, (), DeploymentStage.FAILED)
     assert state.history[-1].kind is EventKind.CANDIDATE_REJECTED
     assert "marked bad" not in state.history[-1].message
-    assert rig.serving() == ("1.0.0", None)
+    assert rig.serving() == (V1, None)
     assert_v1_still_serves(rig)
 
 
@@ -367,7 +369,7 @@ def test_probation_nan_rolls_back_to_the_old_model_and_marks_bad(rig: Rig) -> No
     assert any(e.kind is EventKind.STAGE_CHANGED and e.message.startswith("rollback: rolling back")
                for e in state.history)
     assert "rejected and marked bad: rolled back after the swap" in state.history[-1].message
-    assert rig.serving() == ("1.0.0", "2.0.0")
+    assert rig.serving() == (V1, V2)
     assert_v1_still_serves(rig)
     assert np.isfinite(rig.live().engine.infer(solid_image("red")).scores).all()
 
@@ -420,7 +422,7 @@ def test_a_cancelled_candidate_can_be_deployed_again(rig: Rig) -> None:
 
     outcome = rig.deploy(flow, bundle)
     assert outcome.accepted, outcome.reason
-    assert rig.store.state.active == V2 and rig.serving()[0] == "2.0.0"
+    assert rig.store.state.active == V2 and rig.serving()[0] == V2
 
 
 def test_replaying_the_bundle_of_an_older_installed_version_is_refused(rig: Rig) -> None:
@@ -432,7 +434,7 @@ def test_replaying_the_bundle_of_an_older_installed_version_is_refused(rig: Rig)
     replay = rig.deploy(flow, first)
     assert not replay.accepted and "already installed" in replay.reason, replay.reason
     assert (rig.store.state.active, rig.store.state.previous) == (V2, V1)
-    assert rig.serving()[0] == "2.0.0"
+    assert rig.serving()[0] == V2
 
 
 # Swap and ingest failures ---------------------------------------------------------------------------
@@ -452,7 +454,7 @@ def test_swap_failure_leaves_the_live_model_and_clears_the_candidate(rig: Rig, s
     assert outcome.report["shadow"]["outcome"] == "pass" and "probation" not in outcome.report
     state = rig.store.state
     assert (state.candidate, state.bad, state.stage) == (None, (), DeploymentStage.FAILED)
-    assert standby.state() is SlotState.UNCONFIGURED and rig.serving() == ("1.0.0", None)
+    assert standby.state() is SlotState.UNCONFIGURED and rig.serving() == (V1, None)
     assert_v1_still_serves(rig)
 
 
@@ -506,15 +508,15 @@ def test_manual_rollback_swaps_store_and_switch_both_ways(rig: Rig) -> None:
     assert rig.deploy(flow, rig.bundle("2.0.0")).accepted
 
     model = flow.rollback("operator: v2 misreads the dock markers")
-    assert model.version == "1.0.0"
+    assert model.ref == V1
     state = rig.store.state
     assert (state.active, state.previous, state.stage) == (V1, V2, DeploymentStage.IDLE)
     assert state.history[-1].kind is EventKind.ROLLED_BACK and "dock markers" in state.history[-1].message
-    assert rig.serving() == ("1.0.0", "2.0.0") and rig.live().model.version == "1.0.0"
+    assert rig.serving() == (V1, V2) and rig.live().model.ref == V1
 
-    assert flow.rollback("").version == "2.0.0"
+    assert flow.rollback("").ref == V2
     assert (rig.store.state.active, rig.store.state.previous) == (V2, V1)
-    assert rig.serving() == ("2.0.0", "1.0.0") and rig.live().answer("blue") == "blue"
+    assert rig.serving() == (V2, V1) and rig.live().answer("blue") == "blue"
 
 
 def test_manual_rollback_without_a_previous_version_fails_cleanly(rig: Rig) -> None:
@@ -524,7 +526,7 @@ def test_manual_rollback_without_a_previous_version_fails_cleanly(rig: Rig) -> N
     with pytest.raises(StoreError, match="no previous version to roll back to"):
         flow.rollback("operator")
     assert rig.store.state == before
-    assert rig.serving() == ("1.0.0", None) and rig.live().model.version == "1.0.0"
+    assert rig.serving() == (V1, None) and rig.live().model.ref == V1
 
 
 @pytest.mark.parametrize("failure", ["probation", "swap"])
@@ -539,13 +541,13 @@ def test_manual_rollback_after_a_failed_candidate_serves_the_stores_previous(rig
     rig.shadow.frames = [solid_image("green")]
     assert not rig.deploy(flow, rig.bundle("3.0.0", colour_classifier(nan_unless="green"))).accepted
     assert (rig.store.state.active, rig.store.state.previous) == (V2, V1)
-    assert rig.serving() == ("2.0.0", "3.0.0" if failure == "probation" else None)
+    assert rig.serving() == (V2, V3 if failure == "probation" else None)
 
     model = flow.rollback("operator")
-    assert model.version == "1.0.0"
+    assert model.ref == V1
     assert (rig.store.state.active, rig.store.state.previous) == (V1, V2)
-    assert rig.serving() == ("1.0.0", "2.0.0")
-    assert rig.live().model.version == "1.0.0" and rig.live().answer("red") == "red"
+    assert rig.serving() == (V1, V2)
+    assert rig.live().model.ref == V1 and rig.live().answer("red") == "red"
 
 
 def test_serve_committed_after_a_restart_serves_active_with_previous_warm(rig: Rig) -> None:
@@ -561,15 +563,15 @@ def test_serve_committed_after_a_restart_serves_active_with_previous_warm(rig: R
                                                            model_check=check_model))
     served = restarted.serve_committed()
 
-    assert served is not None and served.version == "2.0.0" and served.path == str(store.bundle_dir(V2))
+    assert served is not None and served.ref == V2 and served.path == str(store.bundle_dir(V2))
     assert (store.state.active, store.state.previous) == (V2, V1)
     snapshot = switch.snapshot()
-    assert (snapshot.live_model.version, snapshot.standby_model.version) == ("2.0.0", "1.0.0")
+    assert (snapshot.live_model.ref, snapshot.standby_model.ref) == (V2, V1)
     live = live_slot(slots)
     standby = next(slot for slot in slots if slot is not live)
     assert live.answer("green") == "green"
-    assert standby.state() is SlotState.INACTIVE and standby.model.version == "1.0.0"
-    assert restarted.rollback("after restart").version == "1.0.0" and live_slot(slots) is standby
+    assert standby.state() is SlotState.INACTIVE and standby.model.ref == V1
+    assert restarted.rollback("after restart").ref == V1 and live_slot(slots) is standby
 
 
 def test_serve_committed_on_an_empty_store_serves_nothing(rig: Rig) -> None:

@@ -10,14 +10,15 @@ import onnxruntime as ort
 import pytest
 
 from robot_model_deployer.bundle.manifest import manifest_from_dict
+from robot_model_deployer.inference.accelerators import Accelerator, Precision
+from robot_model_deployer.inference.artifacts import KEY_FILE, CompiledArtifact, check_engine_cache
 from robot_model_deployer.inference.engine import ModelLoadError
 from robot_model_deployer.inference.openvino_session import openvino_available
 from robot_model_deployer.optimize.compile import (
-    KEY_FILE, CompiledArtifact, EngineCacheKey, check_engine_cache, compile_cpu, compile_gpu, compile_openvino, cuda_provider_options,
-    model_input_shapes, prepare_engine_cache, tensorrt_provider_options,
+    EngineCacheKey, compile_cpu, compile_gpu, compile_openvino, cuda_provider_options, model_input_shapes,
+    prepare_engine_cache, tensorrt_provider_options,
 )
 from robot_model_deployer.optimize.hardware import detect_gpus
-from robot_model_deployer.optimize.targets import Accelerator, Precision
 from robot_model_deployer.testing.models import COLOUR_LABELS, classifier_manifest
 from robot_model_deployer.testing.quant_models import colour_images, conv_classifier
 

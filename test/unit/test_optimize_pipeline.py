@@ -10,13 +10,15 @@ import onnx
 import pytest
 
 from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
+from robot_model_deployer.deploy.serving import open_optimized_engine
+from robot_model_deployer.inference.accelerators import Accelerator, Precision
 from robot_model_deployer.inference.openvino_session import openvino_available
 from robot_model_deployer.optimize.hardware import HardwareInfo, detect_hardware, parse_cpu_features
 from robot_model_deployer.optimize.pipeline import (
-    FP32_FALLBACK, OptimizationCancelled, OptimizeProgress, load_bundle_image, open_optimized_engine, optimize_bundle,
+    FP32_FALLBACK, OptimizationCancelled, OptimizeProgress, load_bundle_image, optimize_bundle,
 )
 from robot_model_deployer.optimize.report import OptimizationReport, VariantStatus
-from robot_model_deployer.optimize.targets import Accelerator, Precision, TargetProfile
+from robot_model_deployer.optimize.targets import TargetProfile
 from robot_model_deployer.testing.models import COLOUR_LABELS, classifier_manifest
 from robot_model_deployer.testing.quant_models import (
     colour_images, conv_classifier, outlier_classifier, write_image_bundle,

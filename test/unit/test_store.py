@@ -12,7 +12,9 @@ import pytest
 from bundle_helpers import Keys, bundle_directory, bundle_files, make_keys, signed_tar, standard_members, write_tar
 from robot_model_deployer.bundle.errors import (InsufficientSpaceError, IntegrityError, SignatureError,
                                                 UnsafeArchiveError, VersionConflictError)
+from robot_model_deployer.bundle.filelist import file_sha256
 from robot_model_deployer.inference.model_check import check_model
+from robot_model_deployer.store import model_store
 from robot_model_deployer.store.model_store import STAGING_DIR, STATE_NAME, ModelStore
 from robot_model_deployer.store.state import DeploymentStage, EventKind, StoreError, VersionRef
 
@@ -35,7 +37,8 @@ def _ref(version: str) -> VersionRef:
 
 def test_first_deployment_goes_through_candidate_and_commit(tmp_path: Path, keys: Keys) -> None:
     store = ModelStore.open(tmp_path / "store")
-    installed = store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust, model_check=check_model)
+    installed = store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust,
+                             model_check=check_model)
     assert installed.ref == _ref("1.0.0") and installed.key_id is not None and not installed.forced
     assert store.state.active is None and store.state.candidate is None  # ingest never changes a slot
 
@@ -49,7 +52,26 @@ def test_first_deployment_goes_through_candidate_and_commit(tmp_path: Path, keys
     assert state.stage is DeploymentStage.IDLE
     assert [e.kind for e in state.history] == [EventKind.INSTALLED, EventKind.CANDIDATE_SET,
                                                EventKind.STAGE_CHANGED, EventKind.COMMITTED]
-    assert store.load(installed.ref).labels == ("red", "green", "blue")
+    assert store.installed(installed.ref).bundle.labels == ("red", "green", "blue")
+
+
+def test_an_installed_version_is_read_once_per_process_and_carries_its_listed_model_hash(
+        tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[Path] = []
+    load_bundle_dir = model_store.load_bundle_dir
+    monkeypatch.setattr(model_store, "load_bundle_dir", lambda path: reads.append(Path(path)) or load_bundle_dir(path))
+    store = ModelStore.open(tmp_path / "store")
+    installed = store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust,
+                             model_check=check_model)
+    assert store.installed(installed.ref).bundle == installed.bundle == store.list_versions()[0].bundle
+    assert installed.bundle.root == store.bundle_dir(installed.ref)
+    assert len(reads) == 1
+    assert installed.model_sha256 == file_sha256(installed.bundle.model_path)
+
+    reopened = ModelStore.open(store.root)  # as after a restart
+    assert reopened.installed(installed.ref).bundle == installed.bundle
+    assert reopened.list_versions()[0].model_sha256 == installed.model_sha256
+    assert len(reads) == 2
 
 
 def test_commit_makes_old_active_previous_and_rollback_swaps_them(tmp_path: Path, keys: Keys) -> None:
@@ -122,7 +144,7 @@ def test_misuse_is_refused_with_a_reason(tmp_path: Path, keys: Keys) -> None:
     with pytest.raises(StoreError, match="already the candidate"):
         store.set_candidate(third)
     with pytest.raises(StoreError, match="not installed"):
-        store.load(_ref("9.0.0"))
+        store.installed(_ref("9.0.0"))
 
 
 def test_open_rolls_back_an_uncommitted_candidate_and_wipes_staging(tmp_path: Path, keys: Keys) -> None:
@@ -257,7 +279,8 @@ def test_free_space_is_checked_before_staging(tmp_path: Path, keys: Keys) -> Non
 
 def test_installed_bundle_is_read_only_and_derived_is_writable(tmp_path: Path, keys: Keys) -> None:
     store = ModelStore.open(tmp_path / "store")
-    installed = store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust, model_check=check_model)
+    installed = store.ingest(signed_tar(tmp_path / "b.tar", keys.private), trust=keys.trust,
+                             model_check=check_model)
     for name in ("manifest.yaml", "model.onnx", "labels.txt", "files.json", "signature.json"):
         assert stat.S_IMODE((installed.bundle_dir / name).stat().st_mode) == 0o444
     (store.derived_dir(installed.ref) / "model.int8.onnx").write_bytes(b"compiled")

@@ -5,9 +5,11 @@ from typing import Iterator
 
 import pytest
 
+from robot_model_deployer.bundle.manifest import Task
 from robot_model_deployer.deploy.switch import (
-    BlueGreenSwitch, PerceptionSlot, ServedModel, SlotState, SwapError, SwitchSnapshot,
+    BlueGreenSwitch, ServedModel, SlotState, SwapError, SwitchSnapshot,
 )
+from robot_model_deployer.store.state import VersionRef
 
 
 class LifecycleSlot:
@@ -53,7 +55,7 @@ class LifecycleSlot:
 
 
 def model(version: str) -> ServedModel:
-    return ServedModel(name="det", version=version, task="detection", path=f"/store/det/{version}",
+    return ServedModel(ref=VersionRef.parse(f"det@{version}"), task=Task.DETECTION, path=f"/store/det/{version}",
                        model_sha256="ab" * 32)
 
 
@@ -82,11 +84,6 @@ def serving(slots) -> str | None:
     live = [s for s in slots if s.state() is SlotState.ACTIVE]
     assert len(live) == 1, f"expected exactly one active slot, got {[s.name for s in live]}"
     return live[0].model_dir
-
-
-def test_slot_class_satisfies_the_protocol() -> None:
-    slot: PerceptionSlot = LifecycleSlot("x")
-    assert slot.state() is SlotState.UNCONFIGURED
 
 
 @pytest.mark.parametrize("count", [0, 1, 3])
