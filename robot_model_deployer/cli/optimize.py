@@ -15,15 +15,15 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     parser = subparsers.add_parser(
         "optimize", help="build INT8/compiled variants of a bundle's model, gate them, keep the fastest",
         description="Quantize and compile the model of an extracted bundle for a target profile "
-                    "(config/targets.yaml), check every variant against FP32 on the bundle's validation "
-                    "images, measure the ones that pass and write the artifacts plus "
+                    "(shipped with the package, or --targets-file), check every variant against FP32 on the "
+                    "bundle's validation images, measure the ones that pass and write the artifacts plus "
                     "optimization_report.json to --out.")
     parser.add_argument("bundle", type=Path, metavar="BUNDLE", help="extracted bundle directory (with manifest.yaml)")
     parser.add_argument("--target", required=True, metavar="NAME", help="target profile name, e.g. x86_cpu")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="new or empty directory for the artifacts and the report")
     parser.add_argument("--targets-file", type=Path, metavar="PATH",
-                        help="target profiles YAML (default: $RMD_TARGETS_FILE or the package's config/targets.yaml)")
+                        help="target profiles YAML (default: $RMD_TARGETS_FILE or the profiles the package ships)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     parser.set_defaults(run=run_optimize)
 

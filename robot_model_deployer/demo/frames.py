@@ -1,6 +1,7 @@
 """Frames for the demo camera: scikit-image's photos, an image folder or a video."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,17 @@ def load_frames(source: str, width: int, height: int) -> list[np.ndarray]:
     return [_fit(frame, width, height) for frame in frames]
 
 
+def _demo_library(module: str, distribution: str, rosdep_key: str, needed_for: str):
+    """Import a demo-only library; robots do not get these, so say what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ValueError(f"{needed_for} needs {distribution}, a demo dependency that robots do not install: "
+                         f"pip install {distribution} (rosdep key {rosdep_key})") from None
+
+
 def _skimage_photos():
-    from skimage import data
+    data = _demo_library("skimage.data", "scikit-image", "python3-skimage", "camera source 'skimage'")
 
     for name in SKIMAGE_PHOTOS:
         loader = getattr(data, name, None)
@@ -39,7 +49,7 @@ def _skimage_photos():
 
 
 def _video_frames(path: Path):
-    import imageio.v3 as iio
+    iio = _demo_library("imageio.v3", "imageio", "python3-imageio", f"video source {path}")
 
     try:
         for frame in iio.imiter(path):

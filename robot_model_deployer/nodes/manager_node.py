@@ -59,7 +59,7 @@ PARAMETERS = (
     ParameterSpec("optimize_target", "",
                   "Target profile (from targets_file) to optimize each new model for, e.g. x86_cpu ('' serves "
                   "models as shipped)."),
-    ParameterSpec("targets_file", "", "Target profiles YAML ('' uses the package's config/targets.yaml)."),
+    ParameterSpec("targets_file", "", "Target profiles YAML ('' uses the profiles the package ships)."),
     ParameterSpec("store_dir", DEFAULT_STORE, "Directory of the on-robot model store."),
     ParameterSpec("keep_versions", 2, "Installed versions kept besides active, previous and candidate.",
                   minimum=0, maximum=1000),

@@ -1,6 +1,6 @@
 """Target profiles: what each robot may try when optimizing a model.
 
-A profile (one per robot model, in config/targets.yaml) names the
+A profile (one per robot model, in targets.yaml beside this module) names the
 accelerators and precisions worth trying there and the limits the optimize
 stage must respect. It is read once and checked up front, so a typo fails
 with the field named instead of silently trying nothing.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from enum import Enum
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,23 +20,20 @@ from robot_model_deployer.bundle.fields import FieldReader
 from robot_model_deployer.inference.accelerators import Accelerator, Precision
 
 TARGETS_FILE_ENV = "RMD_TARGETS_FILE"
-_PACKAGE = "robot_model_deployer"
+_SHIPPED_TARGETS = "targets.yaml"
 
 
 def default_targets_file() -> Path:
-    """$RMD_TARGETS_FILE, else the checkout's config/targets.yaml, else the ROS package's share copy."""
+    """$RMD_TARGETS_FILE, else the profiles shipped as package data beside this module.
+
+    Package data, so a pip install, a wheel and the colcon install space all
+    find them, with or without ROS and the checkout. Each installs the package
+    as plain directories, so the resource is a file with a path.
+    """
     override = os.environ.get(TARGETS_FILE_ENV)
     if override:
         return Path(override)
-    checkout = Path(__file__).resolve().parents[2] / "config" / "targets.yaml"
-    if checkout.is_file():
-        return checkout
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        return Path(get_package_share_directory(_PACKAGE)) / "config" / "targets.yaml"
-    except (ImportError, PackageNotFoundError):
-        return checkout
+    return Path(str(resources.files(__package__) / _SHIPPED_TARGETS))
 
 
 class TargetConfigError(ValueError):

@@ -38,7 +38,7 @@ from robot_model_deployer.testing.quant_models import colour_images, write_image
 from robot_model_deployer.validation.health import HealthStatus, HealthWatch
 from robot_model_deployer.validation.shadow import ShadowComparator, ShadowOutcome, ShadowVerdict
 
-TARGETS_FILE = Path(__file__).resolve().parents[2] / "config" / "targets.yaml"
+TARGETS_FILE = Path(__file__).resolve().parents[2] / "robot_model_deployer" / "optimize" / "targets.yaml"
 NAME = "colour_classifier"
 V1, V2, V3 = (VersionRef.parse(f"{NAME}@{v}") for v in ("1.0.0", "2.0.0", "3.0.0"))
 # Short gates: 6 shadow frames, 1 s of probation on a simulated 20 Hz camera.

@@ -19,7 +19,7 @@ def write_targets(tmp_path: Path, targets: dict) -> Path:
 
 
 def test_shipped_targets_file_loads_every_profile() -> None:
-    profiles = load_target_profiles(Path(__file__).resolve().parents[2] / "config" / "targets.yaml")
+    profiles = load_target_profiles(Path(__file__).resolve().parents[2] / "robot_model_deployer" / "optimize" / "targets.yaml")
     assert {"x86_cpu", "x86_openvino", "arm_cpu", "jetson_orin"} <= set(profiles)
     jetson = profiles["jetson_orin"]
     assert jetson.accelerators[0] is Accelerator.TENSORRT
