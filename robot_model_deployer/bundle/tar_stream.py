@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from robot_model_deployer.bundle.errors import BundleFormatError, LimitExceededError, UnsafeArchiveError
+from robot_model_deployer.bundle.text import shown
 
 BLOCK = 512
 MAX_PAX_BYTES = 4096
@@ -238,13 +239,13 @@ class TarStream:
         name = f"{name}/{base}" if name else base
         if kind not in _REGULAR and kind != _PAX:
             what = _TYPE_NAMES.get(kind, f"tar type {kind!r}")
-            raise UnsafeArchiveError(f"{self._source}: member {_shown(name)} is {what}; bundles hold regular "
+            raise UnsafeArchiveError(f"{self._source}: member {shown(name)} is {what}; bundles hold regular "
                                      "files only")
         if block[157:257].strip(b"\x00"):
-            raise UnsafeArchiveError(f"{self._source}: member {_shown(name)} names a link target; bundles hold "
+            raise UnsafeArchiveError(f"{self._source}: member {shown(name)} names a link target; bundles hold "
                                      "regular files only")
         if block[124] & 0x80:
-            raise BundleFormatError(f"{self._source}: member {_shown(name)} has a base-256 size field; bundle "
+            raise BundleFormatError(f"{self._source}: member {shown(name)} has a base-256 size field; bundle "
                                     "files are smaller than 8 GiB")
         for start, end, what in ((100, 108, "mode"), (108, 116, "uid"), (116, 124, "gid"), (136, 148, "mtime")):
             _octal(block[start:end], what, self._source)
@@ -289,7 +290,7 @@ def _parse_pax(data: bytes, source: str) -> dict[str, str]:
         except UnicodeDecodeError:
             raise BundleFormatError(f"{source}: a pax record that is not UTF-8 (corrupt archive)") from None
         if keyword not in _PAX_KEYWORDS:
-            raise UnsafeArchiveError(f"{source}: pax keyword {_shown(keyword)} is not one a bundle uses; pack "
+            raise UnsafeArchiveError(f"{source}: pax keyword {shown(keyword)} is not one a bundle uses; pack "
                                      "bundles with rmd bundle create")
         if keyword in records:
             raise BundleFormatError(f"{source}: pax keyword {keyword} appears twice in one header")
@@ -302,11 +303,5 @@ def _parse_pax(data: bytes, source: str) -> dict[str, str]:
 
 def _pax_size(value: str, source: str) -> int:
     if not value.isascii() or not value.isdigit() or len(value) > _MAX_SIZE_DIGITS:
-        raise BundleFormatError(f"{source}: pax size {_shown(value)} is not a size in bytes")
+        raise BundleFormatError(f"{source}: pax size {shown(value)} is not a size in bytes")
     return int(value)
-
-
-def _shown(value: str) -> str:
-    """An archive-supplied string, short and printable, for an error message."""
-    text = value if len(value) <= 80 else value[:77] + "..."
-    return repr(text)
