@@ -1,0 +1,121 @@
+"""Run risky work (loading an untrusted model, quantizing it) in a child process with limits.
+
+A model can allocate gigabytes per run, hang in a loop, or crash the runtime.
+In a child process with an address-space limit and a deadline it can do none
+of that to the manager: the child is killed, the manager's memory stays where
+it was, and the caller gets one reason that names the limit.
+
+The child is a fresh interpreter (``python -m`` this module), not a fork: the
+parent runs DDS threads, and forking a threaded process is not safe.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import resource
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Mapping
+
+MIB = 1 << 20
+_RESULT_MARK = "RMD-CHILD-RESULT "
+
+
+class ChildFailure(str, Enum):
+    """Why a child did not return a value."""
+
+    ERROR = "error"          # the work raised; the message is its own
+    MEMORY = "memory"        # it hit the memory limit
+    TIMEOUT = "timeout"      # it ran past the deadline and was killed
+    CRASHED = "crashed"      # it died without a result (a signal or a hard exit)
+
+
+@dataclass(frozen=True)
+class ChildLimits:
+    """What a child may use; both limits are parameters of the caller with these defaults."""
+
+    memory_mb: int = 4096
+    seconds: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.memory_mb < 64:
+            raise ValueError(f"ChildLimits.memory_mb must be >= 64, got {self.memory_mb}")
+        if not self.seconds > 0:
+            raise ValueError(f"ChildLimits.seconds must be > 0, got {self.seconds}")
+
+
+class ChildError(RuntimeError):
+    """The work in the child did not succeed; ``failure`` says how, the message says what to do."""
+
+    def __init__(self, failure: ChildFailure, message: str, error_type: str = "") -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.error_type = error_type
+
+
+def run_in_child(target: str, kwargs: Mapping[str, Any], limits: ChildLimits) -> Any:
+    """Call ``target`` ("package.module:function") with JSON-able ``kwargs`` in a limited child.
+
+    Returns the function's JSON-able return value; raises ChildError otherwise.
+    """
+    request = json.dumps({"target": target, "kwargs": dict(kwargs), "memory_mb": limits.memory_mb})
+    try:
+        done = subprocess.run([sys.executable, "-m", __name__], input=request, capture_output=True, text=True,
+                              timeout=limits.seconds)
+    except subprocess.TimeoutExpired:
+        raise ChildError(ChildFailure.TIMEOUT, f"did not finish within its time limit of {limits.seconds:g} s "
+                         "and was stopped") from None
+    result = _parse_result(done.stdout)
+    if result is None:
+        if done.returncode < 0:
+            name = signal.Signals(-done.returncode).name
+            raise ChildError(ChildFailure.CRASHED, f"crashed ({name}); with a memory limit of {limits.memory_mb} "
+                             "MiB this is most likely the model running out of it")
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        if "MemoryError" in done.stderr or "bad_alloc" in done.stderr:
+            raise ChildError(ChildFailure.MEMORY, f"ran out of its memory limit of {limits.memory_mb} MiB")
+        raise ChildError(ChildFailure.CRASHED, f"exited with code {done.returncode} without a result: {tail}")
+    if result["ok"]:
+        return result["value"]
+    failure = ChildFailure.MEMORY if result["memory"] else ChildFailure.ERROR
+    message = (f"ran out of its memory limit of {limits.memory_mb} MiB ({result['message']})"
+               if result["memory"] else result["message"])
+    raise ChildError(failure, message, result["type"])
+
+
+def _parse_result(stdout: str) -> dict[str, Any] | None:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(_RESULT_MARK):
+            try:
+                return json.loads(line[len(_RESULT_MARK):])
+            except ValueError:
+                return None
+    return None
+
+
+_MEMORY_WORDS = ("bad_alloc", "Failed to allocate", "out of memory", "std::bad_alloc", "MemoryError")
+
+
+def _child_main() -> None:
+    request = json.loads(sys.stdin.read())
+    limit = request["memory_mb"] * MIB
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    module_name, _, function_name = request["target"].partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+        result: dict[str, Any] = {"ok": True, "value": function(**request["kwargs"])}
+    except MemoryError as exc:
+        result = {"ok": False, "type": "MemoryError", "message": str(exc) or "MemoryError", "memory": True}
+    except Exception as exc:  # the child's whole job is to report any failure to the parent
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        result = {"ok": False, "type": type(exc).__name__, "message": text,
+                  "memory": any(word in str(exc) for word in _MEMORY_WORDS)}
+    sys.stdout.write("\n" + _RESULT_MARK + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _child_main()

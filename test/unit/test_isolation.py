@@ -1,0 +1,50 @@
+"""Work in a limited child process: values come back, failures come back as one reason naming the limit."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from robot_model_deployer.isolation.child import ChildError, ChildFailure, ChildLimits, run_in_child
+
+TARGETS = "robot_model_deployer.testing.child_targets"
+LIMITS = ChildLimits(memory_mb=512, seconds=20)
+
+
+def test_the_value_comes_back():
+    assert run_in_child(f"{TARGETS}:echo", {"value": {"a": [1, 2]}}, LIMITS) == {"a": [1, 2]}
+
+
+def test_an_exception_comes_back_with_its_type_and_first_line():
+    with pytest.raises(ChildError) as caught:
+        run_in_child(f"{TARGETS}:fail", {"message": "bad model\nsecond line"}, LIMITS)
+    assert caught.value.failure is ChildFailure.ERROR
+    assert caught.value.error_type == "ValueError"
+    assert str(caught.value) == "bad model"
+
+
+def test_allocating_past_the_memory_limit_is_reported_as_the_limit():
+    with pytest.raises(ChildError, match="memory limit of 512 MiB") as caught:
+        run_in_child(f"{TARGETS}:allocate", {"megabytes": 2048}, LIMITS)
+    assert caught.value.failure is ChildFailure.MEMORY
+    assert run_in_child(f"{TARGETS}:allocate", {"megabytes": 64}, LIMITS) == 64 << 20
+
+
+def test_a_child_past_its_deadline_is_stopped():
+    started = time.monotonic()
+    with pytest.raises(ChildError, match="time limit of 2 s") as caught:
+        run_in_child(f"{TARGETS}:hang", {"seconds": 60}, ChildLimits(memory_mb=512, seconds=2))
+    assert caught.value.failure is ChildFailure.TIMEOUT
+    assert time.monotonic() - started < 10
+
+
+def test_a_child_killed_by_a_signal_is_a_crash():
+    with pytest.raises(ChildError, match="SIGSEGV") as caught:
+        run_in_child(f"{TARGETS}:die", {"signal_name": "SIGSEGV"}, LIMITS)
+    assert caught.value.failure is ChildFailure.CRASHED
+
+
+@pytest.mark.parametrize("memory_mb, seconds", [(10, 1.0), (512, 0.0), (512, -1.0)])
+def test_limits_are_checked(memory_mb, seconds):
+    with pytest.raises(ValueError, match="ChildLimits"):
+        ChildLimits(memory_mb=memory_mb, seconds=seconds)
