@@ -6,42 +6,42 @@ A bundle travels as one tar file, in the member order bundle/pack.py writes:
 signature and the manifest are checked before any model byte is read, and
 every later member is checked against ``files.json`` while it streams.
 
-Readers never seek and never trust a header: the decompressed stream is
-capped at what ``files.json`` declares plus tar overhead, so an archive that
-inflates beyond its claims is stopped as soon as it does.
+Archives are read by bundle/tar_stream.py, never by ``tarfile``: before
+the signature is checked only about the size of ``files.json`` and
+``signature.json`` plus their headers may be read, and after it only what
+``files.json`` declares plus tar overhead, so an archive that inflates beyond
+its claims is stopped as soon as it does.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-import gzip
 import io
-import os
-import tarfile
-import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import Callable, Iterator
 
 from robot_model_deployer.bundle.errors import BundleError, BundleFormatError, IntegrityError, LimitExceededError
 from robot_model_deployer.bundle.filelist import (FILE_LIST_NAME, MAX_FILE_LIST_BYTES, SIGNATURE_NAME, FileList,
-                                                  hash_stream, parse_file_list, walk_bundle_dir)
+                                                  check_bundle_path, hash_stream, parse_file_list, walk_bundle_dir)
 from robot_model_deployer.bundle.loader import MAX_MANIFEST_BYTES
 from robot_model_deployer.bundle.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest
-from robot_model_deployer.bundle.safe_io import check_tar_member, copy_checked, read_regular_file, write_new_file
+from robot_model_deployer.bundle.safe_io import copy_checked, open_regular_file, read_regular_file, write_new_file
 from robot_model_deployer.bundle.signing import MAX_SIGNATURE_BYTES, Signature, parse_signature
+from robot_model_deployer.bundle.tar_stream import BLOCK, MAX_PAX_BYTES, TarMember, TarStream, TruncatedArchiveError
+from robot_model_deployer.bundle.text import shown
 
 GIB = 1 << 30
 ProgressCallback = Callable[[str, float], None]
 """Called with what is being done (e.g. a file name) and the fraction done, 0..1."""
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_BLOCK = 512
-# Per member: a header, a pax header with its data block, and padding; plus
-# the end-of-archive blocks and tarfile's read-ahead of one record.
-_MEMBER_OVERHEAD = 4 * _BLOCK
-_ARCHIVE_OVERHEAD = 4 * tarfile.RECORDSIZE
+# Per member: its header, a pax header with its records, and padding; per archive: the end
+# blocks, which tar writers pad to a record of 20 blocks.
+_MEMBER_OVERHEAD = 3 * BLOCK + MAX_PAX_BYTES
+_ARCHIVE_OVERHEAD = 2 * 20 * BLOCK
+# Before the signature is checked: files.json, signature.json and the manifest's header.
+_PRE_TRUST_BUDGET = MAX_FILE_LIST_BYTES + MAX_SIGNATURE_BYTES + 3 * _MEMBER_OVERHEAD
 
 
 @dataclass(frozen=True)
@@ -165,57 +165,24 @@ def open_bundle(source: Path, limits: ExtractionLimits = ExtractionLimits()) -> 
     return _TarReader(source, limits)
 
 
-class _CappedStream(io.RawIOBase):
-    """Counts the bytes tarfile pulls from the (decompressed) stream and stops at a budget."""
-
-    def __init__(self, stream: BinaryIO, budget: int, source: Path) -> None:
-        self._stream = stream
-        self.budget = budget
-        self.consumed = 0
-        self._source = source
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        remaining = self.budget - self.consumed
-        if remaining <= 0:
-            raise LimitExceededError(
-                f"{self._source} inflates beyond the {self.budget} bytes its {FILE_LIST_NAME} accounts for "
-                "(a decompression bomb or hidden data); refusing it")
-        data = self._stream.read(remaining if size < 0 else min(size, remaining))
-        self.consumed += len(data)
-        return data
-
-
 @contextlib.contextmanager
 def _archive_errors(source: Path) -> Iterator[None]:
-    """Turn tar, gzip and zlib failures into one clear BundleFormatError."""
+    """Turn a read failure of the file itself into one clear BundleFormatError."""
     try:
         yield
     except BundleError:
         raise
-    except (tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError) as exc:
-        raise BundleFormatError(f"{source} is not a complete bundle archive (truncated or corrupt tar/gzip: "
-                                f"{exc}); copy it again") from None
+    except OSError as exc:
+        raise BundleFormatError(f"{source} cannot be read ({exc.strerror or exc}); copy it again") from None
 
 
 class _TarReader(BundleReader):
     def __init__(self, source: Path, limits: ExtractionLimits) -> None:
         super().__init__(source, limits)
-        self._file = open(source, "rb")
+        self._file = open_regular_file(source, follow_links=True)
         try:
             with _archive_errors(source):
-                compressed = self._file.read(2) == _GZIP_MAGIC
-                self._file.seek(0)
-                stream: BinaryIO = gzip.GzipFile(fileobj=self._file, mode="rb") if compressed else self._file
-                self._capped = _CappedStream(stream, MAX_FILE_LIST_BYTES + MAX_SIGNATURE_BYTES
-                                             + _ARCHIVE_OVERHEAD, source)
-                try:
-                    self._tar = tarfile.open(fileobj=self._capped, mode="r|")
-                except tarfile.ReadError as exc:
-                    raise BundleFormatError(f"{source} is not a tar archive ({exc}); a bundle is a .tar file "
-                                            "made by rmd bundle create") from None
+                self._tar = TarStream(self._file, str(source), _PRE_TRUST_BUDGET)
                 self.header = self._read_header()
         except BaseException:
             self.close()
@@ -224,47 +191,40 @@ class _TarReader(BundleReader):
     def close(self) -> None:
         self._file.close()
 
-    def _next(self) -> tarfile.TarInfo | None:
+    def _next(self) -> TarMember | None:
         member = self._tar.next()
         if member is not None:
-            check_tar_member(member)
+            check_bundle_path(member.name)
         return member
-
-    def _read_small(self, member: tarfile.TarInfo, limit: int) -> bytes:
-        if member.size > limit:
-            raise LimitExceededError(f"{member.name} is {member.size} bytes; at most {limit} are allowed")
-        stream = self._tar.extractfile(member)
-        assert stream is not None  # _check_member admits regular files only
-        return stream.read()
 
     def _read_header(self) -> BundleHeader:
         first = self._next()
         if first is None:
             raise BundleFormatError(f"{self.source} is an empty archive, not a bundle")
         if first.name != FILE_LIST_NAME:
-            raise BundleFormatError(f"{self.source}: first member is {first.name!r}, expected {FILE_LIST_NAME}; "
-                                    "pack bundles with rmd bundle create")
-        file_list_bytes = self._read_small(first, MAX_FILE_LIST_BYTES)
+            raise BundleFormatError(f"{self.source}: first member is {shown(first.name)}, expected "
+                                    f"{FILE_LIST_NAME}; pack bundles with rmd bundle create")
+        file_list_bytes = self._tar.read_all(MAX_FILE_LIST_BYTES)
         member = self._next()
         signature_bytes = None
         if member is not None and member.name == SIGNATURE_NAME:
-            signature_bytes = self._read_small(member, MAX_SIGNATURE_BYTES)
+            signature_bytes = self._tar.read_all(MAX_SIGNATURE_BYTES)
             member = self._next()
         self._pending = member
         header = self._parse_header(file_list_bytes, signature_bytes)
         # From now on the stream may only hold what files.json declares.
-        self._capped.budget = (self._capped.consumed + header.file_list.total_size
-                               + (len(header.file_list.files) + 2) * _MEMBER_OVERHEAD + _ARCHIVE_OVERHEAD)
+        self._tar.budget = (self._tar.consumed + header.file_list.total_size
+                            + (len(header.file_list.files) + 2) * _MEMBER_OVERHEAD + _ARCHIVE_OVERHEAD)
         return header
 
     def read_manifest(self) -> Manifest:
         with _archive_errors(self.source):
             member = self._pending
             if member is None or member.name != MANIFEST_NAME:
-                found = "the end of the archive" if member is None else repr(member.name)
+                found = "the end of the archive" if member is None else shown(member.name)
                 raise BundleFormatError(f"{self.source}: expected {MANIFEST_NAME} after {FILE_LIST_NAME}, found "
                                         f"{found}; pack bundles with rmd bundle create")
-            return self._parse_manifest(self._read_small(member, MAX_MANIFEST_BYTES))
+            return self._parse_manifest(self._tar.read_all(MAX_MANIFEST_BYTES))
 
     def extract(self, dest: Path | None, progress: ProgressCallback | None = None) -> None:
         if dest is not None:
@@ -273,25 +233,35 @@ class _TarReader(BundleReader):
         seen = {MANIFEST_NAME}
         tracker = self._progress(progress)
         with _archive_errors(self.source):
-            while (member := self._next()) is not None:
+            while (member := self._next_or_missing(seen)) is not None:
                 entry = listed.get(member.name)
                 if member.name in seen:
-                    raise IntegrityError(f"{member.name} appears twice in the archive; a later copy could "
+                    raise IntegrityError(f"{shown(member.name)} appears twice in the archive; a later copy could "
                                          "replace a checked one, so the bundle is refused")
                 if entry is None:
-                    raise IntegrityError(f"{member.name} is in the archive but not listed in {FILE_LIST_NAME} "
-                                         "(an extra, unsigned file); rebuild the bundle with rmd bundle create")
+                    raise IntegrityError(f"{shown(member.name)} is in the archive but not listed in "
+                                         f"{FILE_LIST_NAME} (an extra, unsigned file); rebuild the bundle with "
+                                         "rmd bundle create")
                 if member.size != entry.size:
-                    raise IntegrityError(f"{member.name} is {member.size} bytes in the archive but "
+                    raise IntegrityError(f"{shown(member.name)} is {member.size} bytes in the archive but "
                                          f"{FILE_LIST_NAME} says {entry.size}; the bundle was altered")
                 seen.add(member.name)
-                stream = self._tar.extractfile(member)
-                assert stream is not None
-                copy_checked(stream, dest, entry, functools.partial(tracker.advance, member.name))
-        missing = sorted(set(listed) - seen)
+                copy_checked(self._tar, dest, entry, functools.partial(tracker.advance, member.name))
+        self._check_missing(seen)
+
+    def _next_or_missing(self, seen: set[str]) -> TarMember | None:
+        """The next member; an archive cut short names the files it lacks, if it lacks any."""
+        try:
+            return self._next()
+        except TruncatedArchiveError:
+            self._check_missing(seen)
+            raise
+
+    def _check_missing(self, seen: set[str]) -> None:
+        missing = sorted(set(self.header.file_list.by_path()) - seen)
         if missing:
-            raise IntegrityError(f"{FILE_LIST_NAME} lists {', '.join(missing[:5])} but the archive does not "
-                                 "contain it (truncated or incomplete bundle)")
+            raise IntegrityError(f"{FILE_LIST_NAME} lists {', '.join(shown(m) for m in missing[:5])} but the "
+                                 "archive does not contain it (truncated or incomplete bundle)")
 
 
 class _DirectoryReader(BundleReader):
@@ -332,8 +302,7 @@ class _DirectoryReader(BundleReader):
         for relative, entry in listed.items():
             if relative == MANIFEST_NAME:
                 continue
-            descriptor = os.open(self.source / relative, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(descriptor, "rb") as stream:
+            with open_regular_file(self.source / relative) as stream:
                 copy_checked(stream, dest, entry, functools.partial(tracker.advance, relative))
 
 

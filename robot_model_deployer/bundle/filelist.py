@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, Iterator
 
 from robot_model_deployer.bundle.errors import BundleFormatError, IntegrityError, UnsafeArchiveError
+from robot_model_deployer.bundle.text import one_line, shown
 
 FILE_LIST_NAME = "files.json"
 SIGNATURE_NAME = "signature.json"
@@ -24,6 +25,10 @@ MAX_FILE_LIST_BYTES = 1 << 20
 CHUNK_BYTES = 1 << 20
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _MAX_PATH_CHARS = 255
+MAX_JSON_DEPTH = 8
+# A string to its closing quote, or to the end if unterminated: possessive, so one pass over the data.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+"?')
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
 
 
 @dataclass(frozen=True)
@@ -80,13 +85,38 @@ def check_bundle_path(path: str) -> str:
 
 
 def load_metadata_json(data: bytes, source: str, limit: int) -> Any:
-    """Decode a bundle metadata file (files.json, signature.json): at most ``limit`` bytes of ASCII JSON."""
+    """Decode a bundle metadata file (files.json, signature.json): at most ``limit`` bytes of ASCII JSON.
+
+    Read before any signature is checked, so nesting is bounded before the
+    decoder recurses, and a key given twice is refused rather than resolved.
+    """
     if len(data) > limit:
         raise BundleFormatError(f"{source} is larger than {limit} bytes")
+    if _json_depth(data) > MAX_JSON_DEPTH:
+        raise BundleFormatError(f"{source} nests deeper than {MAX_JSON_DEPTH} levels; it is not a bundle file")
     try:
-        return json.loads(data.decode("ascii"))
+        return json.loads(data.decode("ascii"), object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise BundleFormatError(f"{source} is not ASCII JSON: {exc}") from None
+        raise BundleFormatError(f"{source} is not ASCII JSON: {one_line(str(exc), 200)}") from None
+
+
+def _json_depth(data: bytes) -> int:
+    """How deep ``[`` and ``{`` nest outside strings (linear; no recursion)."""
+    depth = deepest = 0
+    for byte in _JSON_STRING.sub(b'""', data).translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in b"[{" else -1
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+    return deepest
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        repeated = next(key for index, (key, _) in enumerate(pairs) if key in dict(pairs[:index]))
+        raise ValueError(f"the key {shown(repeated)} appears twice in one object")
+    return body
 
 
 def parse_file_list(data: bytes, source: str = FILE_LIST_NAME) -> FileList:

@@ -1,51 +1,22 @@
 """What an untrusted bundle may put on disk, and how its bytes get there.
 
-Tar members are admitted only as regular files with plain relative names;
-files are created new (never through a link, never over another file),
-hashed while written, read-only and fsynced; small metadata files are read
-only if they are regular files within a size limit.
+Files are created new (never through a link, never over another file),
+hashed while written, read-only and fsynced. Files are opened for reading
+without blocking (a FIFO named like a bundle file would hang an open), must
+be regular files, and small ones are size-checked before a byte is read.
 """
 from __future__ import annotations
 
 import os
 import stat
-import tarfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 from robot_model_deployer.bundle.errors import LimitExceededError, UnsafeArchiveError
 from robot_model_deployer.bundle.filelist import FileEntry, check_bundle_path, hash_stream
 
-_FILTER_ROOT = "/rmd-extraction-root"
 # Unpacked bundle files are read-only: an installed version is immutable.
 _FILE_MODE = 0o444
-
-
-def check_tar_member(member: tarfile.TarInfo) -> None:
-    """Admit regular files with plain relative names; everything else is refused by kind."""
-    name = member.name
-    if member.issym():
-        raise UnsafeArchiveError(f"{name!r} is a symlink (to {member.linkname!r}); bundles hold regular files only")
-    if member.islnk():
-        raise UnsafeArchiveError(f"{name!r} is a hard link (to {member.linkname!r}); bundles hold regular "
-                                 "files only")
-    if member.ischr() or member.isblk():
-        raise UnsafeArchiveError(f"{name!r} is a device node; bundles hold regular files only")
-    if member.isfifo():
-        raise UnsafeArchiveError(f"{name!r} is a FIFO; bundles hold regular files only")
-    if member.isdir():
-        raise UnsafeArchiveError(f"{name!r} is a directory entry; bundles hold regular files only "
-                                 "(directories are implied by file paths)")
-    if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
-        raise UnsafeArchiveError(f"{name!r} has tar type {member.type!r}; bundles hold regular files only")
-    check_bundle_path(name)
-    data_filter = getattr(tarfile, "data_filter", None)  # Python >= 3.10.12 / 3.11.4
-    if data_filter is not None:
-        try:
-            # The standard library's own policy as a second line behind the checks above.
-            data_filter(member, _FILTER_ROOT)
-        except tarfile.FilterError as exc:
-            raise UnsafeArchiveError(f"{name!r} is refused by tarfile's data filter: {exc}") from None
 
 
 def copy_checked(stream: BinaryIO, dest: Path | None, entry: FileEntry, on_chunk: Callable[[int], None]) -> None:
@@ -76,16 +47,30 @@ def write_new_file(path: Path, data: bytes) -> None:
         os.fsync(out.fileno())
 
 
-def read_regular_file(path: Path, limit: int) -> bytes:
-    """Read a small file that must be a regular file, not a link, of at most ``limit`` bytes."""
+def open_regular_file(path: Path, *, follow_links: bool = False) -> BinaryIO:
+    """Open ``path`` for reading without blocking on it; it must be a regular file (and no link, by default)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        descriptor = os.open(path, flags)
     except OSError as exc:
-        raise UnsafeArchiveError(f"{path} cannot be opened as a regular file ({exc.strerror}); "
-                                 "bundle files must not be symlinks") from None
-    with os.fdopen(descriptor, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-            raise UnsafeArchiveError(f"{path} is not a regular file")
+        link = "" if follow_links else " (it must not be a symlink)"
+        raise UnsafeArchiveError(f"{path} cannot be opened as a regular file{link}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise UnsafeArchiveError(f"{path} is not a regular file (a directory, FIFO, socket or device)")
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def read_regular_file(path: Path, limit: int, *, follow_links: bool = False) -> bytes:
+    """Read a small regular file of at most ``limit`` bytes (larger ones are refused unread)."""
+    with open_regular_file(path, follow_links=follow_links) as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if size > limit:
+            raise LimitExceededError(f"{path} is {size} bytes, larger than the {limit} allowed")
         data = stream.read(limit + 1)
     if len(data) > limit:
         raise LimitExceededError(f"{path} is larger than {limit} bytes")

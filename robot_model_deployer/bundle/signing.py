@@ -19,12 +19,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from robot_model_deployer.bundle.errors import BundleFormatError, SignatureError
+from robot_model_deployer.bundle.errors import BundleError, BundleFormatError, SignatureError
 from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, SIGNATURE_NAME, load_metadata_json
+from robot_model_deployer.bundle.safe_io import read_regular_file
 
 SIGNATURE_FORMAT = 1
 ALGORITHM = "ed25519"
 MAX_SIGNATURE_BYTES = 4096
+MAX_KEY_FILE_BYTES = 16 << 10
 PUBLIC_KEY_SUFFIX = ".pub"
 PRIVATE_KEY_SUFFIX = ".key"
 _KEY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -74,11 +76,14 @@ def generate_keypair(*, out_dir: Path, name: str = "signing") -> KeyPairFiles:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """Read an unencrypted PKCS#8 PEM Ed25519 private key."""
+    """Read an unencrypted PKCS#8 PEM Ed25519 private key (a regular file of at most MAX_KEY_FILE_BYTES)."""
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        data = read_regular_file(path, MAX_KEY_FILE_BYTES, follow_links=True)
+        key = serialization.load_pem_private_key(data, password=None)
     except OSError as exc:
         raise KeyFileError(f"cannot read private key {path}: {exc.strerror}") from None
+    except BundleError as exc:
+        raise KeyFileError(f"private key {exc}") from None
     except (ValueError, TypeError) as exc:
         raise KeyFileError(f"{path} is not an unencrypted PEM private key: {exc}") from None
     if not isinstance(key, Ed25519PrivateKey):
@@ -87,11 +92,14 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
-    """Read a PEM Ed25519 public key."""
+    """Read a PEM Ed25519 public key: a regular file (a link to one is fine) of at most MAX_KEY_FILE_BYTES."""
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
+        key = serialization.load_pem_public_key(read_regular_file(path, MAX_KEY_FILE_BYTES, follow_links=True))
     except OSError as exc:
         raise KeyFileError(f"cannot read public key {path}: {exc.strerror}") from None
+    except BundleError as exc:
+        raise KeyFileError(f"public key {exc}; a trust store holds small .pub files made by rmd keys generate") \
+            from None
     except ValueError as exc:
         raise KeyFileError(f"{path} is not a PEM public key: {exc}") from None
     if not isinstance(key, Ed25519PublicKey):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from robot_model_deployer.bundle.errors import BundleFormatError, LimitExceededError, UnsafeArchiveError
 from robot_model_deployer.bundle.text import shown
@@ -36,13 +36,19 @@ _PAX = b"x"
 _PAX_KEYWORDS = frozenset({"path", "size", "mtime", "atime", "ctime", "uid", "gid", "uname", "gname"})
 _MAX_PAX_RECORD_DIGITS = 4
 _MAX_SIZE_DIGITS = 12
+# Tar writers end with two zero blocks padded to a record (20 blocks by default; some use larger records).
+_MAX_END_BLOCKS = 128
 _TYPE_NAMES = {
-    b"1": "a hard link", b"2": "a symlink", b"3": "a character device", b"4": "a block device",
-    b"5": "a directory entry", b"6": "a FIFO", b"7": "a contiguous file", b"g": "a global pax header",
+    b"1": "a hard link", b"2": "a symlink", b"3": "a device node", b"4": "a device node",
+    b"5": "a directory entry", b"6": "a FIFO", b"g": "a global pax header",
     b"L": "a GNU long-name header", b"K": "a GNU long-link header", b"S": "a GNU sparse file",
     b"D": "a GNU directory dump", b"M": "a GNU multi-volume part", b"N": "a GNU old long name",
     b"V": "a GNU volume label",
 }
+
+
+class TruncatedArchiveError(BundleFormatError):
+    """The file ends before the archive does (inside a member, or after one without the end marker)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,7 @@ class TarStream:
         self._file = file
         self.consumed = 0
         self.budget = budget
+        self._member: TarMember | None = None
         self._member_left = 0
         self._padding = 0
         self._ended = False
@@ -127,16 +134,31 @@ class TarStream:
         """The next member's header (skipping what is left of the current one); None at the end."""
         if self._ended:
             return None
+        first = self.consumed == 0
         self._finish_member()
         pax: dict[str, str] | None = None
         while True:
-            block = self._take(BLOCK)
+            block = self._read_upto(BLOCK)
+            if first and len(block) < BLOCK:
+                raise BundleFormatError(f"{self._source} is not a tar archive (it is only {len(block)} bytes); a "
+                                        "bundle is a .tar file made by rmd bundle create")
+            if len(block) < BLOCK:
+                raise self._truncated()
             if block == _ZERO_BLOCK:
                 if pax is not None:
                     raise BundleFormatError(f"{self._source}: a pax header is followed by the end of the archive")
-                self._check_end()
+                if not first:  # an archive of no members is refused by the caller, whatever follows
+                    self._check_end()
+                self._ended = True
                 return None
-            kind, name, size = self._parse_header(block)
+            try:
+                kind, name, size = self._parse_header(block)
+            except BundleFormatError as exc:
+                if not first:
+                    raise
+                raise BundleFormatError(f"{self._source} is not a tar archive ({str(exc).partition(': ')[2]}); a "
+                                        "bundle is a .tar file made by rmd bundle create") from None
+            first = False
             if kind == _PAX:
                 if pax is not None:
                     raise BundleFormatError(f"{self._source}: two pax headers in a row; pack bundles with "
@@ -153,25 +175,25 @@ class TarStream:
                     size = _pax_size(pax["size"], self._source)
             self._member_left = size
             self._padding = -size % BLOCK
-            return TarMember(name, size)
+            self._member = TarMember(name, size)
+            return self._member
 
     def read_all(self, limit: int) -> bytes:
         """The whole data of the current member, which must be at most ``limit`` bytes."""
         if self._member_left > limit:
-            raise LimitExceededError(f"{self._source}: a member of {self._member_left} bytes where at most "
-                                     f"{limit} are allowed")
-        return b"".join(self.chunks())
+            name = shown(self._member.name) if self._member is not None else "a member"
+            raise LimitExceededError(f"{name} is {self._member_left} bytes; at most {limit} are allowed")
+        return b"".join(iter(self.read, b""))
 
-    def chunks(self) -> Iterator[bytes]:
-        """The current member's data, in pieces of at most 1 MiB."""
-        while self._member_left:
-            count = min(self._member_left, _READ_CHUNK)
-            data = self._take(count)
-            self._member_left -= count
-            yield data
+    def read(self, size: int = _READ_CHUNK) -> bytes:
+        """Up to ``size`` bytes (at most 1 MiB) more of the current member's data; b"" at its end."""
+        count = min(self._member_left, size if 0 <= size <= _READ_CHUNK else _READ_CHUNK)
+        data = self._take(count) if count else b""
+        self._member_left -= count
+        return data
 
     def _finish_member(self) -> None:
-        for _ in self.chunks():
+        while self.read():
             pass
         self._take_padding(self._padding)
         self._padding = 0
@@ -187,6 +209,9 @@ class TarStream:
             block = self._read_upto(BLOCK)
             if not block:
                 break
+            if zero_blocks >= _MAX_END_BLOCKS:
+                raise BundleFormatError(f"{self._source}: more zero blocks after the end of the archive than a tar "
+                                        "writer pads with (hidden data?); a bundle is one archive and nothing else")
             if len(block) < BLOCK:
                 raise BundleFormatError(f"{self._source}: {len(block)} stray bytes after the end of the archive")
             if block != _ZERO_BLOCK:
@@ -195,13 +220,16 @@ class TarStream:
             zero_blocks += 1
         if zero_blocks < 2:
             raise BundleFormatError(f"{self._source}: the archive's end marker is incomplete (truncated)")
-        self._ended = True
 
     def _take(self, size: int) -> bytes:
         data = self._read_upto(size)
         if len(data) < size:
-            raise BundleFormatError(f"{self._source} ends in the middle of a tar member (truncated); copy it again")
+            raise self._truncated()
         return data
+
+    def _truncated(self) -> TruncatedArchiveError:
+        return TruncatedArchiveError(f"{self._source} is not a complete bundle archive (truncated or corrupt: it "
+                                     "ends in the middle of a tar member); copy it again")
 
     def _read_upto(self, size: int) -> bytes:
         if self.consumed + size > self._budget:
@@ -238,8 +266,10 @@ class TarStream:
         base = _text(block[0:100], "name", self._source)
         name = f"{name}/{base}" if name else base
         if kind not in _REGULAR and kind != _PAX:
-            what = _TYPE_NAMES.get(kind, f"tar type {kind!r}")
-            raise UnsafeArchiveError(f"{self._source}: member {shown(name)} is {what}; bundles hold regular "
+            link = _text(block[157:257], "link name", self._source)
+            what = f"is {_TYPE_NAMES[kind]}" if kind in _TYPE_NAMES else f"has tar type {kind!r}"
+            target = f" (to '{shown(link)}')" if link and kind in b"12" else ""
+            raise UnsafeArchiveError(f"{self._source}: member {shown(name)} {what}{target}; bundles hold regular "
                                      "files only")
         if block[157:257].strip(b"\x00"):
             raise UnsafeArchiveError(f"{self._source}: member {shown(name)} names a link target; bundles hold "

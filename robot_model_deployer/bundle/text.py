@@ -20,11 +20,11 @@ def printable(text: str) -> str:
 
 
 def shown(value: object, limit: int = MAX_SHOWN_CHARS) -> str:
-    """A hostile value quoted for an error message: printable and at most about ``limit`` characters."""
+    """A hostile value for an error message: printable and at most about ``limit`` characters."""
     text = value if isinstance(value, str) else repr(value)
     if len(text) > limit:
         text = text[:limit] + f"... ({len(text)} characters)"
-    return "'" + printable(text).replace("'", "\\'") + "'"
+    return printable(text)
 
 
 def one_line(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:

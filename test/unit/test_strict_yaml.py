@@ -41,8 +41,8 @@ def test_an_empty_document_is_none():
     ("a: !!python/object:os.system ls\n", "tag"),
     ("a: !!int '3'\n", "tag"),
     ("a: !custom {b: 1}\n", "tag"),
-    ("a: 1\na: 2\n", "key 'a' twice"),
-    ("a: {b: 1, b: 2}\n", "key 'b' twice"),
+    ("a: 1\na: 2\n", "key a twice"),
+    ("a: {b: 1, b: 2}\n", "key b twice"),
     ("? [1, 2]\n: x\n", "as a key"),
     ("<<: {a: 1}\n", "merge"),
     ("when: 2024-01-01\n", "timestamp; put it in quotes"),
@@ -88,5 +88,5 @@ def test_error_messages_show_hostile_values_escaped_and_short():
 def test_printable_escapes_controls_bidi_and_surrogates_and_keeps_the_rest():
     assert printable("résumé café 模型") == "résumé café 模型"
     assert printable("a\x00b\x9b\u202e\u2066\ud800\n") == "a\\x00b\\x9b\\u202e\\u2066\\ud800\\x0a"
-    assert shown("x" * 1000).endswith("(1000 characters)'")
+    assert shown("x" * 1000).endswith("(1000 characters)")
     assert one_line("line one\nline two", 12) == "line one\\..."

@@ -72,7 +72,7 @@ def test_reads_a_single_gzip_member():
 
 
 @pytest.mark.parametrize("kind, what", [(b"2", "a symlink"), (b"1", "a hard link"), (b"5", "a directory entry"),
-                                        (b"6", "a FIFO"), (b"3", "a character device"),
+                                        (b"6", "a FIFO"), (b"3", "a device node"),
                                         (b"L", "a GNU long-name header"), (b"K", "a GNU long-link header"),
                                         (b"S", "a GNU sparse file"), (b"g", "a global pax header"),
                                         (b"Z", "tar type b'Z'")])
