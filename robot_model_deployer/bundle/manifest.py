@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Mapping
 
-import yaml
-
 from robot_model_deployer.bundle.fields import FieldReader
 from robot_model_deployer.bundle.semver import SemVer
+from robot_model_deployer.bundle.strict_yaml import StrictYamlError, load_strict_yaml
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.yaml"
@@ -233,9 +232,9 @@ class Manifest:
 def parse_manifest(text: str, source: str = MANIFEST_NAME) -> Manifest:
     """Parse manifest YAML text; raises ManifestError naming the bad field."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{source} is not valid YAML: {exc}") from exc
+        data = load_strict_yaml(text, source)
+    except StrictYamlError as exc:
+        raise ManifestError(str(exc)) from None
     if not isinstance(data, dict):
         raise ManifestError(f"{source} must be a YAML mapping, got {type(data).__name__}")
     return manifest_from_dict(data, source)

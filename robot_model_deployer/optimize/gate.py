@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import yaml
 
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Task
+from robot_model_deployer.bundle.strict_yaml import load_strict_yaml
+from robot_model_deployer.bundle.text import one_line
 from robot_model_deployer.inference.postprocess import Prediction
 from robot_model_deployer.validation.metrics import detection_agreement, top1_agreement
 
@@ -89,7 +90,10 @@ def load_expected_outputs(path: str | Path, images: Sequence[str], task: Task) -
     """
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        data = json.loads(text) if path.suffix == ".json" else load_strict_yaml(text, path.name)
+    except (ValueError, RecursionError) as exc:  # StrictYamlError and JSONDecodeError are ValueErrors
+        raise ExpectedOutputsError(f"{path.name} cannot be read: {one_line(str(exc), 200)}") from None
     if not isinstance(data, dict):
         raise ExpectedOutputsError(f"{path.name} must map each validation image to its expected output")
     predictions = []

@@ -14,9 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from robot_model_deployer.bundle.fields import FieldReader
+from robot_model_deployer.bundle.strict_yaml import StrictYamlError, load_strict_yaml
 from robot_model_deployer.inference.accelerators import Accelerator, Precision
 
 TARGETS_FILE_ENV = "RMD_TARGETS_FILE"
@@ -106,11 +105,11 @@ def load_target_profiles(path: str | Path | None = None) -> dict[str, TargetProf
     """Every profile in a targets YAML file (default: default_targets_file()), by name; raises TargetConfigError."""
     path = Path(path) if path is not None else default_targets_file()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_strict_yaml(path.read_text(encoding="utf-8"), str(path))
     except OSError as exc:
         raise TargetConfigError(f"cannot read target profiles {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise TargetConfigError(f"{path} is not valid YAML: {exc}") from None
+    except StrictYamlError as exc:
+        raise TargetConfigError(str(exc)) from None
     if not isinstance(data, dict) or not isinstance(data.get("targets"), dict) or not data["targets"]:
         raise TargetConfigError(f"{path} must be a mapping with a non-empty 'targets:' mapping of profile names")
     return {str(name): profile_from_dict(str(name), entry, str(path)) for name, entry in data["targets"].items()}
