@@ -16,15 +16,18 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, Iterator
 
 from robot_model_deployer.bundle.errors import BundleFormatError, IntegrityError, UnsafeArchiveError
+from robot_model_deployer.bundle.manifest import MANIFEST_NAME
 from robot_model_deployer.bundle.text import one_line, shown
 
 FILE_LIST_NAME = "files.json"
 SIGNATURE_NAME = "signature.json"
+_METADATA_NAMES = frozenset({FILE_LIST_NAME, SIGNATURE_NAME, MANIFEST_NAME})
 FILE_LIST_FORMAT = 1
 MAX_FILE_LIST_BYTES = 1 << 20
 CHUNK_BYTES = 1 << 20
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_MAX_PATH_CHARS = 255
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 1024
 MAX_JSON_DEPTH = 8
 # A string to its closing quote, or to the end if unterminated: possessive, so one pass over the data.
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+"?')
@@ -71,16 +74,29 @@ class FileList:
 
 
 def check_bundle_path(path: str) -> str:
-    """Return ``path`` if it is a plain relative POSIX path; raise UnsafeArchiveError otherwise."""
+    """Return ``path`` if it is a plain relative POSIX path; raise UnsafeArchiveError otherwise.
+
+    Printable characters only (no controls, bidi overrides or lone
+    surrogates), each part at most 255 bytes of UTF-8 (what file systems
+    take), the whole at most MAX_PATH_BYTES, and nothing under a metadata name.
+    """
+    if not path or "\\" in path or not path.isprintable():
+        raise UnsafeArchiveError(f"member name {shown(path)} is not a plain relative path of printable characters; "
+                                 "rename the file")
+    if len(path.encode("utf-8")) > MAX_PATH_BYTES:
+        raise UnsafeArchiveError(f"member name {shown(path)} is longer than {MAX_PATH_BYTES} bytes; rename the file")
+    parts = path.split("/")
+    if any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in parts):
+        raise UnsafeArchiveError(f"member name {shown(path)} has a part longer than {MAX_NAME_BYTES} bytes; "
+                                 "rename the file")
     pure = PurePosixPath(path)
-    if not path or len(path) > _MAX_PATH_CHARS or "\\" in path or any(ord(c) < 32 or ord(c) == 127 for c in path):
-        raise UnsafeArchiveError(f"member name {path!r} is not a plain relative path of at most "
-                                 f"{_MAX_PATH_CHARS} printable characters; rename the file")
     if pure.is_absolute():
-        raise UnsafeArchiveError(f"member {path!r} has an absolute path; a bundle may only hold relative paths")
-    if any(part in ("..", ".") for part in path.split("/")) or pure.as_posix() != path:
-        raise UnsafeArchiveError(f"member {path!r} contains '..', '.' or empty path parts "
+        raise UnsafeArchiveError(f"member {shown(path)} has an absolute path; a bundle may only hold relative paths")
+    if any(part in ("..", ".") for part in parts) or pure.as_posix() != path:
+        raise UnsafeArchiveError(f"member {shown(path)} contains '..', '.' or empty path parts "
                                  "(path traversal); a bundle may only hold plain relative paths")
+    if len(parts) > 1 and parts[0] in _METADATA_NAMES:
+        raise UnsafeArchiveError(f"member {shown(path)} lies under the metadata name {parts[0]}; rename it")
     return path
 
 
@@ -144,6 +160,14 @@ def parse_file_list(data: bytes, source: str = FILE_LIST_NAME) -> FileList:
         raise BundleFormatError(f"{source}: paths must be unique and sorted")
     if FILE_LIST_NAME in paths or SIGNATURE_NAME in paths:
         raise BundleFormatError(f"{source} must not list {FILE_LIST_NAME} or {SIGNATURE_NAME}")
+    listed = set(paths)
+    for path in paths:
+        parent = PurePosixPath(path).parent
+        while parent.name:
+            if parent.as_posix() in listed:
+                raise UnsafeArchiveError(f"{source} lists {shown(parent.as_posix())} both as a file and as the "
+                                         f"directory of {shown(path)}; rename one of them")
+            parent = parent.parent
     if file_list.to_bytes() != data:
         raise BundleFormatError(f"{source} is not in canonical form; rebuild the bundle with rmd bundle create")
     return file_list

@@ -8,6 +8,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from robot_model_deployer.bundle.text import shown
+
+MAX_VERSION_CHARS = 64
+MAX_NUMBER_DIGITS = 9
 # Used with fullmatch: '$' would also match before a trailing newline.
 _SEMVER_RE = re.compile(
     r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -29,10 +33,16 @@ class SemVer:
 
     @classmethod
     def parse(cls, text: str) -> "SemVer":
+        """Parse ``text``; ValueError if it is not SemVer or longer than a robot needs."""
+        if len(text) > MAX_VERSION_CHARS:
+            raise ValueError(f"version {shown(text, 40)} is longer than {MAX_VERSION_CHARS} characters")
         match = _SEMVER_RE.fullmatch(text)
         if not match:
-            raise ValueError(f"'{text}' is not a semantic version such as 1.2.0")
+            raise ValueError(f"'{shown(text)}' is not a semantic version such as 1.2.0")
         major, minor, patch, pre, build = match.groups()
+        numbers = [major, minor, patch] + [part for part in (pre or "").split(".") if part.isdigit()]
+        if any(len(number) > MAX_NUMBER_DIGITS for number in numbers):
+            raise ValueError(f"version {shown(text)} has a number of more than {MAX_NUMBER_DIGITS} digits")
         return cls(int(major), int(minor), int(patch), tuple(pre.split(".")) if pre else (), build or "")
 
     def _key(self) -> tuple:
