@@ -6,9 +6,14 @@ what is wrong and what to do.
 """
 from __future__ import annotations
 
+import errno
+
+from robot_model_deployer.bundle.text import one_line
+
 __all__ = [
     "BundleError", "BundleFormatError", "SignatureError", "IntegrityError", "UnsafeArchiveError",
-    "LimitExceededError", "VersionConflictError", "ModelCheckError", "InsufficientSpaceError",
+    "LimitExceededError", "VersionConflictError", "ModelCheckError", "InsufficientSpaceError", "BundleReadError",
+    "bundle_error_from",
 ]
 
 
@@ -46,3 +51,31 @@ class ModelCheckError(BundleError):
 
 class InsufficientSpaceError(BundleError):
     """The store's disk has too little free space to stage the bundle."""
+
+
+class BundleReadError(BundleError):
+    """Reading or unpacking failed in a way no check above names (an OS error, a parser's own limit)."""
+
+
+def bundle_error_from(exc: Exception, source: object) -> BundleError:
+    """Any failure while a bundle is read, unpacked or checked, as a BundleError with a one-line reason.
+
+    The boundary of ingest and ``rmd bundle`` calls this for whatever is not
+    a BundleError already (RecursionError, MemoryError, OSError, ...), so
+    every refusal is recorded the same way and nothing escapes unexplained.
+    """
+    if isinstance(exc, BundleError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return InsufficientSpaceError(f"the store's disk filled up while {source} was unpacked; free space on it "
+                                      "and deploy again")
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return UnsafeArchiveError(f"{source} holds a name too long for this file system; rename the file")
+    if isinstance(exc, OSError):
+        what = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+        reason = one_line(exc.strerror or str(exc), 200)
+        return BundleReadError(f"{source} could not be read or unpacked ({what}: {reason})")
+    if isinstance(exc, (RecursionError, MemoryError)):
+        return BundleReadError(f"{source} is too deeply nested or too large to read ({type(exc).__name__}); it is "
+                               "not a bundle rmd made")
+    return BundleReadError(f"{source} could not be read ({type(exc).__name__}: {one_line(str(exc), 200)})")

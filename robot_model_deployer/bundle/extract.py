@@ -14,15 +14,15 @@ its claims is stopped as soon as it does.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from robot_model_deployer.bundle.errors import BundleError, BundleFormatError, IntegrityError, LimitExceededError
+from robot_model_deployer.bundle.errors import (BundleFormatError, IntegrityError, LimitExceededError,
+                                                bundle_error_from)
 from robot_model_deployer.bundle.filelist import (FILE_LIST_NAME, MAX_FILE_LIST_BYTES, SIGNATURE_NAME, FileList,
                                                   check_bundle_path, hash_stream, parse_file_list, walk_bundle_dir)
 from robot_model_deployer.bundle.loader import MAX_MANIFEST_BYTES
@@ -165,25 +165,13 @@ def open_bundle(source: Path, limits: ExtractionLimits = ExtractionLimits()) -> 
     return _TarReader(source, limits)
 
 
-@contextlib.contextmanager
-def _archive_errors(source: Path) -> Iterator[None]:
-    """Turn a read failure of the file itself into one clear BundleFormatError."""
-    try:
-        yield
-    except BundleError:
-        raise
-    except OSError as exc:
-        raise BundleFormatError(f"{source} cannot be read ({exc.strerror or exc}); copy it again") from None
-
-
 class _TarReader(BundleReader):
     def __init__(self, source: Path, limits: ExtractionLimits) -> None:
         super().__init__(source, limits)
         self._file = open_regular_file(source, follow_links=True)
         try:
-            with _archive_errors(source):
-                self._tar = TarStream(self._file, str(source), _PRE_TRUST_BUDGET)
-                self.header = self._read_header()
+            self._tar = TarStream(self._file, str(source), _PRE_TRUST_BUDGET)
+            self.header = self._read_header()
         except BaseException:
             self.close()
             raise
@@ -218,13 +206,12 @@ class _TarReader(BundleReader):
         return header
 
     def read_manifest(self) -> Manifest:
-        with _archive_errors(self.source):
-            member = self._pending
-            if member is None or member.name != MANIFEST_NAME:
-                found = "the end of the archive" if member is None else shown(member.name)
-                raise BundleFormatError(f"{self.source}: expected {MANIFEST_NAME} after {FILE_LIST_NAME}, found "
-                                        f"{found}; pack bundles with rmd bundle create")
-            return self._parse_manifest(self._tar.read_all(MAX_MANIFEST_BYTES))
+        member = self._pending
+        if member is None or member.name != MANIFEST_NAME:
+            found = "the end of the archive" if member is None else shown(member.name)
+            raise BundleFormatError(f"{self.source}: expected {MANIFEST_NAME} after {FILE_LIST_NAME}, found "
+                                    f"{found}; pack bundles with rmd bundle create")
+        return self._parse_manifest(self._tar.read_all(MAX_MANIFEST_BYTES))
 
     def extract(self, dest: Path | None, progress: ProgressCallback | None = None) -> None:
         if dest is not None:
@@ -232,21 +219,20 @@ class _TarReader(BundleReader):
         listed = self.header.file_list.by_path()
         seen = {MANIFEST_NAME}
         tracker = self._progress(progress)
-        with _archive_errors(self.source):
-            while (member := self._next_or_missing(seen)) is not None:
-                entry = listed.get(member.name)
-                if member.name in seen:
-                    raise IntegrityError(f"{shown(member.name)} appears twice in the archive; a later copy could "
-                                         "replace a checked one, so the bundle is refused")
-                if entry is None:
-                    raise IntegrityError(f"{shown(member.name)} is in the archive but not listed in "
-                                         f"{FILE_LIST_NAME} (an extra, unsigned file); rebuild the bundle with "
-                                         "rmd bundle create")
-                if member.size != entry.size:
-                    raise IntegrityError(f"{shown(member.name)} is {member.size} bytes in the archive but "
-                                         f"{FILE_LIST_NAME} says {entry.size}; the bundle was altered")
-                seen.add(member.name)
-                copy_checked(self._tar, dest, entry, functools.partial(tracker.advance, member.name))
+        while (member := self._next_or_missing(seen)) is not None:
+            entry = listed.get(member.name)
+            if member.name in seen:
+                raise IntegrityError(f"{shown(member.name)} appears twice in the archive; a later copy could "
+                                     "replace a checked one, so the bundle is refused")
+            if entry is None:
+                raise IntegrityError(f"{shown(member.name)} is in the archive but not listed in "
+                                     f"{FILE_LIST_NAME} (an extra, unsigned file); rebuild the bundle with "
+                                     "rmd bundle create")
+            if member.size != entry.size:
+                raise IntegrityError(f"{shown(member.name)} is {member.size} bytes in the archive but "
+                                     f"{FILE_LIST_NAME} says {entry.size}; the bundle was altered")
+            seen.add(member.name)
+            copy_checked(self._tar, dest, entry, functools.partial(tracker.advance, member.name))
         self._check_missing(seen)
 
     def _next_or_missing(self, seen: set[str]) -> TarMember | None:
@@ -330,8 +316,11 @@ class BundleInfo:
 
 
 def inspect_bundle(*, bundle: Path, limits: ExtractionLimits = ExtractionLimits()) -> BundleInfo:
-    """Read a bundle's header and manifest only: no trust store, no model bytes."""
-    with open_bundle(bundle, limits) as reader:
-        manifest = reader.read_manifest()
-        signature = reader.header.signature
-        return BundleInfo(manifest, reader.header.file_list, None if signature is None else signature.key_id)
+    """Read a bundle's header and manifest only: no trust store, no model bytes; any failure is a BundleError."""
+    try:
+        with open_bundle(bundle, limits) as reader:
+            manifest = reader.read_manifest()
+            signature = reader.header.signature
+            return BundleInfo(manifest, reader.header.file_list, None if signature is None else signature.key_id)
+    except Exception as exc:  # the boundary: whatever failed, one BundleError says what
+        raise bundle_error_from(exc, bundle) from None

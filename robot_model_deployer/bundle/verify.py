@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from robot_model_deployer.bundle.errors import SignatureError
+from robot_model_deployer.bundle.errors import SignatureError, bundle_error_from
 from robot_model_deployer.bundle.extract import BundleHeader, ExtractionLimits, ProgressCallback, open_bundle
 from robot_model_deployer.bundle.filelist import FileList
 from robot_model_deployer.bundle.manifest import Manifest
@@ -86,9 +86,13 @@ def verify_bundle(*, bundle: Path, trust: TrustStore | None, model_check: ModelC
     """Every check a robot makes at ingest, without a store: unpacks to a temporary directory.
 
     ``model_check`` runs on the unpacked bundle once every file matched.
+    Every failure is a BundleError (see bundle_error_from).
     """
-    with tempfile.TemporaryDirectory(prefix="rmd-verify-") as scratch:
-        verified = unpack_bundle(bundle, dest=Path(scratch), trust=trust, allow_unsigned=allow_unsigned,
-                                 limits=limits, progress=progress)
-        model_check(Path(scratch))
+    try:
+        with tempfile.TemporaryDirectory(prefix="rmd-verify-") as scratch:
+            verified = unpack_bundle(bundle, dest=Path(scratch), trust=trust, allow_unsigned=allow_unsigned,
+                                     limits=limits, progress=progress)
+            model_check(Path(scratch))
+    except Exception as exc:  # the boundary: whatever failed, one BundleError says what
+        raise bundle_error_from(exc, bundle) from None
     return verified

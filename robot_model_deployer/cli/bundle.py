@@ -8,6 +8,7 @@ from pathlib import Path
 from robot_model_deployer.bundle.extract import inspect_bundle
 from robot_model_deployer.bundle.pack import create_bundle, sign_bundle
 from robot_model_deployer.bundle.signing import TrustStore
+from robot_model_deployer.bundle.text import one_line, shown
 from robot_model_deployer.bundle.verify import verify_bundle
 from robot_model_deployer.cli.progress import progress_for
 from robot_model_deployer.inference.model_check import check_model
@@ -74,11 +75,11 @@ def _inspect(args: argparse.Namespace) -> int:
     signature = (f"key {info.signature_key_id} (not checked; use rmd bundle verify)"
                  if info.signature_key_id else "none (unsigned)")
     print(f"bundle     {args.bundle}")
-    print(f"model      {manifest.name} {manifest.version} ({manifest.task.value}), file {manifest.model}")
+    print(f"model      {manifest.name} {manifest.version} ({manifest.task.value}), file {shown(manifest.model)}")
     print(f"input      {manifest.input.width}x{manifest.input.height} {manifest.input.color_order.value} "
           f"{manifest.input.layout.value} {manifest.input.dtype.value}")
     if manifest.description:
-        print(f"about      {manifest.description}")
+        print(f"about      {one_line(manifest.description)}")
     print(f"signature  {signature}")
     print(f"files      {len(info.file_list.files)}, {info.file_list.total_size} bytes")
     for entry in info.file_list.files:

@@ -15,6 +15,7 @@ from typing import Sequence
 from robot_model_deployer.bundle.errors import BundleError
 from robot_model_deployer.bundle.manifest import ManifestError
 from robot_model_deployer.bundle.signing import KeyFileError
+from robot_model_deployer.bundle.text import one_line
 from robot_model_deployer.cli import bundle, keys, optimize
 from robot_model_deployer.store.state import StoreError
 
@@ -47,8 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (BundleError, ManifestError, KeyFileError, StoreError, OSError, ValueError) as exc:
-        # One line, whatever the underlying library put in the message.
-        print(f"rmd: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        # One printable line, whatever the underlying library or a hostile bundle put in the message.
+        print(f"rmd: error: {one_line(' '.join(str(exc).split()), 1000)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("rmd: interrupted", file=sys.stderr)

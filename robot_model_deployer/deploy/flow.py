@@ -12,6 +12,7 @@ live traffic or long work.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 from robot_model_deployer.bundle.errors import BundleError
 from robot_model_deployer.bundle.extract import ExtractionLimits
 from robot_model_deployer.bundle.signing import TrustStore
+from robot_model_deployer.bundle.text import one_line
 from robot_model_deployer.bundle.verify import ModelCheck
 from robot_model_deployer.deploy.ports import (DeploymentCancelled, OptimizerPort, ProbationPort, ShadowPort,
                                                StageError, StageProgress)
@@ -29,6 +31,9 @@ from robot_model_deployer.store.model_store import ModelStore
 from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
 from robot_model_deployer.validation.health import HealthState, HealthStatus
 from robot_model_deployer.validation.shadow import ShadowOutcome, ShadowVerdict
+
+_log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class FlowSettings:
@@ -102,10 +107,8 @@ class DeploymentFlow:
         except DeploymentCancelled:
             self.store.reject_candidate("cancelled by the caller", mark_bad=False)
             return DeployOutcome(False, f"{ref} deployment cancelled; the live model is unchanged", report=report)
-        except Exception as exc:
-            if self.store.state.candidate == ref:
-                self.store.reject_candidate(f"internal error: {exc}", mark_bad=False)
-            raise
+        except Exception as exc:  # the flow's contract: every outcome is a recorded decision
+            return self._contain(ref, exc, report)
 
     def rollback(self, reason: str) -> ServedModel:
         """Serve the previous model again (manual rollback); raises SwapError or StoreError."""
@@ -189,6 +192,21 @@ class DeploymentFlow:
         return DeployOutcome(True, f"{model.label()} is live on {self.switch.snapshot().live_node}", model, report)
 
     # Helpers ---------------------------------------------------------------
+
+    def _contain(self, ref: VersionRef, exc: Exception, report: dict[str, Any]) -> DeployOutcome:
+        """An unexpected failure: the old model serves again and the store records why."""
+        _log.exception("deployment of %s failed", ref)
+        reason = f"{ref} stopped by an internal error ({type(exc).__name__}: {one_line(str(exc), 300)})"
+        live = self.switch.snapshot().live_model
+        if live is not None and live.ref == ref:  # it failed after the swap: put the old model back
+            try:
+                self.switch.rollback()
+            except SwapError as rollback_failure:
+                reason += f"; rolling back failed too: {rollback_failure}"
+        if self.store.state.candidate == ref:
+            self.store.reject_candidate(reason, mark_bad=False)
+        self.store.set_stage(DeploymentStage.FAILED, reason)
+        return DeployOutcome(False, reason, report=report)
 
     def _enter(self, stage: DeploymentStage, message: str, progress: StageProgress, cancel: threading.Event) -> None:
         self._check_cancel(cancel)

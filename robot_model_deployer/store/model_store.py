@@ -26,7 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from robot_model_deployer.bundle.errors import BundleError, InsufficientSpaceError, VersionConflictError
+from robot_model_deployer.bundle.errors import InsufficientSpaceError, VersionConflictError, bundle_error_from
+from robot_model_deployer.bundle.text import one_line
 from robot_model_deployer.bundle.extract import ExtractionLimits, ProgressCallback
 from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, FileList, parse_file_list
 from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
@@ -233,9 +234,12 @@ class ModelStore:
             self._record(EventKind.INSTALLED, same.ref, f"{bundle_path} is the bundle already installed as "
                                                          f"{same.ref}; reusing it")
             return self._installed(same.ref)
-        except BundleError as exc:
-            self._record(EventKind.REJECTED, seen[0] if seen else None, f"{bundle_path} rejected: {exc}")
-            raise
+        except Exception as exc:  # the boundary: every refusal is a BundleError with a recorded reason
+            error = bundle_error_from(exc, bundle_path)
+            self._record(EventKind.REJECTED, seen[0] if seen else None, f"{bundle_path} rejected: {error}")
+            if error is exc:
+                raise
+            raise error from None
         finally:
             if work.exists():
                 shutil.rmtree(work)
@@ -331,6 +335,7 @@ class ModelStore:
     @_locked
     def set_stage(self, stage: DeploymentStage, message: str = "") -> None:
         """Record how far the current deployment got (shown in status, kept in history)."""
+        message = one_line(message)  # it may quote a hostile bundle; status and ROS messages carry it
         state = replace(self._state, stage=stage, stage_message=message)
         self._save(state.with_event(EventKind.STAGE_CHANGED, state.candidate, f"{stage.value}: {message}"))
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from robot_model_deployer.bundle.manifest import MODEL_NAME_RULE, is_model_name
 from robot_model_deployer.bundle.semver import SemVer
+from robot_model_deployer.bundle.text import one_line
 
 STATE_FORMAT = 1
 MAX_HISTORY = 500
@@ -117,7 +118,9 @@ class StoreState:
         return replace(self, newest=tuple(sorted(others + (ref,), key=lambda r: r.name)))
 
     def with_event(self, kind: EventKind, ref: VersionRef | None, message: str) -> "StoreState":
-        return replace(self, history=(self.history + (StoreEvent.now(kind, ref, message),))[-MAX_HISTORY:])
+        """This state with one more history event; its message is made one bounded, printable line."""
+        event = StoreEvent.now(kind, ref, one_line(message))
+        return replace(self, history=(self.history + (event,))[-MAX_HISTORY:])
 
     def to_bytes(self) -> bytes:
         body = {

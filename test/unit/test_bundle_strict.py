@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bundle_helpers import Keys, bundle_directory, file_list_bytes, make_keys
-from robot_model_deployer.bundle.errors import BundleFormatError, LimitExceededError, UnsafeArchiveError
+from robot_model_deployer.bundle.errors import BundleFormatError, UnsafeArchiveError
 from robot_model_deployer.bundle.extract import open_bundle
 from robot_model_deployer.bundle.filelist import MAX_JSON_DEPTH, check_bundle_path, parse_file_list
 from robot_model_deployer.bundle.semver import SemVer
