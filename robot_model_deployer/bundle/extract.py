@@ -316,10 +316,16 @@ class BundleInfo:
 
 
 def inspect_bundle(*, bundle: Path, limits: ExtractionLimits = ExtractionLimits()) -> BundleInfo:
-    """Read a bundle's header and manifest only: no trust store, no model bytes; any failure is a BundleError."""
+    """Read a whole bundle and check its framing and every file against files.json, but no signature.
+
+    What ``rmd bundle inspect`` shows, so a damaged or padded archive is
+    never shown as if it were whole; who signed it is not checked (that is
+    ``verify``). Nothing is written; any failure is a BundleError.
+    """
     try:
         with open_bundle(bundle, limits) as reader:
             manifest = reader.read_manifest()
+            reader.extract(None)
             signature = reader.header.signature
             return BundleInfo(manifest, reader.header.file_list, None if signature is None else signature.key_id)
     except Exception as exc:  # the boundary: whatever failed, one BundleError says what

@@ -35,7 +35,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
                         help="accept an unsigned bundle (development only; prints a warning)")
     verify.set_defaults(run=_verify)
 
-    inspect = verbs.add_parser("inspect", help="show manifest, files and signer (checks nothing)")
+    inspect = verbs.add_parser("inspect", help="show manifest, files and signer key (checks the files, not the signature)")
     inspect.add_argument("bundle", type=Path)
     inspect.set_defaults(run=_inspect)
 

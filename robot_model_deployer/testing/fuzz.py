@@ -12,7 +12,14 @@ from __future__ import annotations
 import gzip
 import random
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
+
+from robot_model_deployer.bundle.errors import BundleError
+from robot_model_deployer.bundle.extract import inspect_bundle
+from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, SIGNATURE_NAME
+from robot_model_deployer.bundle.signing import TrustStore
+from robot_model_deployer.bundle.verify import verify_bundle
 
 BLOCK = 512
 _FIELDS = {"name": (0, 100), "mode": (100, 108), "uid": (108, 116), "gid": (116, 124), "size": (124, 136),
@@ -231,6 +238,21 @@ def mutate(archive: bytes, rng: random.Random) -> tuple[bytes, str]:
     return data, "+".join(names)
 
 
+def ustar_header(name: bytes, kind: bytes, size: int) -> bytes:
+    """A POSIX ustar header block with a correct checksum, for building hostile archives by hand."""
+    header = bytes(BLOCK)
+    for field, value in (("name", name), ("mode", _octal(0o644, 8)), ("uid", _octal(0, 8)), ("gid", _octal(0, 8)),
+                         ("size", _octal(size, 12)), ("mtime", _octal(0, 12)), ("type", kind),
+                         ("magic", b"ustar\x00"), ("version", b"00")):
+        header = _set(header, field, value)
+    return _with_checksum(header)
+
+
+def pax_record(body: bytes) -> bytes:
+    """One pax record ``LEN keyword=value\\n`` for ``body`` = ``keyword=value``."""
+    return _pax_record(body)
+
+
 def _field(header: bytes, name: str) -> bytes:
     start, end = _FIELDS[name]
     return header[start:end]
@@ -262,3 +284,49 @@ def _pax_record(body: bytes) -> bytes:
         length += 1
     return b"%d %s\n" % (length, body)
 
+
+
+ALLOWED = frozenset({"refused", "accepted intact"})
+"""The only outcomes a mutated bundle may have: a BundleError, or acceptance of exactly the signed files."""
+
+
+@dataclass(frozen=True)
+class FuzzTarget:
+    """What a mutated archive is fed to; ``original`` is the good bundle's files, for the acceptance check."""
+
+    trust: TrustStore
+    original: dict[str, bytes]
+    scratch: Path
+
+
+def verify_outcome(data: bytes, target: FuzzTarget) -> str:
+    """Feed ``data`` to ``verify_bundle`` as ``rmd bundle verify`` does; the outcome's name."""
+    path = target.scratch / "case.tar"
+    path.write_bytes(data)
+    unpacked: dict[str, bytes] = {}
+
+    def read_files(root: Path) -> None:  # the model check hook sees exactly what would be installed
+        unpacked.update((p.relative_to(root).as_posix(), p.read_bytes()) for p in root.rglob("*") if p.is_file())
+
+    try:
+        verify_bundle(bundle=path, trust=target.trust, model_check=read_files)
+    except BundleError:
+        return "refused"
+    except Exception as exc:  # what the fuzzer hunts for
+        return type(exc).__name__
+    for metadata in (FILE_LIST_NAME, SIGNATURE_NAME):
+        unpacked.pop(metadata, None)
+    return "accepted intact" if unpacked == target.original else "ACCEPTED CHANGED FILES"
+
+
+def inspect_outcome(data: bytes, target: FuzzTarget) -> str:
+    """Feed ``data`` to ``inspect_bundle`` (no trust: all of it is read unsigned); the outcome's name."""
+    path = target.scratch / "case.tar"
+    path.write_bytes(data)
+    try:
+        inspect_bundle(bundle=path)
+    except BundleError:
+        return "refused"
+    except Exception as exc:  # what the fuzzer hunts for
+        return type(exc).__name__
+    return "accepted intact"
