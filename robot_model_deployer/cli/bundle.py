@@ -11,7 +11,8 @@ from robot_model_deployer.bundle.signing import TrustStore
 from robot_model_deployer.bundle.text import one_line, shown
 from robot_model_deployer.bundle.verify import verify_bundle
 from robot_model_deployer.cli.progress import progress_for
-from robot_model_deployer.inference.model_check import check_model
+from robot_model_deployer.inference.model_check import MODEL_CHECK_LIMITS, IsolatedModelCheck
+from robot_model_deployer.isolation.child import ChildLimits
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -33,6 +34,10 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     verify.add_argument("--trust", type=Path, help="trust store: directory of trusted .pub key files")
     verify.add_argument("--allow-unsigned", action="store_true",
                         help="accept an unsigned bundle (development only; prints a warning)")
+    verify.add_argument("--check-memory-mb", type=int, default=MODEL_CHECK_LIMITS.memory_mb, metavar="MIB",
+                        help="address space the model check's child process may use (default: %(default)s)")
+    verify.add_argument("--check-timeout", type=float, default=MODEL_CHECK_LIMITS.seconds, metavar="SECONDS",
+                        help="time the model check may take to load and run the model (default: %(default)s)")
     verify.set_defaults(run=_verify)
 
     inspect = verbs.add_parser("inspect", help="show manifest, files and signer key (checks the files, not the signature)")
@@ -59,8 +64,12 @@ def _verify(args: argparse.Namespace) -> int:
         print("rmd: error: give --trust DIR (directory of trusted .pub keys), or --allow-unsigned for "
               "development", file=sys.stderr)
         return 1
+    try:
+        limits = ChildLimits(memory_mb=args.check_memory_mb, seconds=args.check_timeout)
+    except ValueError as exc:
+        raise ValueError(f"--check-memory-mb / --check-timeout: {exc}") from None
     trust = TrustStore.load(args.trust) if args.trust is not None else None
-    verified = verify_bundle(bundle=args.bundle, trust=trust, model_check=check_model,
+    verified = verify_bundle(bundle=args.bundle, trust=trust, model_check=IsolatedModelCheck(limits),
                              allow_unsigned=args.allow_unsigned, progress=progress_for(args.bundle, "checking"))
     manifest = verified.manifest
     signer = f"signed by trusted key {verified.key_id}" if verified.signed else "UNSIGNED"

@@ -6,22 +6,32 @@ of that to the manager: the child is killed, the manager's memory stays where
 it was, and the caller gets one reason that names the limit.
 
 The child is a fresh interpreter (``python -m`` this module), not a fork: the
-parent runs DDS threads, and forking a threaded process is not safe.
+parent runs DDS threads, and forking a threaded process is not safe. Its
+output goes to temporary files of which only the tail is read, so a child
+that floods stdout or stderr costs the parent no memory either.
 """
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import resource
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Mapping
 
 MIB = 1 << 20
 _RESULT_MARK = "RMD-CHILD-RESULT "
+_STDOUT_TAIL = 1 << 20   # the result line is the last one; values are small
+_STDERR_TAIL = 64 << 10  # enough for the last lines of a traceback or a runtime's complaint
+# glibc reserves 64 MiB of address space per malloc arena (one per thread, up to 8 per core), and
+# RLIMIT_AS counts it: ONNX Runtime with 16 threads reached 1.3 GiB of it for 110 MiB resident; with
+# two arenas, 440 MiB. Capped, the memory limit is about what the work uses, whatever the core count.
+_CHILD_ENV = {"MALLOC_ARENA_MAX": "2"}
 
 
 class ChildFailure(str, Enum):
@@ -35,10 +45,14 @@ class ChildFailure(str, Enum):
 
 @dataclass(frozen=True)
 class ChildLimits:
-    """What a child may use; both limits are parameters of the caller with these defaults."""
+    """What a child may use: address space in MiB and wall-clock seconds.
 
-    memory_mb: int = 4096
-    seconds: float = 120.0
+    No defaults here: each kind of work has its own (the model check's are
+    inference.model_check.MODEL_CHECK_LIMITS), and a caller's parameters set them.
+    """
+
+    memory_mb: int
+    seconds: float
 
     def __post_init__(self) -> None:
         if self.memory_mb < 64:
@@ -62,28 +76,48 @@ def run_in_child(target: str, kwargs: Mapping[str, Any], limits: ChildLimits) ->
     Returns the function's JSON-able return value; raises ChildError otherwise.
     """
     request = json.dumps({"target": target, "kwargs": dict(kwargs), "memory_mb": limits.memory_mb})
-    try:
-        done = subprocess.run([sys.executable, "-m", __name__], input=request, capture_output=True, text=True,
-                              timeout=limits.seconds)
-    except subprocess.TimeoutExpired:
-        raise ChildError(ChildFailure.TIMEOUT, f"did not finish within its time limit of {limits.seconds:g} s "
-                         "and was stopped") from None
-    result = _parse_result(done.stdout)
+    with tempfile.TemporaryFile() as stdout_file, tempfile.TemporaryFile() as stderr_file:
+        child = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=stdout_file,
+                                 stderr=stderr_file, env={**os.environ, **_CHILD_ENV})
+        try:
+            child.communicate(request.encode("utf-8"), timeout=limits.seconds)
+        except subprocess.TimeoutExpired:
+            raise ChildError(ChildFailure.TIMEOUT, f"did not finish within its time limit of {limits.seconds:g} s "
+                             "and was stopped") from None
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        stdout, stderr = _tail(stdout_file, _STDOUT_TAIL), _tail(stderr_file, _STDERR_TAIL)
+    result = _parse_result(stdout)
     if result is None:
-        if done.returncode < 0:
-            name = signal.Signals(-done.returncode).name
-            raise ChildError(ChildFailure.CRASHED, f"crashed ({name}); with a memory limit of {limits.memory_mb} "
-                             "MiB this is most likely the model running out of it")
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        if "MemoryError" in done.stderr or "bad_alloc" in done.stderr:
+        if child.returncode < 0:
+            raise ChildError(ChildFailure.CRASHED, f"crashed ({_signal_name(-child.returncode)}); with a memory "
+                             f"limit of {limits.memory_mb} MiB this is most likely the model running out of it")
+        tail = (stderr.strip().splitlines() or ["no output"])[-1][:300]
+        if "MemoryError" in stderr or "bad_alloc" in stderr:
             raise ChildError(ChildFailure.MEMORY, f"ran out of its memory limit of {limits.memory_mb} MiB")
-        raise ChildError(ChildFailure.CRASHED, f"exited with code {done.returncode} without a result: {tail}")
+        raise ChildError(ChildFailure.CRASHED, f"exited with code {child.returncode} without a result: {tail}")
     if result["ok"]:
         return result["value"]
     failure = ChildFailure.MEMORY if result["memory"] else ChildFailure.ERROR
     message = (f"ran out of its memory limit of {limits.memory_mb} MiB ({result['message']})"
                if result["memory"] else result["message"])
     raise ChildError(failure, message, result["type"])
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _tail(file: Any, size: int) -> str:
+    """The last ``size`` bytes the child wrote to ``file``, decoded leniently."""
+    end = file.seek(0, os.SEEK_END)
+    file.seek(max(0, end - size))
+    return file.read().decode("utf-8", errors="replace")
 
 
 def _parse_result(stdout: str) -> dict[str, Any] | None:

@@ -34,7 +34,8 @@ from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome, Flow
 from robot_model_deployer.deploy.optimizer import OnRobotOptimizer
 from robot_model_deployer.optimize.targets import load_target_profile
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
-from robot_model_deployer.inference.model_check import check_model
+from robot_model_deployer.inference.model_check import MODEL_CHECK_LIMITS, IsolatedModelCheck
+from robot_model_deployer.isolation.child import ChildLimits
 from robot_model_deployer.store.model_store import ModelStore
 from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
 from robot_model_deployer.action import Deploy
@@ -72,6 +73,12 @@ PARAMETERS = (
                   minimum=0.1, maximum=3600.0),
     ParameterSpec("shadow_timeout", 120.0, "Seconds a shadow run may take before the candidate is refused.",
                   minimum=1.0, maximum=86400.0),
+    ParameterSpec("model_check_memory_mb", MODEL_CHECK_LIMITS.memory_mb,
+                  "Address space (MiB) the child process that loads and test-runs a new model may use; a model "
+                  "that needs more is refused.", minimum=512, maximum=1 << 20),
+    ParameterSpec("model_check_timeout_s", MODEL_CHECK_LIMITS.seconds,
+                  "Seconds the child process that loads and test-runs a new model may take; a model that takes "
+                  "longer is refused.", minimum=5.0, maximum=3600.0),
 )
 
 
@@ -310,7 +317,9 @@ def _flow_settings(settings: dict[str, Any]) -> FlowSettings:
             trust = TrustStore.load(Path(settings["trust_dir"]).expanduser())
         except KeyFileError as exc:
             raise ParameterValueError(f"parameter trust_dir: {exc}") from None
-    return FlowSettings(trust=trust, allow_unsigned=settings["allow_unsigned"], model_check=check_model)
+    limits = ChildLimits(memory_mb=settings["model_check_memory_mb"], seconds=settings["model_check_timeout_s"])
+    return FlowSettings(trust=trust, allow_unsigned=settings["allow_unsigned"],
+                        model_check=IsolatedModelCheck(limits))
 
 
 def _model_info(model: ServedModel | None) -> ModelInfo:

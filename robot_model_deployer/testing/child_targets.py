@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
 import time
 
 
@@ -25,3 +27,39 @@ def hang(seconds: float) -> None:
 
 def die(signal_name: str) -> None:
     os.kill(os.getpid(), signal.Signals[signal_name])
+
+
+def flood(megabytes: int) -> int:
+    """Write ``megabytes`` MiB to stdout and to stderr, then return normally."""
+    line = "x" * 1023 + "\n"
+    for stream in (sys.stdout, sys.stderr):
+        for _ in range(megabytes << 10):
+            stream.write(line)
+        stream.flush()
+    return megabytes
+
+
+def peak_with_threads(threads: int) -> int:
+    """VmPeak in MiB while ``threads`` threads each hold a few small (malloc arena) blocks."""
+    barrier = threading.Barrier(threads + 1)
+    held: list[list[bytearray]] = []
+
+    def hold() -> None:
+        held.append([bytearray(4096) for _ in range(64)])
+        barrier.wait()
+        barrier.wait()
+
+    pool = [threading.Thread(target=hold) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    barrier.wait()
+    peak = _status_kib("VmPeak") >> 10
+    barrier.wait()
+    for thread in pool:
+        thread.join()
+    return peak
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))

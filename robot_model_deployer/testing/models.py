@@ -10,6 +10,9 @@ graphs built with ``onnx.helper``; ONNX Runtime runs them like any other.
   pixels; each cell is one candidate box covering the cell, its objectness
   the brightest channel mean and its class scores the channel means. A
   saturated red square that fills a cell is found as "red" in that cell.
+- hostile classifiers: the colour classifier plus work whose result is
+  added times zero, so the answers stay right while every run allocates
+  gigabytes (``memory_hog_classifier``) or never ends (``spinning_classifier``).
 """
 from __future__ import annotations
 
@@ -104,6 +107,58 @@ def colour_detector(size: int = 64, cell: int = 16) -> onnx.ModelProto:
         [numpy_helper.from_array(geometry, "geometry"),
          numpy_helper.from_array(np.array([1, 8, cells * cells], dtype=np.int64), "flat_shape")],
     )
+    return _model(graph)
+
+
+def memory_hog_classifier(gigabytes: float = 8.0, size: int = 32) -> onnx.ModelProto:
+    """The colour classifier that expands its input to a ``gigabytes``-sized tensor on every run.
+
+    The file stays tiny: the shape is a 4-number initializer and the tensor
+    depends on the input, so it exists only at run time and no optimizer can
+    fold it away.
+    """
+    batch = max(1, round(gigabytes * (1 << 30) / (4 * 3 * size * size)))
+    shape = numpy_helper.from_array(np.array([batch, 3, size, size], np.int64), "hog_shape")
+    return _with_zero_side_work(colour_classifier(size), [helper.make_node("Expand", ["images", "hog_shape"], ["hog"])],
+                                [shape], "hog")
+
+
+def spinning_classifier(size: int = 32, width: int = 64) -> onnx.ModelProto:
+    """The colour classifier with a Loop of 2**62 matrix products on its input: it runs, and never ends."""
+    rng = np.random.default_rng(0)
+    initializers = [numpy_helper.from_array(np.ones((3, width), np.float32), "spin_spread"),
+                    numpy_helper.from_array((rng.standard_normal((width, width)) / width).astype(np.float32),
+                                            "spin_weights"),
+                    numpy_helper.from_array(np.array(1 << 62, np.int64), "spin_trips"),
+                    numpy_helper.from_array(np.array(True), "spin_go")]
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["spin_in", "spin_weights"], ["spin_product"]),
+         helper.make_node("Tanh", ["spin_product"], ["spin_out"]),
+         helper.make_node("Identity", ["spin_cond_in"], ["spin_cond_out"])],
+        "spin_body",
+        [helper.make_tensor_value_info("spin_iteration", TensorProto.INT64, []),
+         helper.make_tensor_value_info("spin_cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("spin_in", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info("spin_cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("spin_out", TensorProto.FLOAT, [1, width])],
+    )
+    nodes = [helper.make_node("MatMul", ["means", "spin_spread"], ["spin_start"]),
+             helper.make_node("Loop", ["spin_trips", "spin_go", "spin_start"], ["spin_end"], body=body)]
+    return _with_zero_side_work(colour_classifier(size), nodes, initializers, "spin_end")
+
+
+def _with_zero_side_work(model: onnx.ModelProto, nodes: list[onnx.NodeProto],
+                         initializers: list[onnx.TensorProto], result: str) -> onnx.ModelProto:
+    """``model`` (whose last node is Identity -> its output) plus ``nodes``, their ``result`` added times zero."""
+    graph = model.graph
+    output = graph.node.pop()
+    zero = numpy_helper.from_array(np.zeros((), np.float32), f"{result}_zero")
+    graph.node.extend(nodes + [helper.make_node("ReduceMax", [result], [f"{result}_max"], keepdims=0),
+                               helper.make_node("Mul", [f"{result}_max", zero.name], [f"{result}_nothing"]),
+                               helper.make_node("Add", [output.input[0], f"{result}_nothing"], [f"{result}_logits"])])
+    output.input[0] = f"{result}_logits"
+    graph.node.append(output)
+    graph.initializer.extend(initializers + [zero])
     return _model(graph)
 
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from skimage import data
 from robot_model_deployer.bundle.loader import load_bundle_dir
 from robot_model_deployer.demo import zoo
 from robot_model_deployer.inference.engine import InferenceEngine
+from robot_model_deployer.inference.model_check import MODEL_CHECK_LIMITS, IsolatedModelCheck
 from robot_model_deployer.optimize.pipeline import load_bundle_image
 
 HAS_EFFICIENTNET = all(importlib.util.find_spec(m) for m in
@@ -43,3 +46,15 @@ def test_ddddocr_detector_finds_boxes_on_text(cache: Path) -> None:
     found = [engine.infer(load_bundle_image(bundle.path(p))) for p in bundle.manifest.validation.images]
     assert sum(len(p.scores) for p in found) >= 6
     assert all(np.isfinite(p.boxes).all() and (p.scores >= 0.1).all() for p in found)
+
+
+@pytest.mark.parametrize("build, calibration_images", [
+    pytest.param(zoo.efficientnet_lite0_bundle, 4,
+                 marks=pytest.mark.skipif(not HAS_EFFICIENTNET, reason="needs torch and efficientnet-lite-pytorch")),
+    pytest.param(zoo.ddddocr_detector_bundle, 2, marks=pytest.mark.skipif(not HAS_DDDDOCR, reason="needs ddddocr")),
+])
+def test_zoo_models_pass_the_isolated_model_check_with_room_to_spare(cache: Path, build: Callable[..., Path],
+                                                                     calibration_images: int) -> None:
+    # A quarter of the default memory limit: the defaults must not refuse real models on bigger robots.
+    check = IsolatedModelCheck(replace(MODEL_CHECK_LIMITS, memory_mb=MODEL_CHECK_LIMITS.memory_mb // 4))
+    check(build(cache, calibration_images=calibration_images, validation_images=6))

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from peak_memory import peak_rss_growth
 from robot_model_deployer.isolation.child import ChildError, ChildFailure, ChildLimits, run_in_child
 
 TARGETS = "robot_model_deployer.testing.child_targets"
@@ -48,3 +49,14 @@ def test_a_child_killed_by_a_signal_is_a_crash():
 def test_limits_are_checked(memory_mb, seconds):
     with pytest.raises(ValueError, match="ChildLimits"):
         ChildLimits(memory_mb=memory_mb, seconds=seconds)
+
+
+def test_a_child_flooding_its_output_costs_the_caller_no_memory():
+    with peak_rss_growth() as growth:
+        assert run_in_child(f"{TARGETS}:flood", {"megabytes": 64}, LIMITS) == 64
+    assert growth.mib < 16
+
+
+def test_malloc_arenas_do_not_eat_the_memory_limit():
+    # Without a cap glibc reserves 64 MiB of address space per thread's arena (about 1 GiB here).
+    assert run_in_child(f"{TARGETS}:peak_with_threads", {"threads": 16}, ChildLimits(memory_mb=1024, seconds=20)) < 512
