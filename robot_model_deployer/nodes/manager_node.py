@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
@@ -35,11 +35,13 @@ from robot_model_deployer.deploy.optimizer import OnRobotOptimizer
 from robot_model_deployer.optimize.targets import load_target_profile
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
 from robot_model_deployer.store.model_store import ModelStore
-from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
+from robot_model_deployer.store.state import DeploymentStage, StoreError
 from robot_model_deployer.action import Deploy
 from robot_model_deployer.msg import DeploymentStatus, ModelInfo
 from robot_model_deployer.nodes.lifecycle_client import LifecycleSlot, RemoteLifecycleNode
 from robot_model_deployer.nodes.live_checks import ProbationWatch, ShadowRun
+from robot_model_deployer.nodes.manager_status import (deployment_diagnostics, deployment_status, model_info,
+                                                       version_info)
 from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
 from robot_model_deployer.srv import DeployModel, GetStatus, ListModels, Rollback
@@ -89,7 +91,6 @@ class ManagerNode(Node):
         self._stage = DeploymentStage.IDLE
         self._message = "starting"
         self._health = ""
-        self._candidate: ServedModel | None = None
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -136,7 +137,7 @@ class ManagerNode(Node):
         job = self._start_job(lambda: self._deploy(request.bundle_path, request.force, threading.Event(), None))
         outcome = job.result() if job is not None else DeployOutcome(False, self._busy_reason())
         response.accepted, response.reason = outcome.accepted, outcome.reason
-        response.model = _model_info(outcome.model)
+        response.model = model_info(outcome.model)
         return response
 
     def _execute_goal(self, goal_handle) -> Deploy.Result:
@@ -151,7 +152,7 @@ class ManagerNode(Node):
                     cancel.set()
                 time.sleep(0.05)
             outcome = job.result()
-        result = Deploy.Result(accepted=outcome.accepted, reason=outcome.reason, model=_model_info(outcome.model),
+        result = Deploy.Result(accepted=outcome.accepted, reason=outcome.reason, model=model_info(outcome.model),
                                report_json=json.dumps(outcome.report, default=str))
         if cancel.is_set() and not outcome.accepted:
             goal_handle.canceled()
@@ -165,7 +166,7 @@ class ManagerNode(Node):
         job = self._start_job(lambda: self._rollback(request.reason))
         model, response.message = job.result() if job is not None else (None, self._busy_reason())
         response.success = model is not None
-        response.active = _model_info(model)
+        response.active = model_info(model)
         return response
 
     def _on_get_status(self, request: GetStatus.Request, response: GetStatus.Response) -> GetStatus.Response:
@@ -258,42 +259,19 @@ class ManagerNode(Node):
         self._publish_status()
 
     def _status(self) -> DeploymentStatus:
-        snapshot = self._flow.switch.snapshot()
-        state = self._flow.store.state
-        status = DeploymentStatus()
-        status.stamp = self.get_clock().now().to_msg()
-        status.active = _model_info(snapshot.live_model)
-        status.previous = _model_info(snapshot.standby_model)
-        status.candidate = self._ref_info(state.candidate)
-        status.live_node = snapshot.live_node if snapshot.live_model else ""
-        status.standby_node = snapshot.standby_node
-        status.stage = self._stage.value
-        status.message = self._message
-        status.health = self._health
-        return status
-
-    def _ref_info(self, ref: VersionRef | None) -> ModelInfo:
-        if ref is None:
-            return ModelInfo()
-        return ModelInfo(name=ref.name, version=str(ref.version), path=str(self._flow.store.bundle_dir(ref)))
+        store = self._flow.store
+        ref = store.state.candidate
+        return deployment_status(
+            snapshot=self._flow.switch.snapshot(),
+            candidate=version_info(ref, store.bundle_dir(ref)) if ref is not None else ModelInfo(),
+            stage=self._stage, message=self._message, health=self._health, stamp=self.get_clock().now().to_msg())
 
     def _publish_status(self) -> None:
         self._status_publisher.publish(self._status())
 
     def _publish_diagnostics(self) -> None:
-        status = self._status()
-        level = {DeploymentStage.FAILED: DiagnosticStatus.WARN}.get(self._stage, DiagnosticStatus.OK)
-        if not status.active.name:
-            level = DiagnosticStatus.WARN
-        values = {"active": _label(status.active), "previous": _label(status.previous),
-                  "candidate": _label(status.candidate), "live_node": status.live_node,
-                  "standby_node": status.standby_node, "stage": status.stage, "health": status.health}
-        array = DiagnosticArray()
-        array.header.stamp = status.stamp
-        array.status.append(DiagnosticStatus(
-            level=level, name=f"{self.get_name()}: model deployment", hardware_id=self.get_fully_qualified_name(),
-            message=status.message, values=[KeyValue(key=k, value=v) for k, v in values.items()]))
-        self._diagnostics.publish(array)
+        self._diagnostics.publish(deployment_diagnostics(self._status(), node_name=self.get_name(),
+                                                         hardware_id=self.get_fully_qualified_name()))
 
     def destroy_node(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
@@ -310,17 +288,6 @@ def _flow_settings(settings: dict[str, Any]) -> FlowSettings:
         except KeyFileError as exc:
             raise ParameterValueError(f"parameter trust_dir: {exc}") from None
     return FlowSettings(trust=trust, allow_unsigned=settings["allow_unsigned"])
-
-
-def _model_info(model: ServedModel | None) -> ModelInfo:
-    if model is None:
-        return ModelInfo()
-    return ModelInfo(name=model.name, version=model.version, task=model.task, path=model.path,
-                     model_sha256=model.model_sha256)
-
-
-def _label(info: ModelInfo) -> str:
-    return f"{info.name} {info.version}" if info.name else ""
 
 
 def main(args: list[str] | None = None) -> None:
