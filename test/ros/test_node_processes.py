@@ -1,6 +1,7 @@
 """Each node executable as a ROS user starts it: its name in the graph, its topics, its start-up messages."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,36 @@ def client():
     yield make
     for each in made:
         each.close()
+
+
+def _node_names(client: RosTestClient) -> Counter[str]:
+    return Counter(f"{namespace.rstrip('/')}/{name}" for name, namespace in client.node.get_node_names_and_namespaces())
+
+
+def _subscribers(client: RosTestClient, topic: str) -> set[str]:
+    return {info.node_name for info in client.node.get_subscriptions_info_by_topic(topic)}
+
+
+def test_the_manager_and_its_probation_listener_each_keep_their_own_name_under_a_global_node_remap(
+        tmp_path: Path, processes: list[NodeProcess], client) -> None:
+    domain = next_domain_id()
+    # NodeProcess passes `--ros-args -r __node:=robot_manager`, as launch does for name=...
+    manager = NodeProcess("manager_node", "robot_manager", domain, tmp_path,
+                          {"store_dir": str(tmp_path / "store"), "use_sim_time": True},
+                          remappings={"image": "/front_camera/image_raw", "results": "/perception/results"})
+    processes.append(manager)
+    observer = client(domain)
+    expected = {"/robot_manager", "/robot_manager_probation"}
+    wait_for(lambda: expected <= set(_node_names(observer)), START_TIMEOUT_S, f"nodes {expected}")
+    names = _node_names(observer)
+    assert {name: names[name] for name in expected} == {"/robot_manager": 1, "/robot_manager_probation": 1}, names
+    # What the listener takes from the global arguments: the topic remaps and use_sim_time.
+    wait_for(lambda: "robot_manager_probation" in _subscribers(observer, "/front_camera/image_raw"), 10.0,
+             "the listener on the remapped camera topic")
+    assert "robot_manager_probation" in _subscribers(observer, "/perception/results")
+    assert "robot_manager_probation" in _subscribers(observer, "/clock"), "the listener lost use_sim_time"
+    assert not _subscribers(observer, "/image") and not _subscribers(observer, "/results")
+    assert "already registered" not in manager.log(), manager.log()  # rosout: two nodes of one name
 
 
 def _png(path: Path, colour: tuple[int, int, int]) -> None:
