@@ -32,7 +32,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from robot_model_deployer.bundle.signing import KeyFileError, TrustStore
 from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome, FlowSettings
 from robot_model_deployer.deploy.optimizer import OnRobotOptimizer
-from robot_model_deployer.optimize.targets import load_target_profile
+from robot_model_deployer.optimize.targets import TargetProfile, load_target_profile
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
 from robot_model_deployer.store.model_store import ModelStore
 from robot_model_deployer.store.state import DeploymentStage, StoreError
@@ -79,13 +79,16 @@ PARAMETERS = (
 class ManagerNode(Node):
     """Owns the store and the deploy flow; turns requests into flow calls."""
 
+    _started = False  # rclpy's context shutdown also destroys a manager that refused a parameter
+
     def __init__(self, node_name: str = "model_manager", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         settings = declare_parameters(self, PARAMETERS)
+        # Every setting is read before anything starts, so a refused one leaves no thread or listener behind.
+        store, flow_settings, target = _open_store(settings), _flow_settings(settings), _optimize_target(settings)
         self._traffic = ProbationWatch(self)
-        self._flow = DeploymentFlow(
-            ModelStore.open(Path(settings["store_dir"]).expanduser(), keep_others=settings["keep_versions"]),
-            self._make_switch(settings), _flow_settings(settings), **self._make_ports(settings))
+        self._flow = DeploymentFlow(store, self._make_switch(settings), flow_settings,
+                                    **self._make_ports(settings, target))
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploy")
         self._busy = threading.Lock()
         self._stage = DeploymentStage.IDLE
@@ -107,6 +110,7 @@ class ManagerNode(Node):
                                     cancel_callback=lambda handle: CancelResponse.ACCEPT,
                                     callback_group=requests)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=quick)
+        self._started = True
         self._publish_status()
         self._start_job(lambda: self._start_serving(settings["initial_bundle"]))
 
@@ -115,7 +119,7 @@ class ManagerNode(Node):
         return BlueGreenSwitch([LifecycleSlot(RemoteLifecycleNode(self, name, group, settings["service_timeout"]))
                                 for name in settings["perception_nodes"]], self._traffic.wait_for_answer)
 
-    def _make_ports(self, settings: dict[str, Any]) -> dict[str, Any]:
+    def _make_ports(self, settings: dict[str, Any], target: TargetProfile | None) -> dict[str, Any]:
         group = ReentrantCallbackGroup()
         ports: dict[str, Any] = {}
         if settings["shadow_node"]:
@@ -123,11 +127,7 @@ class ManagerNode(Node):
                                         settings["shadow_timeout"])
         if settings["probation"]:
             ports["probation"] = self._traffic
-        if settings["optimize_target"]:
-            try:
-                target = load_target_profile(settings["optimize_target"], settings["targets_file"] or None)
-            except (OSError, ValueError) as exc:
-                raise ParameterValueError(f"parameter optimize_target: {exc}") from None
+        if target is not None:
             ports["optimizer"] = OnRobotOptimizer(target)
         return ports
 
@@ -274,10 +274,28 @@ class ManagerNode(Node):
                                                          hardware_id=self.get_fully_qualified_name()))
 
     def destroy_node(self) -> None:
-        self._worker.shutdown(wait=False, cancel_futures=True)
-        self._action.destroy()
-        self._traffic.close()
+        if self._started:
+            self._worker.shutdown(wait=False, cancel_futures=True)
+            self._action.destroy()
+            self._traffic.close()
         super().destroy_node()
+
+
+def _open_store(settings: dict[str, Any]) -> ModelStore:
+    store_dir = Path(settings["store_dir"]).expanduser()
+    try:
+        return ModelStore.open(store_dir, keep_others=settings["keep_versions"])
+    except (OSError, StoreError) as exc:
+        raise ParameterValueError(f"parameter store_dir: cannot open the model store {store_dir}: {exc}") from None
+
+
+def _optimize_target(settings: dict[str, Any]) -> TargetProfile | None:
+    if not settings["optimize_target"]:
+        return None
+    try:
+        return load_target_profile(settings["optimize_target"], settings["targets_file"] or None)
+    except (OSError, ValueError) as exc:
+        raise ParameterValueError(f"parameter optimize_target: {exc}") from None
 
 
 def _flow_settings(settings: dict[str, Any]) -> FlowSettings:

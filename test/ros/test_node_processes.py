@@ -1,6 +1,8 @@
 """Each node executable as a ROS user starts it: its name in the graph, its topics, its start-up messages."""
 from __future__ import annotations
 
+import os
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +12,7 @@ from PIL import Image as PILImage
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient, next_domain_id, wait_for
+from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient, executable, next_domain_id, wait_for
 
 # Python imports and ONNX Runtime make a node process take a few seconds to appear on a loaded machine.
 START_TIMEOUT_S = 30.0
@@ -91,3 +93,27 @@ def test_the_demo_camera_executable_publishes_frames(tmp_path: Path, processes: 
     wait_for(lambda: len(images) >= 4, START_TIMEOUT_S, "four images from the demo camera")
     assert {(m.width, m.height, m.encoding, m.header.frame_id) for m in images} == {(32, 24, "rgb8", "camera")}
     assert {bytes(m.data[:3]) for m in images} == {bytes([255, 0, 0]), bytes([0, 0, 255])}
+
+
+@pytest.mark.parametrize("exe, parameter, value", [
+    ("shadow_node", "max_rate", "fast"),
+    ("perception_node", "warmup_runs", "0"),
+    ("perception_node", "image_qos", "lossy"),
+    ("manager_node", "trust_dir", "/no/such/keys"),
+    ("manager_node", "store_dir", "/dev/null/store"),
+    ("manager_node", "optimize_target", "no_such_robot"),
+    ("manager_node", "perception_nodes", "[perception_a]"),
+    ("demo_camera_node", "source", "/no/such/video.mp4"),
+])
+def test_a_bad_parameter_ends_the_node_with_one_line_naming_it(tmp_path: Path, exe: str, parameter: str,
+                                                              value: str) -> None:
+    command = [executable(exe), "--ros-args", "-p", f"{parameter}:={value}"]
+    if exe == "manager_node" and parameter != "store_dir":
+        command += ["-p", f"store_dir:={tmp_path / 'store'}"]
+    env = dict(os.environ, ROS_DOMAIN_ID=str(next_domain_id()), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"{exe}: parameter {parameter}"), lines[0]
+    assert "Traceback" not in done.stdout + done.stderr
