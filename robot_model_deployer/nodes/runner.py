@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Callable, NoReturn
 
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 
+from robot_model_deployer.nodes.clock_wait import ClockNotice, ClockWait, started_message, waiting_message
 from robot_model_deployer.nodes.parameters import ParameterValueError
+
+CLOCK_CHECK_PERIOD_S = 0.5
 
 
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> None:
@@ -31,6 +36,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threa
     except ParameterValueError as exc:
         rclpy.try_shutdown()
         _exit_with(str(exc))
+    _warn_while_waiting_for_clock(node)
     executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
     executor.add_node(node)
     try:
@@ -41,6 +47,27 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threa
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _warn_while_waiting_for_clock(node: Node) -> None:
+    """With use_sim_time, log (see nodes.clock_wait) while ROS time has not started."""
+    if not node.get_parameter("use_sim_time").value:
+        return
+    clock, topic, began = node.get_clock(), node.resolve_topic_name("/clock"), time.monotonic()
+    wait = ClockWait()
+
+    def check() -> None:
+        waited_s = time.monotonic() - began
+        notice = wait.update(waited_s, clock.now().nanoseconds > 0)
+        if notice is ClockNotice.STILL_WAITING:
+            node.get_logger().warning(waiting_message(topic, waited_s))
+        elif notice is ClockNotice.STARTED:
+            node.get_logger().info(started_message(topic, waited_s))
+        if wait.done:
+            timer.cancel()  # not destroyed: another executor thread may be building its wait set
+
+    # A steady clock: a timer on ROS time would wait for /clock too.
+    timer = node.create_timer(CLOCK_CHECK_PERIOD_S, check, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
 
 def _exit_with(message: str) -> NoReturn:

@@ -3,19 +3,25 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+from builtin_interfaces.msg import Time as TimeMsg
 from PIL import Image as PILImage
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 
+from robot_model_deployer.nodes.clock_wait import FIRST_WARNING_S
 from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient, executable, next_domain_id, wait_for
 
 # Python imports and ONNX Runtime make a node process take a few seconds to appear on a loaded machine.
 START_TIMEOUT_S = 30.0
+WAITING_FOR_CLOCK = "waiting for /clock"
 
 
 @pytest.fixture
@@ -117,3 +123,45 @@ def test_a_bad_parameter_ends_the_node_with_one_line_naming_it(tmp_path: Path, e
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"{exe}: parameter {parameter}"), lines[0]
     assert "Traceback" not in done.stdout + done.stderr
+
+
+class ClockPublisher:
+    """Publishes /clock from the test process, as a simulator would."""
+
+    def __init__(self, client: RosTestClient, start_s: float = 100.0) -> None:
+        self._publisher = client.node.create_publisher(Clock, "/clock", 10)
+        self._start_s, self._began = start_s, time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            ns = int((self._start_s + time.monotonic() - self._began) * 1e9)
+            self._publisher.publish(Clock(clock=TimeMsg(sec=ns // 10**9, nanosec=ns % 10**9)))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_a_node_on_sim_time_says_it_waits_for_clock_until_time_comes(tmp_path: Path, processes: list[NodeProcess],
+                                                                      client) -> None:
+    without, with_clock = next_domain_id(), next_domain_id()
+    observer = client(with_clock)
+    clock = ClockPublisher(observer)
+    try:
+        waiting = NodeProcess("perception_node", "waiting", without, tmp_path, {"use_sim_time": True})
+        ticking = NodeProcess("perception_node", "ticking", with_clock, tmp_path, {"use_sim_time": True})
+        processes += [waiting, ticking]
+        wait_for(lambda: "/ticking" in _node_names(observer), START_TIMEOUT_S, "the node with a clock to start")
+        ticking_up = time.monotonic()
+        wait_for(lambda: WAITING_FOR_CLOCK in waiting.log(), START_TIMEOUT_S, "the warning about /clock")
+        # The clocked node has been up for longer than it would wait before it warns.
+        wait_for(lambda: time.monotonic() > ticking_up + FIRST_WARNING_S + 2.0, 30.0, "the warning's time to pass")
+    finally:
+        clock.close()
+    assert WAITING_FOR_CLOCK not in ticking.log(), ticking.log()
+    warning = next(line for line in waiting.log().splitlines() if WAITING_FOR_CLOCK in line)
+    assert "[WARN]" in warning and "use_sim_time" in warning, warning
+    assert waiting.log().count(WAITING_FOR_CLOCK) == 1, "warned more than once within its first 10 s"
