@@ -76,11 +76,6 @@ class FrameSchedule(Generic[P]):
     def active(self) -> bool:
         return self._active
 
-    @property
-    def busy(self) -> bool:
-        """A frame was handed out and its run has not finished."""
-        return self._running is not None
-
     def start(self) -> None:
         self._active = True
 

@@ -42,11 +42,10 @@ class Camera:
 def test_a_frame_is_handed_out_only_once_the_live_node_has_answered_it() -> None:
     schedule = started()
     assert schedule.on_image(stamp(0), "pixels") == Step()
-    assert not schedule.busy
     assert schedule.on_live_answer(stamp(1)) == Step(), "an answer to another frame releases nothing"
     step = schedule.on_live_answer(stamp(0))
     assert step == Step(ready=ScheduledFrame(stamp(0), "pixels", FrameRun.CANDIDATE))
-    assert schedule.busy
+    assert schedule.on_image(stamp(2), "while it runs") == Step(dropped=1)
 
 
 def test_a_frame_whose_answer_came_first_is_handed_out_at_once() -> None:
@@ -102,7 +101,6 @@ def test_frames_arriving_while_a_model_runs_are_dropped_not_queued() -> None:
         assert schedule.on_image(stamp(frame), "late") == Step(dropped=1)
         assert schedule.on_live_answer(stamp(frame)) == Step()
     schedule.run_done()
-    assert not schedule.busy
     assert schedule.on_image(stamp(4), "next") == Step(), "the next frame waits for its own answer"
     assert schedule.on_live_answer(stamp(4)).ready == ScheduledFrame(stamp(4), "next", FrameRun.CANDIDATE)
 
@@ -138,7 +136,7 @@ def test_nothing_is_taken_or_counted_before_start_or_after_stop() -> None:
     assert schedule.on_image(stamp(1), "after stop") == Step()
 
 
-def test_a_frame_running_when_stopped_still_finishes_and_keeps_the_schedule_busy_until_then() -> None:
+def test_a_frame_running_when_stopped_keeps_the_schedule_busy_until_it_finishes() -> None:
     schedule = started()
     schedule.on_live_answer(stamp(0))
     schedule.on_image(stamp(0), "running")
