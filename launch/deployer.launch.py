@@ -7,16 +7,53 @@ The perception nodes subscribe to ``image_topic`` and publish on
 ``results_topic``; only the live one publishes. The shadow node runs a
 candidate beside it. The manager configures and activates all three through
 their lifecycle services, so no lifecycle manager is needed here.
+
+Nothing serves without the manager or a perception node, so when one of them
+exits the whole graph is shut down, with the reason in launch's log; a launch
+left running with only the shadow node would look alive to a supervisor. The
+shadow node and the demo camera only say so when they exit: the live model
+keeps serving without them.
 """
+import logging
+import os
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.conditions import IfCondition
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
+from launch.events.process import ProcessExited
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
+
+_logger = logging.getLogger("launch")  # launch's own logger: shown like its other messages, in its log too
+
+
+def _require_params_file(context: LaunchContext) -> None:
+    """launch_ros only warns about a missing parameter file and starts every node on its defaults."""
+    path = LaunchConfiguration("params_file").perform(context)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"params_file {path!r} is not a file: pass params_file:=<YAML with one "
+                                "ros__parameters block per node>, or leave it out for config/deployer.yaml")
+
+
+def _on_exit(node: Node, name: str, *, shut_down: bool, without: str) -> RegisterEventHandler:
+    """When ``node`` exits outside a shutdown: log an error and, if ``shut_down``, stop the graph."""
+
+    def exited(event: ProcessExited, context: LaunchContext):
+        if context.is_shutdown:
+            return None  # every node exits on Ctrl-C or a shutdown; nothing to say
+        reason = f"{name} exited with code {event.returncode}: {without}"
+        if not shut_down:
+            _logger.error(f"{reason}; the rest keeps running")
+            return None
+        _logger.error(f"{reason}; shutting the model deployer down")
+        return [EmitEvent(event=Shutdown(reason=reason))]
+
+    return RegisterEventHandler(OnProcessExit(target_action=node, on_exit=exited))
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -36,10 +73,11 @@ def generate_launch_description() -> LaunchDescription:
     }
     topics = [("image", LaunchConfiguration("image_topic")), ("results", LaunchConfiguration("results_topic"))]
 
+    perception_names = ("perception_a", "perception_b")
     perception = [
         LifecycleNode(package="robot_model_deployer", executable="perception_node", name=name,
                       namespace=namespace, parameters=[params, use_sim_time], remappings=topics, output="screen")
-        for name in ("perception_a", "perception_b")
+        for name in perception_names
     ]
     shadow = LifecycleNode(package="robot_model_deployer", executable="shadow_node", name="shadow",
                            namespace=namespace, parameters=[params, use_sim_time], remappings=topics,
@@ -51,6 +89,15 @@ def generate_launch_description() -> LaunchDescription:
                   namespace=namespace, parameters=[params, use_sim_time],
                   remappings=[("image", LaunchConfiguration("image_topic"))], output="screen",
                   condition=IfCondition(LaunchConfiguration("demo_camera")))
+
+    nothing_serves = "nothing serves models without it"
+    on_exit = [
+        *(_on_exit(node, name, shut_down=True, without=nothing_serves)
+          for node, name in zip(perception, perception_names)),
+        _on_exit(manager, "model_manager", shut_down=True, without=nothing_serves),
+        _on_exit(shadow, "shadow", shut_down=False, without="new models cannot be validated in shadow"),
+        _on_exit(camera, "demo_camera", shut_down=False, without="no more demo camera frames"),
+    ]
 
     return LaunchDescription([
         DeclareLaunchArgument("namespace", default_value="", description="Namespace for all nodes."),
@@ -72,5 +119,7 @@ def generate_launch_description() -> LaunchDescription:
                               description="Also start the demo camera (scikit-image photos)."),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="Use /clock (e.g. from Gazebo) instead of the wall clock."),
+        OpaqueFunction(function=_require_params_file),  # before any node starts
+        *on_exit,
         *perception, shadow, manager, camera,
     ])

@@ -1,1 +1,1 @@
-"""Demo helpers: real models built locally for the demo and the benchmarks."""
+"""Demo: the demo camera node, the one-process demo and real models built locally for it and the benchmarks."""

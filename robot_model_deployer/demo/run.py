@@ -25,7 +25,7 @@ from robot_model_deployer.bundle.pack import create_bundle, sign_bundle
 from robot_model_deployer.bundle.signing import generate_keypair
 from robot_model_deployer.demo import zoo
 from robot_model_deployer.msg import InferenceResult
-from robot_model_deployer.nodes.demo_camera_node import DemoCameraNode
+from robot_model_deployer.demo.camera_node import DemoCameraNode
 from robot_model_deployer.nodes.manager_node import ManagerNode
 from robot_model_deployer.nodes.perception_node import PerceptionNode
 from robot_model_deployer.nodes.shadow_node import ShadowNode

@@ -17,6 +17,11 @@ class PixelFormat(str, Enum):
     BGR8 = "bgr8"
     MONO8 = "mono8"
 
+    @property
+    def channels(self) -> int:
+        """Bytes per pixel: 1 for mono8, 3 for rgb8 and bgr8."""
+        return 1 if self is PixelFormat.MONO8 else 3
+
 
 @dataclass(frozen=True)
 class ImageTransform:
@@ -38,7 +43,6 @@ class ImageTransform:
 
 
 _NUMPY_DTYPES = {TensorType.FLOAT32: np.float32, TensorType.FLOAT16: np.float16, TensorType.UINT8: np.uint8}
-_PIXEL_CHANNELS = {PixelFormat.RGB8: 3, PixelFormat.BGR8: 3, PixelFormat.MONO8: 1}
 _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -61,7 +65,7 @@ class Preprocessor:
             raise ValueError(f"expected an HxW or HxWxC uint8 image, got shape {image.shape} dtype {image.dtype}")
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise ValueError(f"expected a non-empty image, got {image.shape[0]} rows and {image.shape[1]} columns")
-        channels = _PIXEL_CHANNELS[pixel_format]
+        channels = pixel_format.channels
         if image.shape[2] != channels:
             raise ValueError(
                 f"pixel format {pixel_format.value} needs {channels} channel(s) "

@@ -14,8 +14,6 @@ from robot_model_deployer.msg import InferenceResult
 from robot_model_deployer.msg import ShadowReport as ShadowReportMsg
 from robot_model_deployer.validation.shadow import ShadowOutcome, ShadowReport, ShadowVerdict
 
-_CHANNELS = {PixelFormat.RGB8: 3, PixelFormat.BGR8: 3, PixelFormat.MONO8: 1}
-
 
 class UnsupportedImageError(ValueError):
     """The image encoding or geometry cannot be read."""
@@ -29,7 +27,7 @@ def image_to_array(msg: Image) -> tuple[np.ndarray, PixelFormat]:
         raise UnsupportedImageError(
             f"image encoding '{msg.encoding}' is not supported; publish rgb8, bgr8 or mono8"
         ) from None
-    channels = _CHANNELS[pixel_format]
+    channels = pixel_format.channels
     row_bytes = msg.width * channels
     if msg.step < row_bytes or len(msg.data) < msg.step * msg.height or msg.width == 0 or msg.height == 0:
         raise UnsupportedImageError(
@@ -43,7 +41,7 @@ def image_to_array(msg: Image) -> tuple[np.ndarray, PixelFormat]:
 
 def array_to_image(array: np.ndarray, encoding: PixelFormat, frame_id: str = "camera") -> Image:
     """An Image message holding ``array`` (HxWx3 for rgb8/bgr8, HxW or HxWx1 for mono8)."""
-    channels = _CHANNELS[encoding]
+    channels = encoding.channels
     fits = (array.ndim == 3 and array.shape[2] == channels) or (channels == 1 and array.ndim == 2)
     if not fits:
         expected = "HxW or HxWx1" if channels == 1 else f"HxWx{channels}"
@@ -53,7 +51,7 @@ def array_to_image(array: np.ndarray, encoding: PixelFormat, frame_id: str = "ca
     msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
     msg.encoding = encoding.value
     msg.is_bigendian = 0
-    msg.step = msg.width * _CHANNELS[encoding]
+    msg.step = msg.width * channels
     msg.data = np.ascontiguousarray(array, dtype=np.uint8).tobytes()
     return msg
 

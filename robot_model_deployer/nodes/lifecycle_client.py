@@ -55,10 +55,6 @@ class RemoteLifecycleNode:
         self._set_parameters = node.create_client(SetParameters, f"{target}/set_parameters",
                                                   callback_group=callback_group)
 
-    def wait_until_available(self, timeout: float) -> bool:
-        return all(c.wait_for_service(timeout_sec=timeout)
-                   for c in (self._get_state, self._change_state, self._set_parameters))
-
     def state(self) -> LifecycleState:
         response = self._call(self._get_state, GetState.Request(), "get_state")
         try:

@@ -14,6 +14,7 @@ import rclpy
 from rclpy.callback_groups import CallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
@@ -109,8 +110,14 @@ class ProbationWatch:
         self._lock = threading.Lock()
         self._watch: HealthWatch | None = None
         self._answered: dict[str, float] = {}  # perception node -> time.monotonic() of its last result
-        self._listener = rclpy.create_node(f"{node.get_name()}_probation", namespace=node.get_namespace(),
-                                           context=node.context, start_parameter_services=False)
+        # Without the process's global arguments: a global `-r __node:=NAME` would give the listener the
+        # manager's own name. What it needs of them it takes from the manager: its namespace, the topics
+        # as the manager resolves them (remaps included) and use_sim_time.
+        self._listener = rclpy.create_node(
+            f"{node.get_name()}_probation", namespace=node.get_namespace(), context=node.context,
+            cli_args=_remaps_as_resolved_by(node, ("image", "results", "/clock")), use_global_arguments=False,
+            parameter_overrides=[Parameter("use_sim_time", value=node.get_parameter("use_sim_time").value)],
+            start_parameter_services=False)
         self._listener.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data, raw=True)
         self._listener.create_subscription(InferenceResult, "results", self._on_result, 50)
         self._executor = SingleThreadedExecutor(context=node.context)
@@ -173,6 +180,14 @@ class ProbationWatch:
         finally:
             with self._lock:
                 self._watch = None
+
+
+def _remaps_as_resolved_by(node: Node, topics: tuple[str, ...]) -> list[str]:
+    """Node arguments that send each of ``topics`` where ``node``'s own remap rules send it."""
+    arguments = ["--ros-args"]  # rclpy's documentation says it is implied; rcl warns without it
+    for topic in topics:
+        arguments += ["-r", f"{topic}:={node.resolve_topic_name(topic)}"]
+    return arguments
 
 
 def _finite(value: float) -> bool:

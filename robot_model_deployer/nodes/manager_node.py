@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
@@ -32,16 +32,18 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from robot_model_deployer.bundle.signing import KeyFileError, TrustStore
 from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome, FlowSettings
 from robot_model_deployer.deploy.optimizer import OnRobotOptimizer
-from robot_model_deployer.optimize.targets import load_target_profile
+from robot_model_deployer.optimize.targets import TargetProfile, load_target_profile
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
 from robot_model_deployer.inference.model_check import MODEL_CHECK_LIMITS, IsolatedModelCheck
 from robot_model_deployer.isolation.child import ChildLimits
 from robot_model_deployer.store.model_store import ModelStore
-from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
+from robot_model_deployer.store.state import DeploymentStage, StoreError
 from robot_model_deployer.action import Deploy
 from robot_model_deployer.msg import DeploymentStatus, ModelInfo
 from robot_model_deployer.nodes.lifecycle_client import LifecycleSlot, RemoteLifecycleNode
 from robot_model_deployer.nodes.live_checks import ProbationWatch, ShadowRun
+from robot_model_deployer.nodes.manager_status import (deployment_diagnostics, deployment_status, model_info,
+                                                       version_info)
 from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
 from robot_model_deployer.srv import DeployModel, GetStatus, ListModels, Rollback
@@ -85,19 +87,21 @@ PARAMETERS = (
 class ManagerNode(Node):
     """Owns the store and the deploy flow; turns requests into flow calls."""
 
+    _started = False  # rclpy's context shutdown also destroys a manager that refused a parameter
+
     def __init__(self, node_name: str = "model_manager", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         settings = declare_parameters(self, PARAMETERS)
+        # Every setting is read before anything starts, so a refused one leaves no thread or listener behind.
+        store, flow_settings, target = _open_store(settings), _flow_settings(settings), _optimize_target(settings)
         self._traffic = ProbationWatch(self)
-        self._flow = DeploymentFlow(
-            ModelStore.open(Path(settings["store_dir"]).expanduser(), keep_others=settings["keep_versions"]),
-            self._make_switch(settings), _flow_settings(settings), **self._make_ports(settings))
+        self._flow = DeploymentFlow(store, self._make_switch(settings), flow_settings,
+                                    **self._make_ports(settings, target))
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploy")
         self._busy = threading.Lock()
         self._stage = DeploymentStage.IDLE
         self._message = "starting"
         self._health = ""
-        self._candidate: ServedModel | None = None
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -114,6 +118,7 @@ class ManagerNode(Node):
                                     cancel_callback=lambda handle: CancelResponse.ACCEPT,
                                     callback_group=requests)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=quick)
+        self._started = True
         self._publish_status()
         self._start_job(lambda: self._start_serving(settings["initial_bundle"]))
 
@@ -122,7 +127,7 @@ class ManagerNode(Node):
         return BlueGreenSwitch([LifecycleSlot(RemoteLifecycleNode(self, name, group, settings["service_timeout"]))
                                 for name in settings["perception_nodes"]], self._traffic.wait_for_answer)
 
-    def _make_ports(self, settings: dict[str, Any]) -> dict[str, Any]:
+    def _make_ports(self, settings: dict[str, Any], target: TargetProfile | None) -> dict[str, Any]:
         group = ReentrantCallbackGroup()
         ports: dict[str, Any] = {}
         if settings["shadow_node"]:
@@ -130,11 +135,7 @@ class ManagerNode(Node):
                                         settings["shadow_timeout"])
         if settings["probation"]:
             ports["probation"] = self._traffic
-        if settings["optimize_target"]:
-            try:
-                target = load_target_profile(settings["optimize_target"], settings["targets_file"] or None)
-            except (OSError, ValueError) as exc:
-                raise ParameterValueError(f"parameter optimize_target: {exc}") from None
+        if target is not None:
             ports["optimizer"] = OnRobotOptimizer(target)
         return ports
 
@@ -144,7 +145,7 @@ class ManagerNode(Node):
         job = self._start_job(lambda: self._deploy(request.bundle_path, request.force, threading.Event(), None))
         outcome = job.result() if job is not None else DeployOutcome(False, self._busy_reason())
         response.accepted, response.reason = outcome.accepted, outcome.reason
-        response.model = _model_info(outcome.model)
+        response.model = model_info(outcome.model)
         return response
 
     def _execute_goal(self, goal_handle) -> Deploy.Result:
@@ -159,7 +160,7 @@ class ManagerNode(Node):
                     cancel.set()
                 time.sleep(0.05)
             outcome = job.result()
-        result = Deploy.Result(accepted=outcome.accepted, reason=outcome.reason, model=_model_info(outcome.model),
+        result = Deploy.Result(accepted=outcome.accepted, reason=outcome.reason, model=model_info(outcome.model),
                                report_json=json.dumps(outcome.report, default=str))
         if cancel.is_set() and not outcome.accepted:
             goal_handle.canceled()
@@ -173,7 +174,7 @@ class ManagerNode(Node):
         job = self._start_job(lambda: self._rollback(request.reason))
         model, response.message = job.result() if job is not None else (None, self._busy_reason())
         response.success = model is not None
-        response.active = _model_info(model)
+        response.active = model_info(model)
         return response
 
     def _on_get_status(self, request: GetStatus.Request, response: GetStatus.Response) -> GetStatus.Response:
@@ -266,48 +267,43 @@ class ManagerNode(Node):
         self._publish_status()
 
     def _status(self) -> DeploymentStatus:
-        snapshot = self._flow.switch.snapshot()
-        state = self._flow.store.state
-        status = DeploymentStatus()
-        status.stamp = self.get_clock().now().to_msg()
-        status.active = _model_info(snapshot.live_model)
-        status.previous = _model_info(snapshot.standby_model)
-        status.candidate = self._ref_info(state.candidate)
-        status.live_node = snapshot.live_node if snapshot.live_model else ""
-        status.standby_node = snapshot.standby_node
-        status.stage = self._stage.value
-        status.message = self._message
-        status.health = self._health
-        return status
-
-    def _ref_info(self, ref: VersionRef | None) -> ModelInfo:
-        if ref is None:
-            return ModelInfo()
-        return ModelInfo(name=ref.name, version=str(ref.version), path=str(self._flow.store.bundle_dir(ref)))
+        store = self._flow.store
+        ref = store.state.candidate
+        return deployment_status(
+            snapshot=self._flow.switch.snapshot(),
+            candidate=version_info(ref, store.bundle_dir(ref)) if ref is not None else ModelInfo(),
+            stage=self._stage, message=self._message, health=self._health, stamp=self.get_clock().now().to_msg())
 
     def _publish_status(self) -> None:
         self._status_publisher.publish(self._status())
 
     def _publish_diagnostics(self) -> None:
-        status = self._status()
-        level = {DeploymentStage.FAILED: DiagnosticStatus.WARN}.get(self._stage, DiagnosticStatus.OK)
-        if not status.active.name:
-            level = DiagnosticStatus.WARN
-        values = {"active": _label(status.active), "previous": _label(status.previous),
-                  "candidate": _label(status.candidate), "live_node": status.live_node,
-                  "standby_node": status.standby_node, "stage": status.stage, "health": status.health}
-        array = DiagnosticArray()
-        array.header.stamp = status.stamp
-        array.status.append(DiagnosticStatus(
-            level=level, name=f"{self.get_name()}: model deployment", hardware_id=self.get_fully_qualified_name(),
-            message=status.message, values=[KeyValue(key=k, value=v) for k, v in values.items()]))
-        self._diagnostics.publish(array)
+        self._diagnostics.publish(deployment_diagnostics(self._status(), node_name=self.get_name(),
+                                                         hardware_id=self.get_fully_qualified_name()))
 
     def destroy_node(self) -> None:
-        self._worker.shutdown(wait=False, cancel_futures=True)
-        self._action.destroy()
-        self._traffic.close()
+        if self._started:
+            self._worker.shutdown(wait=False, cancel_futures=True)
+            self._action.destroy()
+            self._traffic.close()
         super().destroy_node()
+
+
+def _open_store(settings: dict[str, Any]) -> ModelStore:
+    store_dir = Path(settings["store_dir"]).expanduser()
+    try:
+        return ModelStore.open(store_dir, keep_others=settings["keep_versions"])
+    except (OSError, StoreError) as exc:
+        raise ParameterValueError(f"parameter store_dir: cannot open the model store {store_dir}: {exc}") from None
+
+
+def _optimize_target(settings: dict[str, Any]) -> TargetProfile | None:
+    if not settings["optimize_target"]:
+        return None
+    try:
+        return load_target_profile(settings["optimize_target"], settings["targets_file"] or None)
+    except (OSError, ValueError) as exc:
+        raise ParameterValueError(f"parameter optimize_target: {exc}") from None
 
 
 def _flow_settings(settings: dict[str, Any]) -> FlowSettings:
@@ -320,17 +316,6 @@ def _flow_settings(settings: dict[str, Any]) -> FlowSettings:
     limits = ChildLimits(memory_mb=settings["model_check_memory_mb"], seconds=settings["model_check_timeout_s"])
     return FlowSettings(trust=trust, allow_unsigned=settings["allow_unsigned"],
                         model_check=IsolatedModelCheck(limits))
-
-
-def _model_info(model: ServedModel | None) -> ModelInfo:
-    if model is None:
-        return ModelInfo()
-    return ModelInfo(name=model.ref.name, version=str(model.ref.version), task=model.task.value, path=model.path,
-                     model_sha256=model.model_sha256)
-
-
-def _label(info: ModelInfo) -> str:
-    return f"{info.name} {info.version}" if info.name else ""
 
 
 def main(args: list[str] | None = None) -> None:

@@ -12,7 +12,9 @@ It keeps off the live path's CPU: it runs in its own process, on at most
 ``max_rate`` frames a second, and it runs a frame only once the live node has
 answered that frame, in the time the live node waits for the next one. A
 frame that arrives while the worker is busy is dropped (and counted), never
-queued. Frames arrive serialized and only those it runs are deserialized.
+queued (validation.frame_schedule decides; this node feeds it events and runs
+what it hands out). Frames arrive serialized and only those it runs are
+deserialized.
 
 The latency gate compares the candidate with the live model run right beside
 it: same process, same threads, same moment in the camera cycle. After each
@@ -28,8 +30,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import deque
-from enum import Enum
 from typing import Any
 
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
@@ -46,6 +46,7 @@ from robot_model_deployer.nodes.conversions import (image_to_array, result_to_pr
 from robot_model_deployer.nodes.model_lifecycle import ModelLifecycleNode
 from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
+from robot_model_deployer.validation.frame_schedule import FrameRun, FrameSchedule, ScheduledFrame, Step
 from robot_model_deployer.validation.shadow import ShadowComparator
 
 PARAMETERS = (
@@ -68,16 +69,6 @@ PARAMETERS = (
                   minimum=0, maximum=19, read_only=True),
 )
 
-# Live answers remembered for frames that reach this node after their result does.
-ANSWERED_STAMPS = 16
-
-
-class Run(Enum):
-    """Which model a frame taken from the camera is for."""
-
-    CANDIDATE = "candidate"
-    REFERENCE = "reference"
-
 
 class ShadowNode(ModelLifecycleNode):
     """Compares the candidate with the live model and reports a verdict."""
@@ -86,19 +77,14 @@ class ShadowNode(ModelLifecycleNode):
         super().__init__(node_name, **kwargs)
         settings = declare_parameters(self, PARAMETERS)
         os.nice(settings["nice_increment"])
-        self._min_interval_ns = int(1e9 / settings["max_rate"]) if settings["max_rate"] > 0 else 0
-        self._last_taken_ns = 0
         self._engine: InferenceEngine | None = None
         self._reference: InferenceEngine | None = None
         self._comparator: ShadowComparator | None = None
         self._lock = threading.Lock()
-        self._waiting: tuple[int, bytes, Run] | None = None  # taken, until the live node answers it
-        self._answered: deque[int] = deque(maxlen=ANSWERED_STAMPS)
-        self._frame: tuple[bytes, Run] | None = None  # handed to the worker
-        self._reference_due = False
+        # Made on configure and dropped on release, so no frame of an earlier run is still counted as busy.
+        self._schedule: FrameSchedule[bytes] | None = None
+        self._frame: ScheduledFrame[bytes] | None = None  # handed to the worker
         self._frame_ready = threading.Condition(self._lock)
-        self._busy = False
-        self._comparing = False
         self._worker: threading.Thread | None = None
         self._inputs: list[Any] = []
         self._report_timer = None
@@ -116,6 +102,7 @@ class ShadowNode(ModelLifecycleNode):
             return TransitionCallbackReturn.FAILURE
         manifest = self._engine.manifest
         self._comparator = ShadowComparator(manifest.task, manifest.acceptance)
+        self._schedule = FrameSchedule(self.get_parameter("max_rate").value, with_reference=self._reference is not None)
         self._report_publisher = self.create_lifecycle_publisher(ShadowReport, "~/report", 10)
         self._inputs = [
             self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data, raw=True),
@@ -130,13 +117,12 @@ class ShadowNode(ModelLifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._lock:
-            self._comparing = True
+            self._schedule.start()
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._lock:
-            self._comparing = False
-            self._waiting = None
+            self._schedule.stop()
         self._publish_report()
         return super().on_deactivate(state)
 
@@ -158,51 +144,32 @@ class ShadowNode(ModelLifecycleNode):
     def _on_image(self, data: bytes) -> None:
         stamp = serialized_header_stamp_ns(data)
         with self._lock:
-            if not self._comparing or self._comparator is None:
-                return
-            # Every frame the candidate does not run on counts as dropped, reference frames included.
-            if self._busy:
-                self._comparator.add_dropped_frames()
-                return
-            if self._reference_due:
-                run = Run.REFERENCE
-                self._comparator.add_dropped_frames()
-            elif stamp - self._last_taken_ns >= self._min_interval_ns:
-                run = Run.CANDIDATE
-                self._last_taken_ns = stamp
-            else:
-                self._comparator.add_dropped_frames()
-                return
-            if self._waiting is not None and self._waiting[2] is Run.CANDIDATE:
-                self._comparator.add_dropped_frames()  # the live node never answered it
-            self._waiting = (stamp, data, run)
-            if stamp in self._answered:
-                self._hand_to_worker()
+            if self._schedule is not None:
+                self._follow(self._schedule.on_image(stamp, data))
 
     def _on_live_result(self, msg: InferenceResult) -> None:
         prediction = result_to_prediction(msg)
         stamp = stamp_ns(msg.header.stamp)
         with self._lock:
-            if not self._comparing or self._comparator is None:
+            if self._schedule is None or not self._schedule.active:
                 return
             self._comparator.add_live(stamp, prediction, self._now(), msg.inference_ms)
-            self._answered.append(stamp)
-            if self._waiting is not None and self._waiting[0] == stamp:
-                self._hand_to_worker()
+            self._follow(self._schedule.on_live_answer(stamp))
 
-    def _hand_to_worker(self) -> None:
-        """With the lock held: the live node has answered the waiting frame, so the models may run on it."""
-        _, data, run = self._waiting
-        self._frame, self._waiting = (data, run), None
-        self._busy = True
-        self._reference_due = False
-        self._frame_ready.notify()
+    def _follow(self, step: Step[bytes]) -> None:
+        """With the lock held: count what the schedule dropped, hand the worker what it says to run."""
+        if step.dropped:
+            self._comparator.add_dropped_frames(step.dropped)
+        if step.ready is not None:
+            self._frame = step.ready
+            self._frame_ready.notify()
 
     def _run_models(self) -> None:
         # Warm up on this thread: the first runs on a new thread are slow (allocations, caches), and
         # they must not count against the candidate's latency.
         with self._lock:
             engines = [e for e in (self._engine, self._reference) if e is not None]
+            schedule = self._schedule
         for engine in engines:
             engine.warm_up(3)
         while True:
@@ -212,15 +179,13 @@ class ShadowNode(ModelLifecycleNode):
                 candidate, reference, frame, self._frame = self._engine, self._reference, self._frame, None
             if candidate is None:
                 return
-            data, run = frame
-            msg = deserialize_message(data, Image)
-            if run is Run.CANDIDATE:
-                self._run_candidate(candidate, msg, stamp_ns(msg.header.stamp))
+            msg = deserialize_message(frame.payload, Image)
+            if frame.run is FrameRun.CANDIDATE:
+                self._run_candidate(candidate, msg, frame.stamp_ns)
             elif reference is not None:
                 self._run_reference(reference, msg)
             with self._lock:
-                self._busy = False
-                self._reference_due = run is Run.CANDIDATE and reference is not None
+                schedule.run_done()
 
     def _run_candidate(self, engine: InferenceEngine, msg: Image, key: int) -> None:
         try:
@@ -258,11 +223,10 @@ class ShadowNode(ModelLifecycleNode):
 
     def _release(self) -> None:
         with self._lock:
-            self._comparing = False
             self._engine = self._reference = None
             self._comparator = None
-            self._frame = self._waiting = None
-            self._answered.clear()
+            self._schedule = None
+            self._frame = None
             self._frame_ready.notify_all()
         if self._worker is not None:
             self._worker.join(timeout=5.0)

@@ -6,7 +6,8 @@ on PyPI, so where they are missing pytest skips this module. With them:
     launch_test test/launch/test_deployer_launch.py     # or: pytest test/launch
 
 The same behaviour is tested without launch through rclpy in
-test/ros/test_deploy_multiprocess.py.
+test/ros/test_deploy_multiprocess.py and test/ros/test_node_processes.py;
+what the launch file does when a node exits, in test_deployer_launch_exits.py.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import os
 import tempfile
 import time
 import unittest
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -110,6 +112,15 @@ class TestDeployerRuns(unittest.TestCase):
         expected = {"model_manager", "demo_camera", "shadow", *PERCEPTION_NODES}
         started = self.spin_until(lambda: expected <= set(self.node.get_node_names()))
         self.assertTrue(started, f"nodes running: {sorted(self.node.get_node_names())}, expected {sorted(expected)}")
+
+    def test_every_node_has_its_own_name(self) -> None:
+        # launch names each node with a global `-r __node:=NAME`; the manager's probation listener,
+        # a second node in its process, must not take that name too.
+        expected = {"model_manager", "model_manager_probation", "demo_camera", "shadow", *PERCEPTION_NODES}
+        self.assertTrue(self.spin_until(lambda: expected <= set(self.node.get_node_names())),
+                        f"nodes running: {sorted(self.node.get_node_names())}, expected {sorted(expected)}")
+        names = Counter(self.node.get_node_names())
+        self.assertEqual({name: names[name] for name in expected}, dict.fromkeys(expected, 1), names)
 
     def test_initial_bundle_goes_live(self, bundle: Path) -> None:
         self.assertTrue(self.spin_until(lambda: self.live_status(bundle) is not None),

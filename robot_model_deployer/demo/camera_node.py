@@ -12,7 +12,7 @@ from sensor_msgs.msg import Image
 from robot_model_deployer.demo.frames import load_frames
 from robot_model_deployer.inference.preprocess import PixelFormat
 from robot_model_deployer.nodes.conversions import array_to_image
-from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
+from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
 
 PARAMETERS = (
@@ -37,7 +37,10 @@ class DemoCameraNode(Node):
         super().__init__(node_name, **kwargs)
         settings = declare_parameters(self, PARAMETERS)
         encoding = PixelFormat(settings["encoding"])
-        frames = load_frames(settings["source"], settings["width"], settings["height"])
+        try:
+            frames = load_frames(settings["source"], settings["width"], settings["height"])
+        except ValueError as exc:
+            raise ParameterValueError(f"parameter source: {exc}") from None
         self._messages = [array_to_image(frame if encoding is PixelFormat.RGB8 else frame[:, :, ::-1],
                                          encoding, settings["frame_id"]) for frame in frames]
         self._repeat = settings["frames_per_image"]
