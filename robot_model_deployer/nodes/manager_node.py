@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -30,6 +32,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from robot_model_deployer.bundle.signing import KeyFileError, TrustStore
+from robot_model_deployer.bundle.text import one_line
 from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome, FlowSettings
 from robot_model_deployer.deploy.optimizer import OnRobotOptimizer
 from robot_model_deployer.optimize.targets import TargetProfile, load_target_profile
@@ -223,6 +226,7 @@ class ManagerNode(Node):
 
     def _deploy(self, bundle_path: str, force: bool, cancel: threading.Event, goal_handle) -> DeployOutcome:
         def progress(stage: DeploymentStage, fraction: float, message: str) -> None:
+            message = one_line(message)  # may quote a bundle; ROS strings must be printable UTF-8
             if stage is DeploymentStage.PROBATION:
                 self._health = message
             if stage is not self._stage or message != self._message:
@@ -233,8 +237,10 @@ class ManagerNode(Node):
 
         try:
             outcome = self._flow.deploy(bundle_path, force=force, progress=progress, cancel=cancel)
-        except (SwapError, StoreError) as exc:
-            outcome = DeployOutcome(False, f"deployment failed: {exc}")
+        except Exception as exc:  # never out of a deployment: the manager keeps serving and says why
+            self.get_logger().error(f"deployment of {one_line(bundle_path)} failed: {traceback.format_exc()}")
+            outcome = DeployOutcome(False, f"deployment failed: {type(exc).__name__}: {exc}")
+        outcome = replace(outcome, reason=one_line(outcome.reason))
         self._set_stage(DeploymentStage.IDLE if outcome.accepted else DeploymentStage.FAILED, outcome.reason)
         # rclpy ties a severity to each logging call site, so the two levels need two calls.
         if outcome.accepted:

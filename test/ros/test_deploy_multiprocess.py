@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from robot_model_deployer.msg import DeploymentStatus, InferenceResult, ShadowRe
 from robot_model_deployer.nodes.conversions import array_to_image
 from robot_model_deployer.srv import DeployModel, GetStatus, ListModels, Rollback
 from robot_model_deployer.testing.models import (classifier_manifest, colour_classifier, colour_detector,
-                                                  solid_image, write_bundle)
+                                                  memory_hog_classifier, solid_image, write_bundle)
 from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient, next_domain_id, stop_all, wait_for
 
 MANAGER = "/model_manager"
@@ -224,6 +225,9 @@ def test_bad_bundles_are_rejected_while_results_keep_flowing(graph: Graph) -> No
                                 "classes but the labels file"),
         "downgrade": (graph.bundle("old", version="0.9.0"), "is a downgrade"),
         "empty path": ("", "empty"),
+        "model allocating gigabytes": (graph.bundle("hog", version="2.0.6", model=memory_hog_classifier()),
+                                       "memory limit of"),
+        "terminal escapes in a name": (_hostile_name_tar(graph.work / "escapes.tar"), "\\x1b[2J"),
     }
     with Camera(graph) as camera:
         wait_for(lambda: len(graph.results) >= 5, 20.0, "results from the good model")
@@ -239,8 +243,20 @@ def test_bad_bundles_are_rejected_while_results_keep_flowing(graph: Graph) -> No
     assert gap < 0.5, "results stopped while bad bundles were rejected"
     status = graph.status()
     assert status.stage == "failed" and status.active.version == "1.0.0"
+    assert status.message.isprintable() and "\x1b" not in status.message
     listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request())
     assert [m.version for m in listed.models] == ["1.0.0"], "a rejected bundle was installed"
+
+
+def _hostile_name_tar(path: Path) -> Path:
+    """An unsigned archive whose files.json lists a name that would clear the operator's terminal."""
+    listed = (json.dumps({"files": [{"path": "\x1b[2Jmodel.onnx", "sha256": "0" * 64, "size": 1}], "format": 1},
+                         sort_keys=True, separators=(",", ":")) + "\n").encode("ascii")
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("files.json")
+        info.size = len(listed)
+        tar.addfile(info, io.BytesIO(listed))
+    return path
 
 
 def test_good_candidate_passes_shadow_and_probation_and_is_committed(graph: Graph) -> None:
