@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import tempfile
@@ -49,7 +50,7 @@ from robot_model_deployer.bundle.signing import generate_keypair
 from robot_model_deployer.inference.preprocess import PixelFormat
 from robot_model_deployer.nodes.conversions import array_to_image
 from robot_model_deployer.testing import models
-from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient, next_domain_id, stop_all
+from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient, stop_all
 
 MANAGER = "/model_manager"
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,13 +191,12 @@ def camera_frames(size: tuple[int, int]) -> list[np.ndarray]:
 class Graph:
     """The node graph in separate processes, a camera and a client that deploys."""
 
-    def __init__(self, work: Path, profile: str, rate: float, keys_dir: Path) -> None:
+    def __init__(self, work: Path, profile: str, rate: float, keys_dir: Path, domain: int) -> None:
         env = {"FASTDDS_DEFAULT_PROFILES_FILE": profile} if profile else {}
         if not profile:
             os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
         else:
             os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = profile  # this process's camera too
-        domain = next_domain_id()
         logs = work / f"logs-{Path(profile).stem if profile else 'defaults'}"
         logs.mkdir(parents=True, exist_ok=True)
         self.processes = [
@@ -205,7 +205,7 @@ class Graph:
             NodeProcess("shadow_node", "shadow", domain, logs, {"intra_op_threads": 1}, extra_env=env),
             NodeProcess("manager_node", "model_manager", domain, logs,
                         {"store_dir": str(work / f"store-{domain}"), "trust_dir": str(keys_dir),
-                         "shadow_timeout": 300.0, "optimize_target": ""}, extra_env=env),
+                         "shadow_timeout": 300.0}, extra_env=env),
         ]
         self.client = RosTestClient(domain, "bench_decisions")
         self.camera: Camera | None = None
@@ -296,6 +296,9 @@ def main() -> int:
     parser.add_argument("--profiles", nargs="+", choices=tuple(PROFILES), default=list(PROFILES))
     parser.add_argument("--skip-bad", action="store_true", help="leave out the true-rejection models")
     parser.add_argument("--json", action="store_true", help="print the results as JSON only")
+    parser.add_argument("--domain", type=int, default=random.randrange(102, 200),
+                        help="first ROS_DOMAIN_ID (one per cell): above the test suite's 1..101, so a test run "
+                             "on this host never joins the bench's graph")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="rmd-bench-decisions-"))
@@ -314,8 +317,8 @@ def main() -> int:
     def bundle(kind: str) -> Path:
         return versioned_bundle(zoo.kinds[kind], work, f"{next(versions)}.0.0", keys.private_key, {})
 
-    for profile_name in args.profiles:
-        graph = Graph(work, PROFILES[profile_name], args.rate, keys.public_key.parent)
+    for cell, profile_name in enumerate(args.profiles):
+        graph = Graph(work, PROFILES[profile_name], args.rate, keys.public_key.parent, args.domain + cell)
         try:
             first, _ = graph.deploy(versioned_bundle(zoo.kinds["identical"], work, "1.0.0", keys.private_key, {}))
             if not first["accepted"]:

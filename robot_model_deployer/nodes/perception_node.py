@@ -82,6 +82,7 @@ class PerceptionNode(ModelLifecycleNode):
         manifest = self._engine.manifest
         self.get_logger().info(f"loaded {manifest.name} {manifest.version} ({manifest.task.value}), {served}, "
                                f"on {self._engine.providers[0]}")
+        self._errors = 0  # counted per loaded model, as InferenceError.errors says
         self._publisher = self.create_lifecycle_publisher(InferenceResult, "results", 10)
         self._error_publisher = self.create_lifecycle_publisher(InferenceError, "inference_errors", ERRORS_QOS)
         self._subscription = self.create_subscription(Image, "image", self._on_image, self._image_qos())
