@@ -172,6 +172,17 @@ class AcceptanceSpec:
     Latency passes when the candidate's p99 is within ``max_latency_ratio``
     times the live model's, or within ``latency_slack_ms`` of it: ratios of
     sub-millisecond latencies are scheduler noise, not a slower model.
+
+    Probation (after the swap) judges camera frames by their stamp: a frame
+    is answered when a result (or a reported error) carries its stamp, however
+    late that arrives. A frame is judged once it has waited
+    ``probation_answer_grace_s`` for its answer; at least
+    ``probation_min_answered`` of the frames judged over the last
+    ``probation_window_s`` must be answered, checked once that window holds
+    ``probation_min_frames`` of them. Frames seen in the first
+    ``probation_warm_up_s`` are not judged for rate, stalls or latency (first
+    inferences are slow). ``probation_stall_s``: unhealthy when no frame got
+    an answer for this long while frames keep coming.
     """
 
     min_top1_agreement: float = 0.99
@@ -183,6 +194,12 @@ class AcceptanceSpec:
     shadow_frames: int = 60
     shadow_seconds: float = 0.0
     probation_seconds: float = 5.0
+    probation_warm_up_s: float = 1.0
+    probation_answer_grace_s: float = 0.5
+    probation_window_s: float = 3.0
+    probation_min_frames: int = 20
+    probation_min_answered: float = 0.8
+    probation_stall_s: float = 1.0
 
     def allowed_latency_ms(self, reference_ms: float) -> float:
         """The highest latency p99 accepted next to a reference model's p99."""
@@ -348,6 +365,12 @@ def _acceptance_spec(r: FieldReader) -> AcceptanceSpec:
         shadow_frames=r.integer("shadow_frames", minimum=0),
         shadow_seconds=r.number("shadow_seconds", minimum=0.0),
         probation_seconds=r.number("probation_seconds", minimum=0.0),
+        probation_warm_up_s=r.number("probation_warm_up_s", minimum=0.0),
+        probation_answer_grace_s=r.number("probation_answer_grace_s", minimum=0.0),
+        probation_window_s=r.number("probation_window_s", minimum=0.0, exclusive_minimum=True),
+        probation_min_frames=r.integer("probation_min_frames", minimum=1),
+        probation_min_answered=r.number("probation_min_answered", minimum=0.0, maximum=1.0),
+        probation_stall_s=r.number("probation_stall_s", minimum=0.0, exclusive_minimum=True),
     )
     r.reject_unknown()
     return spec

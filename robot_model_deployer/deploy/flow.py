@@ -183,7 +183,9 @@ class DeploymentFlow:
             report["probation"] = _health_report(status)
             if status.state is not HealthState.PASSED:
                 why = "cancelled by the caller" if cancel.is_set() else "; ".join(status.reasons) or status.state.value
-                return self._roll_back_candidate(ref, live, why, report, mark_bad=not cancel.is_set())
+                # Only a judged failure marks the version bad; a cancel or a paused /clock (TIMED_OUT) does not.
+                return self._roll_back_candidate(ref, live, why, report,
+                                                 mark_bad=status.state is HealthState.UNHEALTHY and not cancel.is_set())
         elif live is None:
             report["probation"] = {"state": "skipped", "reasons": ["first deployment: no model to roll back to"]}
 
@@ -261,4 +263,5 @@ def _health_report(status: HealthStatus) -> dict[str, Any]:
     return {"state": status.state.value, "reasons": list(status.reasons), "watched_s": status.watched_s,
             "inputs": status.inputs, "outputs": status.outputs, "errors": status.errors,
             "non_finite": status.non_finite, "output_ratio": status.output_ratio,
-            "latency_p99_ms": status.latency_p99_ms}
+            "latency_p99_ms": status.latency_p99_ms, "lowest_output_ratio": status.lowest_output_ratio,
+            "longest_wait_s": status.longest_wait_s}

@@ -41,6 +41,7 @@ from robot_model_deployer.inference.model_check import MODEL_CHECK_LIMITS, Isola
 from robot_model_deployer.isolation.child import ChildLimits
 from robot_model_deployer.store.model_store import ModelStore
 from robot_model_deployer.store.state import DeploymentStage, StoreError
+from robot_model_deployer.validation.health import DEFAULT_WALL_MARGIN_S
 from robot_model_deployer.action import Deploy
 from robot_model_deployer.msg import DeploymentStatus, ModelInfo
 from robot_model_deployer.nodes.lifecycle_client import LifecycleSlot, RemoteLifecycleNode
@@ -62,6 +63,10 @@ PARAMETERS = (
     ParameterSpec("shadow_node", "shadow",
                   "Lifecycle shadow node that validates candidates on live traffic ('' skips the shadow stage)."),
     ParameterSpec("probation", True, "Watch a new model after the swap and roll back automatically if unhealthy."),
+    ParameterSpec("probation_wall_margin_s", DEFAULT_WALL_MARGIN_S,
+                  "Wall-clock seconds probation may take beyond the bundle's probation_seconds (a paused or slow "
+                  "/clock) before the candidate is rolled back unjudged (not marked bad).",
+                  minimum=1.0, maximum=86400.0),
     ParameterSpec("optimize_target", "",
                   "Target profile (from targets_file) to optimize each new model for, e.g. x86_cpu ('' serves "
                   "models as shipped)."),
@@ -97,7 +102,7 @@ class ManagerNode(Node):
         settings = declare_parameters(self, PARAMETERS)
         # Every setting is read before anything starts, so a refused one leaves no thread or listener behind.
         store, flow_settings, target = _open_store(settings), _flow_settings(settings), _optimize_target(settings)
-        self._traffic = ProbationWatch(self)
+        self._traffic = ProbationWatch(self, settings["probation_wall_margin_s"])
         self._flow = DeploymentFlow(store, self._make_switch(settings), flow_settings,
                                     **self._make_ports(settings, target))
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploy")

@@ -35,7 +35,7 @@ from robot_model_deployer.testing.models import (
     COLOUR_LABELS, classifier_manifest, colour_classifier, solid_image, write_bundle,
 )
 from robot_model_deployer.testing.quant_models import colour_images, write_image_bundle
-from robot_model_deployer.validation.health import HealthStatus, HealthWatch
+from robot_model_deployer.validation.health import HealthState, HealthStatus, HealthThresholds, HealthWatch
 from robot_model_deployer.validation.shadow import ShadowComparator, ShadowOutcome, ShadowVerdict
 
 TARGETS_FILE = Path(__file__).resolve().parents[2] / "robot_model_deployer" / "optimize" / "targets.yaml"
@@ -170,6 +170,22 @@ class EngineProbation:
             watch.add_input(stamp_ns, now)
             prediction = live.infer(image)
             watch.add_output(stamp_ns, now + 0.005, LATENCY_MS, prediction.is_finite())
+        raise AssertionError("probation never reached a decision")
+
+
+class PausedClockProbation:
+    """Probation whose ROS time stops after a second while the wall clock runs (a paused simulator)."""
+
+    def watch(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None, cancel: threading.Event,
+              progress: Callable[[float, str], None]) -> HealthStatus:
+        watch = HealthWatch(acceptance, baseline_latency_p99_ms, HealthThresholds(wall_margin_s=5.0))
+        for tick in range(1000):
+            now = min(tick * FRAME_PERIOD_S, 0.5)
+            watch.add_input(tick * 1_000_000, now)
+            watch.add_output(tick * 1_000_000, now, LATENCY_MS, True)
+            status = watch.status(now, wall_s=tick * FRAME_PERIOD_S)
+            if status.decided:
+                return status
         raise AssertionError("probation never reached a decision")
 
 
@@ -372,6 +388,20 @@ def test_probation_nan_rolls_back_to_the_old_model_and_marks_bad(rig: Rig) -> No
     assert rig.serving() == (V1, V2)
     assert_v1_still_serves(rig)
     assert np.isfinite(rig.live().engine.infer(solid_image("red")).scores).all()
+
+
+def test_probation_that_times_out_on_a_paused_clock_rolls_back_without_marking_bad(rig: Rig) -> None:
+    flow = rig.flow()
+    deployed_v1(rig, flow)
+    paused = DeploymentFlow(rig.store, rig.switch, flow.settings, shadow=rig.shadow, probation=PausedClockProbation())
+    outcome = rig.deploy(paused, rig.bundle("2.0.0"))
+
+    assert not outcome.accepted
+    assert outcome.report["probation"]["state"] == HealthState.TIMED_OUT.value
+    assert "is /clock paused? The model was not judged" in outcome.reason
+    state = rig.store.state
+    assert (state.active, state.candidate, state.bad) == (V1, None, ())
+    assert_v1_still_serves(rig)
 
 
 # Cancelling ------------------------------------------------------------------------------------------
