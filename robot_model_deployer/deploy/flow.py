@@ -23,8 +23,8 @@ from robot_model_deployer.bundle.extract import ExtractionLimits
 from robot_model_deployer.bundle.signing import TrustStore
 from robot_model_deployer.bundle.text import one_line
 from robot_model_deployer.bundle.verify import ModelCheck
-from robot_model_deployer.deploy.ports import (DeploymentCancelled, OptimizerPort, ProbationPort, ShadowPort,
-                                               StageError, StageProgress)
+from robot_model_deployer.deploy.ports import (DeploymentCancelled, ModelRefused, OptimizerPort, ProbationPort,
+                                               ShadowPort, StageError, StageProgress)
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
 from robot_model_deployer.store.installed import InstalledVersion
 from robot_model_deployer.store.model_store import ModelStore
@@ -149,6 +149,9 @@ class DeploymentFlow:
             try:
                 artifacts, report["optimize"] = self._optimizer.optimize(
                     installed, cancel, lambda f, m: progress(DeploymentStage.OPTIMIZE, f, m))
+            except ModelRefused as exc:  # the model itself is broken: retrying cannot help
+                report["optimize"] = {"refused": str(exc)}
+                return self._reject(ref, f"refused at the optimize stage: {exc}", report)
             except StageError as exc:
                 return self._reject(ref, f"optimization failed: {exc}", report, mark_bad=False)
         model = self._served(installed, artifacts)
@@ -256,7 +259,17 @@ def _shadow_report(verdict: ShadowVerdict) -> dict[str, Any]:
             "reference_latency_p50_ms": report.reference_latency_p50_ms,
             "reference_latency_p99_ms": report.reference_latency_p99_ms,
             "reference_frames": report.reference_frames, "candidate_errors": report.candidate_errors,
-            "candidate_non_finite": report.candidate_non_finite, "dropped_frames": report.dropped_frames}
+            "candidate_non_finite": report.candidate_non_finite, "dropped_frames": report.dropped_frames,
+            "candidate_mean_score": report.candidate_mean_score, "live_mean_score": report.live_mean_score,
+            "candidate_mean_boxes": report.candidate_mean_boxes, "live_mean_boxes": report.live_mean_boxes,
+            "labelled": {"candidate_set": {"images": report.labelled_images,
+                                           "candidate": report.candidate_labelled_score,
+                                           "live": report.live_labelled_score},
+                         "live_set": {"images": report.live_set_images,
+                                      "candidate": report.candidate_live_set_score,
+                                      "live": report.live_live_set_score}},
+            "disagreements": report.disagreements,
+            "samples": {"saved": report.samples_saved, "dir": report.samples_dir}}
 
 
 def _health_report(status: HealthStatus) -> dict[str, Any]:

@@ -6,8 +6,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from robot_model_deployer.deploy.ports import DeploymentCancelled, StageError
-from robot_model_deployer.optimize.pipeline import OptimizationCancelled, optimize_bundle
+from robot_model_deployer.deploy.ports import DeploymentCancelled, ModelRefused, StageError
+from robot_model_deployer.optimize.pipeline import ModelRefusedError, OptimizationCancelled, optimize_bundle
 from robot_model_deployer.optimize.report import OptimizationReport
 from robot_model_deployer.optimize.targets import TargetProfile
 from robot_model_deployer.store.installed import InstalledVersion
@@ -49,6 +49,8 @@ class OnRobotOptimizer:
                                      progress=lambda p: progress(p.fraction, f"{p.variant}: {p.message}"))
         except OptimizationCancelled:
             raise DeploymentCancelled() from None
+        except ModelRefusedError as exc:
+            raise ModelRefused(str(exc)) from None
         except (ValueError, OSError, RuntimeError) as exc:
             # Variant failures are recorded in the report; these are the stage's own (disk, inputs).
             raise StageError(str(exc)) from None

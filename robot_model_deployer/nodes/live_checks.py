@@ -6,8 +6,10 @@ executor's callbacks update under a lock.
 """
 from __future__ import annotations
 
+import shutil
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import rclpy
@@ -24,7 +26,9 @@ from robot_model_deployer.deploy.switch import ServedModel, SwapError, release_s
 from robot_model_deployer.msg import InferenceError, InferenceResult, ShadowReport
 from robot_model_deployer.nodes.conversions import report_msg_to_verdict, serialized_header_stamp_ns, stamp_ns
 from robot_model_deployer.nodes.lifecycle_client import LifecycleSlot, RemoteLifecycleNode
+from robot_model_deployer.store.state import VersionRef
 from robot_model_deployer.validation.health import DEFAULT_WALL_MARGIN_S, HealthStatus, HealthThresholds, HealthWatch
+from robot_model_deployer.validation.samples import samples_dir
 from robot_model_deployer.validation.shadow import ShadowOutcome, ShadowVerdict
 
 POLL_S = 0.05
@@ -36,12 +40,19 @@ CLOCK_IDLE_NOTICE_S = 2.0
 
 
 class ShadowRun:
-    """Runs the candidate on the shadow node until its report carries a verdict."""
+    """Runs the candidate on the shadow node until its report carries a verdict.
+
+    ``derived_dir`` gives a version's derived/ directory in the store: the
+    manager owns the store, so it empties the candidate's shadow-samples
+    directory there before each run and hands it to the shadow node, the one
+    writer while the run lasts (None: the node keeps no samples).
+    """
 
     def __init__(self, node: Node, shadow_node: str, callback_group: CallbackGroup, service_timeout: float,
-                 verdict_timeout: float) -> None:
+                 verdict_timeout: float, derived_dir: Callable[[VersionRef], Path] | None = None) -> None:
         self._slot = LifecycleSlot(RemoteLifecycleNode(node, shadow_node, callback_group, service_timeout))
         self._verdict_timeout = verdict_timeout
+        self._derived_dir = derived_dir
         self._lock = threading.Lock()
         self._latest: ShadowReport | None = None
         self._listening = False
@@ -59,7 +70,8 @@ class ShadowRun:
         try:
             release_slot(self._slot)
             self._slot.set_parameters({"reference_model_dir": reference.path,
-                                       "reference_artifacts_dir": reference.artifacts})
+                                       "reference_artifacts_dir": reference.artifacts,
+                                       "samples_dir": self._fresh_samples_dir(model.ref)})
             self._slot.load(model)
             with self._lock:
                 self._latest, self._listening = None, True
@@ -79,7 +91,7 @@ class ShadowRun:
                                      "publishing and the live perception node serving results?")
                 time.sleep(POLL_S)
             raise StageError("cancelled")
-        except SwapError as exc:
+        except (SwapError, OSError) as exc:
             raise StageError(str(exc)) from None
         finally:
             with self._lock:
@@ -88,6 +100,16 @@ class ShadowRun:
                 release_slot(self._slot)
             except SwapError:
                 pass  # The next run releases it again; the live path never depends on the shadow.
+
+
+    def _fresh_samples_dir(self, ref: VersionRef) -> str:
+        """The candidate's samples directory, emptied of an earlier run's ('' when none is kept)."""
+        if self._derived_dir is None:
+            return ""
+        directory = samples_dir(self._derived_dir(ref))
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        return str(directory)
 
 
 class ProbationWatch:

@@ -104,7 +104,7 @@ class ManagerNode(Node):
         store, flow_settings, target = _open_store(settings), _flow_settings(settings), _optimize_target(settings)
         self._traffic = ProbationWatch(self, settings["probation_wall_margin_s"])
         self._flow = DeploymentFlow(store, self._make_switch(settings), flow_settings,
-                                    **self._make_ports(settings, target))
+                                    **self._make_ports(settings, target, store))
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploy")
         self._busy = threading.Lock()
         self._stage = DeploymentStage.IDLE
@@ -135,12 +135,13 @@ class ManagerNode(Node):
         return BlueGreenSwitch([LifecycleSlot(RemoteLifecycleNode(self, name, group, settings["service_timeout"]))
                                 for name in settings["perception_nodes"]], self._traffic.wait_for_answer)
 
-    def _make_ports(self, settings: dict[str, Any], target: TargetProfile | None) -> dict[str, Any]:
+    def _make_ports(self, settings: dict[str, Any], target: TargetProfile | None,
+                    store: ModelStore) -> dict[str, Any]:
         group = ReentrantCallbackGroup()
         ports: dict[str, Any] = {}
         if settings["shadow_node"]:
             ports["shadow"] = ShadowRun(self, settings["shadow_node"], group, settings["service_timeout"],
-                                        settings["shadow_timeout"])
+                                        settings["shadow_timeout"], derived_dir=store.derived_dir)
         if settings["probation"]:
             ports["probation"] = self._traffic
         if target is not None:

@@ -31,17 +31,23 @@ OPSET = 17
 
 
 def colour_classifier(size: int = 32, scale: float = 10.0, label_shift: int = 0, busy_matmuls: int = 0,
-                      busy_width: int = 512, nan_unless: str = "") -> onnx.ModelProto:
+                      busy_width: int = 512, nan_unless: str = "",
+                      confuse: tuple[str, str] | None = None) -> onnx.ModelProto:
     """A 3-class classifier by dominant colour; input ``images`` [1, 3, size, size].
 
     Variants for testing the gates on the same input:
     ``label_shift``: answers the colour ``label_shift`` places further (wrong on purpose);
+    ``scale``: how sure it is (0: every class scores the same, so it answers one class whatever it sees);
+    ``confuse=(seen, answered)``: answers ``answered`` for images mostly of colour ``seen``, right otherwise;
     ``busy_matmuls``: that many ``busy_width``-square matrix products on the input first (slow, same answer);
     ``nan_unless``: every score is NaN unless the image is mostly that colour.
     """
     # logits = scale * (M @ channel_means), M = 1.5 * I - 0.5 (own minus mean of others).
-    mixing = (1.5 * np.eye(3, dtype=np.float32) - 0.5) * scale
-    mixing = np.roll(mixing, label_shift, axis=0)
+    mixing = 1.5 * np.eye(3, dtype=np.float32) - 0.5
+    if confuse is not None:
+        # The answered class's logit also rises with the seen colour, above the seen class's own.
+        mixing[COLOUR_LABELS.index(confuse[1]), COLOUR_LABELS.index(confuse[0])] += 2.5
+    mixing = np.roll(mixing * scale, label_shift, axis=0)
     nodes = [
         helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
         helper.make_node("Flatten", ["pooled"], ["means"], axis=1),

@@ -643,3 +643,21 @@ def test_optimizer_builds_a_variant_that_is_served_and_reused_after_a_restart(ri
                                optimizer=OnRobotOptimizer(load_target_profile("x86_cpu", TARGETS_FILE)))
     assert restarted.serve_committed().artifacts == str(artifacts)
     assert live_slot(slots).served_as == f"optimized variant {report['chosen']}"
+
+
+def test_a_model_broken_in_its_own_fp32_is_refused_at_the_optimize_stage_and_marked_bad(rig: Rig) -> None:
+    optimizer = OnRobotOptimizer(load_target_profile("x86_cpu", TARGETS_FILE))
+    flow = rig.flow(optimizer=optimizer)
+    assert rig.deploy(flow, rig.bundle("1.0.0", images=True)).accepted
+    outcome = rig.deploy(flow, rig.bundle("2.0.0", colour_classifier(nan_unless="green"), images=True))
+
+    assert not outcome.accepted
+    assert outcome.reason.startswith("colour_classifier@2.0.0 rejected: refused at the optimize stage: the model's "
+                                     "own FP32 output is NaN or infinite on 6 of 9 validation images"), outcome.reason
+    assert "own FP32 output is NaN" in outcome.report["optimize"]["refused"]
+    assert "shadow" not in rig.stage_names() and "swap" not in rig.stage_names()
+    state = rig.store.state
+    assert (state.active, state.candidate, state.bad) == (V1, None, (V2,))
+    assert "rejected and marked bad: refused at the optimize stage" in state.history[-1].message
+    assert not (rig.store.derived_dir(V2) / "optimized-x86_cpu").exists()
+    assert_v1_still_serves(rig)
