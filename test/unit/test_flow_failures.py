@@ -161,3 +161,16 @@ def test_cancel_kills_the_optimizer_child_promptly(rig: Rig) -> None:
     assert (state.candidate, state.bad) == (None, ())
     assert not list(rig.store.derived_dir(V2).iterdir()), "the killed child's scratch directory was left"
     assert_v1_still_serves(rig)
+
+
+def test_the_managers_optimize_limits_default_to_the_measured_ones_and_are_checked() -> None:
+    manager = pytest.importorskip("robot_model_deployer.nodes.manager_node", reason="the manager node needs rclpy")
+    from robot_model_deployer.deploy.optimizer import OPTIMIZE_LIMITS
+
+    specs = {spec.name: spec for spec in manager.PARAMETERS}
+    assert (specs["optimize_memory_mb"].default, specs["optimize_timeout_s"].default) == (
+        OPTIMIZE_LIMITS.memory_mb, OPTIMIZE_LIMITS.seconds)
+    with pytest.raises(ValueError, match="parameter optimize_memory_mb must be >= 512"):
+        specs["optimize_memory_mb"].validate(100)
+    with pytest.raises(ValueError, match="parameter optimize_timeout_s must be >= 10.0"):
+        specs["optimize_timeout_s"].validate(1.0)
