@@ -16,7 +16,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from robot_model_deployer.bundle.errors import BundleError
 from robot_model_deployer.bundle.extract import ExtractionLimits
@@ -92,21 +92,29 @@ class DeploymentFlow:
         if not bundle_path:
             return DeployOutcome(False, "bundle_path is empty: give the path of a bundle (.tar or directory)")
         try:
+            self._drop_unrecorded_candidate()
             installed = self._install(bundle_path, force, progress, report)
         except BundleError as exc:
-            self.store.set_stage(DeploymentStage.FAILED, f"bundle rejected: {exc}")
-            return DeployOutcome(False, f"bundle rejected: {exc}", report=report)
+            reason = f"bundle rejected: {exc}"
+            return DeployOutcome(False, reason + self._recorded(self.store.set_stage, DeploymentStage.FAILED, reason),
+                                 report=report)
+        except Exception as exc:  # e.g. the disk filled up so far that the refusal itself cannot be recorded
+            return self._contain(None, exc, report)
         ref = installed.ref
         try:
             self.store.set_candidate(ref)
         except StoreError as exc:
-            self.store.set_stage(DeploymentStage.FAILED, f"{ref} not deployed: {exc}")
-            return DeployOutcome(False, f"{ref} not deployed: {exc}", report=report)
+            reason = f"{ref} not deployed: {exc}"
+            return DeployOutcome(False, reason + self._recorded(self.store.set_stage, DeploymentStage.FAILED, reason),
+                                 report=report)
+        except Exception as exc:
+            return self._contain(None, exc, report)
         try:
             return self._trial(installed, progress, cancel, report)
         except DeploymentCancelled:
-            self.store.reject_candidate("cancelled by the caller", mark_bad=False)
-            return DeployOutcome(False, f"{ref} deployment cancelled; the live model is unchanged", report=report)
+            reason = f"{ref} deployment cancelled; the live model is unchanged"
+            return DeployOutcome(False, reason + self._recorded(self.store.reject_candidate, "cancelled by the caller",
+                                                                mark_bad=False), report=report)
         except Exception as exc:  # the flow's contract: every outcome is a recorded decision
             return self._contain(ref, exc, report)
 
@@ -198,20 +206,48 @@ class DeploymentFlow:
 
     # Helpers ---------------------------------------------------------------
 
-    def _contain(self, ref: VersionRef, exc: Exception, report: dict[str, Any]) -> DeployOutcome:
-        """An unexpected failure: the old model serves again and the store records why."""
-        _log.exception("deployment of %s failed", ref)
-        reason = f"{ref} stopped by an internal error ({type(exc).__name__}: {one_line(str(exc), 300)})"
+    def _contain(self, ref: VersionRef | None, exc: Exception, report: dict[str, Any]) -> DeployOutcome:
+        """An unexpected failure: the old model serves again and the store records why (if it still can)."""
+        _log.exception("deployment of %s failed", ref or report["bundle"])
+        reason = (f"{ref or report['bundle']} stopped by an internal error "
+                  f"({type(exc).__name__}: {one_line(str(exc), 300)})")
         live = self.switch.snapshot().live_model
-        if live is not None and live.ref == ref:  # it failed after the swap: put the old model back
+        if ref is not None and live is not None and live.ref == ref:  # failed after the swap: the old model back
             try:
                 self.switch.rollback()
-            except SwapError as rollback_failure:
-                reason += f"; rolling back failed too: {rollback_failure}"
-        if self.store.state.candidate == ref:
-            self.store.reject_candidate(reason, mark_bad=False)
-        self.store.set_stage(DeploymentStage.FAILED, reason)
-        return DeployOutcome(False, reason, report=report)
+            except Exception as rollback_failure:  # noqa: BLE001 - said in the reason, whatever it is
+                reason += f"; rolling back failed too: {one_line(str(rollback_failure), 300)}"
+        if ref is not None and self.store.state.candidate == ref:
+            note = self._recorded(self.store.reject_candidate, reason, mark_bad=False)
+        else:
+            note = self._recorded(self.store.set_stage, DeploymentStage.FAILED, reason)
+        return DeployOutcome(False, reason + note, report=report)
+
+    @staticmethod
+    def _recorded(write: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+        """Run a store write that records a failure; "" when it was recorded, else a note saying why not.
+
+        The failure being recorded may be the disk itself (ENOSPC on
+        state.json): the outcome then still says what happened, and the
+        store keeps its last recorded state.
+        """
+        try:
+            write(*args, **kwargs)
+        except (OSError, StoreError) as exc:
+            _log.error("could not record a failed deployment in the store: %s", exc)
+            return f" (not recorded in the store: {one_line(str(exc), 200)})"
+        return ""
+
+    def _drop_unrecorded_candidate(self) -> None:
+        """A candidate left from a deployment whose end could not be recorded (disk full): reject it now.
+
+        Deployments run one at a time, so a candidate at the start of one is
+        never on trial; without this the store would refuse every new one.
+        """
+        leftover = self.store.state.candidate
+        if leftover is not None:
+            self.store.reject_candidate(f"{leftover} was left on trial by a deployment whose outcome could not be "
+                                        "recorded", mark_bad=False)
 
     def _enter(self, stage: DeploymentStage, message: str, progress: StageProgress, cancel: threading.Event) -> None:
         self._check_cancel(cancel)
@@ -224,15 +260,15 @@ class DeploymentFlow:
             raise DeploymentCancelled()
 
     def _reject(self, ref: VersionRef, reason: str, report: dict[str, Any], mark_bad: bool = True) -> DeployOutcome:
-        self.store.reject_candidate(reason, mark_bad=mark_bad)
-        return DeployOutcome(False, f"{ref} rejected: {reason}", report=report)
+        note = self._recorded(self.store.reject_candidate, reason, mark_bad=mark_bad)
+        return DeployOutcome(False, f"{ref} rejected: {reason}{note}", report=report)
 
     def _roll_back_candidate(self, ref: VersionRef, previous: ServedModel, why: str, report: dict[str, Any],
                              mark_bad: bool) -> DeployOutcome:
         self.store.set_stage(DeploymentStage.ROLLBACK, f"rolling back {ref}: {why}")
         self.switch.rollback()
-        self.store.reject_candidate(f"rolled back after the swap: {why}", mark_bad=mark_bad)
-        return DeployOutcome(False, f"{ref} rolled back to {previous.label()}: {why}", report=report)
+        note = self._recorded(self.store.reject_candidate, f"rolled back after the swap: {why}", mark_bad=mark_bad)
+        return DeployOutcome(False, f"{ref} rolled back to {previous.label()}: {why}{note}", report=report)
 
     def _committed(self, ref: VersionRef) -> ServedModel:
         """A committed version as served again (restart, rollback): with what an earlier optimize built."""

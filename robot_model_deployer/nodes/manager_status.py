@@ -30,7 +30,7 @@ def version_info(ref: VersionRef, bundle_dir: Path) -> ModelInfo:
 
 
 def deployment_status(*, snapshot: SwitchSnapshot, candidate: ModelInfo, stage: DeploymentStage, message: str,
-                      health: str, stamp: Time) -> DeploymentStatus:
+                      health: str, stamp: Time, refused: str = "") -> DeploymentStatus:
     """The manager's status: what serves where, the stage it is at and why.
 
     ``live_node`` stays empty until a model serves, so "which node is live"
@@ -39,7 +39,7 @@ def deployment_status(*, snapshot: SwitchSnapshot, candidate: ModelInfo, stage: 
     return DeploymentStatus(
         stamp=stamp, active=model_info(snapshot.live_model), previous=model_info(snapshot.standby_model),
         candidate=candidate, live_node=snapshot.live_node if snapshot.live_model else "",
-        standby_node=snapshot.standby_node, stage=stage.value, message=message, health=health)
+        standby_node=snapshot.standby_node, stage=stage.value, message=message, health=health, refused=refused)
 
 
 def diagnostic_level(status: DeploymentStatus) -> bytes:

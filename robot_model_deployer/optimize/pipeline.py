@@ -17,11 +17,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from robot_model_deployer.bundle.loader import BundleDir
+from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
 from robot_model_deployer.inference.accelerators import Accelerator, Precision
 from robot_model_deployer.inference.artifacts import CompiledArtifact
 from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
@@ -33,7 +33,8 @@ from robot_model_deployer.optimize.hardware import HardwareInfo, detect_hardware
 from robot_model_deployer.optimize.quantize import (FloatRegion, Int8Scheme, QuantizationConfig, QuantizationError,
                                                     QuantizedModel, quantize_model)
 from robot_model_deployer.optimize.report import OptimizationReport, VariantResult, VariantStatus
-from robot_model_deployer.optimize.targets import TargetProfile
+from robot_model_deployer.isolation.child import report_progress
+from robot_model_deployer.optimize.targets import TargetProfile, profile_from_dict
 from robot_model_deployer.validation.labelled import load_bundle_image, load_expected_outputs
 from robot_model_deployer.validation.metrics import percentile
 
@@ -103,6 +104,21 @@ def optimize_bundle(bundle: BundleDir, target: TargetProfile, out_dir: str | Pat
     """
     run = _Run(bundle, target, Path(out_dir), hardware or detect_hardware(), progress, cancel, int8_configs)
     return run.execute()
+
+
+def optimize_in_child(bundle_dir: str, target_name: str, target: Mapping[str, Any], out_dir: str) -> dict[str, Any]:
+    """optimize_bundle as the target of isolation.child.run_in_child: JSON-able arguments, the report as a dict.
+
+    ``target`` holds the profile's fields as in targets.yaml. Progress goes to
+    the parent as {"fraction", "message"}; a cancel is the parent killing this
+    process (the scratch directory it leaves is removed by the next run).
+    """
+    def forward(step: OptimizeProgress) -> None:
+        report_progress({"fraction": step.fraction, "message": f"{step.variant}: {step.message}"})
+
+    report = optimize_bundle(load_bundle_dir(bundle_dir), profile_from_dict(target_name, target), out_dir,
+                             progress=forward)
+    return report.to_dict()
 
 
 class _Run:
