@@ -52,12 +52,18 @@ class FlowSettings:
 
 @dataclass(frozen=True)
 class DeployOutcome:
-    """What happened to one deploy request; ``report`` holds every stage's numbers."""
+    """What happened to one deploy request; ``report`` holds every stage's numbers.
+
+    ``cancelled``: the caller stopped it (not a failure of the model);
+    ``rolled_back``: the candidate had served and the old model was put back.
+    """
 
     accepted: bool
     reason: str
     model: ServedModel | None = None
     report: dict[str, Any] = field(default_factory=dict)
+    cancelled: bool = False
+    rolled_back: bool = False
 
 
 class DeploymentFlow:
@@ -74,14 +80,17 @@ class DeploymentFlow:
         self._optimizer = optimizer
 
     def serve_committed(self) -> ServedModel | None:
-        """After a (re)start: load the previous model warm and serve the active one."""
+        """After a (re)start: serve the active model, then load the previous one warm (never activated).
+
+        A previous version that cannot be loaded is logged and left out: the
+        active one serves, and a rollback loads the previous then.
+        """
         state = self.store.state
         if state.active is None:
             return None
-        if state.previous is not None:
-            self.switch.deploy(self._committed(state.previous))
         active = self._committed(state.active)
-        self.switch.deploy(active)
+        self.switch.resume(active)
+        self._warm_previous()
         return active
 
     def deploy(self, bundle_path: str, *, force: bool = False, progress: StageProgress,
@@ -113,8 +122,8 @@ class DeploymentFlow:
             return self._trial(installed, progress, cancel, report)
         except DeploymentCancelled:
             reason = f"{ref} deployment cancelled; the live model is unchanged"
-            return DeployOutcome(False, reason + self._recorded(self.store.reject_candidate, "cancelled by the caller",
-                                                                mark_bad=False), report=report)
+            return DeployOutcome(False, reason + self._recorded(self.store.cancel_candidate, "cancelled by the caller"),
+                                 report=report, cancelled=True)
         except Exception as exc:  # the flow's contract: every outcome is a recorded decision
             return self._contain(ref, exc, report)
 
@@ -184,6 +193,7 @@ class DeploymentFlow:
         try:
             self.switch.deploy(model)
         except SwapError as exc:
+            self._warm_previous()  # the failed load may have released the warm previous version
             return self._reject(ref, f"swap failed: {exc}; the live model is unchanged", report, mark_bad=False)
 
         if self._probation is not None and live is not None:
@@ -193,10 +203,7 @@ class DeploymentFlow:
                                            lambda f, m: progress(DeploymentStage.PROBATION, f, m))
             report["probation"] = _health_report(status)
             if status.state is not HealthState.PASSED:
-                why = "cancelled by the caller" if cancel.is_set() else "; ".join(status.reasons) or status.state.value
-                # Only a judged failure marks the version bad; a cancel or a paused /clock (TIMED_OUT) does not.
-                return self._roll_back_candidate(ref, live, why, report,
-                                                 mark_bad=status.state is HealthState.UNHEALTHY and not cancel.is_set())
+                return self._roll_back_candidate(ref, live, status, report, cancelled=cancel.is_set())
         elif live is None:
             report["probation"] = {"state": "skipped", "reasons": ["first deployment: no model to roll back to"]}
 
@@ -263,12 +270,36 @@ class DeploymentFlow:
         note = self._recorded(self.store.reject_candidate, reason, mark_bad=mark_bad)
         return DeployOutcome(False, f"{ref} rejected: {reason}{note}", report=report)
 
-    def _roll_back_candidate(self, ref: VersionRef, previous: ServedModel, why: str, report: dict[str, Any],
-                             mark_bad: bool) -> DeployOutcome:
+    def _roll_back_candidate(self, ref: VersionRef, previous: ServedModel, status: HealthStatus,
+                             report: dict[str, Any], cancelled: bool) -> DeployOutcome:
+        """Put the old model back after the candidate served; the standby then holds the store's previous."""
+        why = "cancelled by the caller" if cancelled else "; ".join(status.reasons) or status.state.value
         self.store.set_stage(DeploymentStage.ROLLBACK, f"rolling back {ref}: {why}")
         self.switch.rollback()
-        note = self._recorded(self.store.reject_candidate, f"rolled back after the swap: {why}", mark_bad=mark_bad)
-        return DeployOutcome(False, f"{ref} rolled back to {previous.label()}: {why}{note}", report=report)
+        if cancelled:
+            note = self._recorded(self.store.cancel_candidate, f"rolled back after the swap: {why}")
+        else:
+            # Only a judged failure marks the version bad; a paused /clock (TIMED_OUT) does not.
+            note = self._recorded(self.store.reject_candidate, f"rolled back after the swap: {why}",
+                                  mark_bad=status.state is HealthState.UNHEALTHY)
+        self._warm_previous()
+        return DeployOutcome(False, f"{ref} rolled back to {previous.label()}: {why}{note}", report=report,
+                             cancelled=cancelled, rolled_back=True)
+
+    def _warm_previous(self) -> None:
+        """Make the standby hold the store's previous version (or nothing), so status and rollback agree.
+
+        Best effort: the live model serves either way, and a rollback loads
+        the previous version itself when the standby does not hold it.
+        """
+        previous = self.store.state.previous
+        try:
+            if previous is None:
+                self.switch.unload_standby()
+            elif (standby := self.switch.snapshot().standby_model) is None or standby.ref != previous:
+                self.switch.load_standby(self._committed(previous))
+        except (SwapError, StoreError) as exc:
+            _log.warning("the standby perception node does not hold the previous version %s: %s", previous, exc)
 
     def _committed(self, ref: VersionRef) -> ServedModel:
         """A committed version as served again (restart, rollback): with what an earlier optimize built."""

@@ -48,14 +48,14 @@ from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, Swa
 from robot_model_deployer.inference.model_check import MODEL_CHECK_LIMITS, IsolatedModelCheck
 from robot_model_deployer.isolation.child import ChildLimits
 from robot_model_deployer.store.model_store import ModelStore
-from robot_model_deployer.store.state import DeploymentStage, StoreError
+from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
 from robot_model_deployer.validation.health import DEFAULT_WALL_MARGIN_S
 from robot_model_deployer.action import Deploy
 from robot_model_deployer.msg import DeploymentStatus, ModelInfo
 from robot_model_deployer.nodes.lifecycle_client import LifecycleSlot, RemoteLifecycleNode
 from robot_model_deployer.nodes.live_checks import ProbationWatch, ShadowRun
-from robot_model_deployer.nodes.manager_status import (deployment_diagnostics, deployment_status, model_info,
-                                                       version_info)
+from robot_model_deployer.nodes.manager_status import (deployment_diagnostics, deployment_status, installed_info,
+                                                       listed_models, model_info, version_info)
 from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
 from robot_model_deployer.srv import DeployModel, GetStatus, ListModels, Rollback
@@ -241,14 +241,7 @@ class ManagerNode(Node):
 
     def _on_list_models(self, request: ListModels.Request, response: ListModels.Response) -> ListModels.Response:
         store = self._flow.store
-        slots = {ref: slot for slot, ref in (("active", store.state.active), ("previous", store.state.previous),
-                                             ("candidate", store.state.candidate)) if ref is not None}
-        for installed in store.list_versions():
-            if request.name and installed.ref.name != request.name:
-                continue
-            response.models.append(ModelInfo(name=installed.ref.name, version=str(installed.ref.version),
-                                             task=installed.manifest.task.value, path=str(installed.bundle_dir)))
-            response.slots.append(slots.get(installed.ref, ""))
+        response.models, response.slots = listed_models(store.list_versions(), store.state, request.name)
         return response
 
     # Work on the deploy thread. -------------------------------------------------
@@ -326,7 +319,11 @@ class ManagerNode(Node):
             self.get_logger().error(f"deployment of {one_line(bundle_path)} failed: {traceback.format_exc()}")
             outcome = DeployOutcome(False, f"deployment failed: {type(exc).__name__}: {exc}")
         outcome = replace(outcome, reason=one_line(outcome.reason))
-        self._set_stage(DeploymentStage.IDLE if outcome.accepted else DeploymentStage.FAILED, outcome.reason)
+        if outcome.rolled_back or outcome.cancelled:
+            self._health = ""  # the model put back was not judged by this probation
+        ended = DeploymentStage.IDLE if outcome.accepted else \
+            DeploymentStage.CANCELLED if outcome.cancelled else DeploymentStage.FAILED
+        self._set_stage(ended, outcome.reason)
         # rclpy ties a severity to each logging call site, so the two levels need two calls.
         if outcome.accepted:
             self.get_logger().info(outcome.reason)
@@ -344,6 +341,7 @@ class ManagerNode(Node):
             self.get_logger().error(message)
             return None, message
         message = f"rolled back to {model.label()} ({reason or 'no reason given'})"
+        self._health = ""  # probation judged the model that no longer serves
         self._set_stage(DeploymentStage.IDLE, message)
         self.get_logger().warning(message)
         return model, message
@@ -370,12 +368,22 @@ class ManagerNode(Node):
 
     def _status(self) -> DeploymentStatus:
         store = self._flow.store
-        ref = store.state.candidate
+        state = store.state
+        candidate = version_info(state.candidate, store.bundle_dir(state.candidate)) if state.candidate else ModelInfo()
         return deployment_status(
-            snapshot=self._flow.switch.snapshot(),
-            candidate=version_info(ref, store.bundle_dir(ref)) if ref is not None else ModelInfo(),
+            snapshot=self._flow.switch.snapshot(), previous=self._stored_info(state.previous), candidate=candidate,
             stage=self._stage, message=self._message, health=self._health, stamp=self.get_clock().now().to_msg(),
             refused=self._refused)
+
+    def _stored_info(self, ref: VersionRef | None) -> ModelInfo:
+        """A slot's version as the store has it; status still names it when its record is damaged."""
+        if ref is None:
+            return ModelInfo()
+        store = self._flow.store
+        try:
+            return installed_info(store.installed(ref), store.state)
+        except StoreError:
+            return version_info(ref, store.bundle_dir(ref))
 
     def _publish_status(self) -> None:
         if self.context.ok():  # a deployment cancelled by a shutdown still ends (and records) on its thread

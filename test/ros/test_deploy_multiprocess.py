@@ -332,12 +332,14 @@ def test_candidate_failing_in_probation_is_rolled_back_automatically(graph: Grap
     assert gap < 0.25, "results stopped during the swap or the automatic rollback"
     status = graph.status()
     assert status.active.version == "1.0.0"
-    assert status.health.startswith("probation: unhealthy") and "NaN" in status.health, status.health
+    # Probation judged 2.0.0, which no longer serves: its verdict is in the message, health is cleared.
+    assert status.health == "" and "NaN" in status.message, (status.health, status.message)
     listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request())
     assert {(m.version, slot) for m, slot in zip(listed.models, listed.slots)} == {("1.0.0", "active"),
                                                                                   ("2.0.0", "")}
     retry = graph.deploy(graph.bundle("nan-again", version="2.0.0", model=colour_classifier(nan_unless="green")))
     assert not retry.accepted, "a version that failed probation was deployed again"
+    assert "marked bad" in retry.reason and "force" in retry.reason, retry.reason
 
 
 def test_inference_errors_of_the_live_node_are_published_and_roll_the_candidate_back(graph: Graph) -> None:
