@@ -363,8 +363,10 @@ def test_inference_errors_of_the_live_node_are_published_and_roll_the_candidate_
     assert errors, "the live node published no InferenceError"
     assert {(e.model_version, e.reason.startswith("inference failed: Fail: ")) for e in errors} == {("2.0.0", True)}
     assert all((e.header.stamp.sec, e.header.stamp.nanosec) in camera.sent for e in errors)
-    assert [e.errors for e in errors if e.node_name == errors[0].node_name][:2] == [1, 2]
-    assert graph.status().health.startswith("probation: unhealthy"), graph.status().health
+    counts = [e.errors for e in errors if e.node_name == errors[0].node_name]
+    assert counts == list(range(1, len(counts) + 1)), "each error carries the node's running count"
+    status = graph.status()  # health clears on rollback; the reason stays in the message
+    assert status.health == "" and "raised an error on" in status.message, (status.health, status.message)
 
 
 def test_manual_rollback_returns_to_the_previous_model_without_a_gap(graph: Graph) -> None:
