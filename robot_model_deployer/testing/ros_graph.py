@@ -1,14 +1,20 @@
 """Run real nodes in separate processes over real DDS, and talk to them (tests, bench/).
 
-Every ROS test takes a fresh ROS_DOMAIN_ID so that its processes never meet
-those of another test (or a leftover process) on this host.
+Every ROS test takes a ROS_DOMAIN_ID that no other test, on this host or in
+this process, uses at the same time: its processes must never meet those of
+another test run (another worktree's suite, a leftover node). A node that
+shares the domain answers the same service names, and its answers (its
+lifecycle state, a refused transition) reach our manager as if ours had sent
+them.
 """
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,12 +28,50 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 PACKAGE = "robot_model_deployer"
-_domains = itertools.count((os.getpid() % 20) * 5 + 1)
+MAX_DOMAIN_ID = 232  # Fast DDS's default ports allow 0..232; 0 (the default domain) is left to people
+_DOMAIN_LOCKS = Path(tempfile.gettempdir()) / "robot_model_deployer-ros-domains"
+_domains = itertools.count(os.getpid() % MAX_DOMAIN_ID)
+_held: list[int] = []  # lock files of the domains this process took; the locks go when the process ends
 
 
 def next_domain_id() -> int:
-    """A domain id in 1..101 not used by an earlier test of this process."""
-    return (next(_domains) - 1) % 101 + 1
+    """A domain id in 1..232 that no earlier test of this process, no other process holding one, and no
+    running process on this host (a leftover node whose test is gone) uses."""
+    for _ in range(MAX_DOMAIN_ID):
+        domain = next(_domains) % MAX_DOMAIN_ID + 1
+        if _reserve(domain) and domain not in _domains_of_running_processes():
+            return domain
+    raise RuntimeError(f"no free ROS domain id in 1..{MAX_DOMAIN_ID} on this host: stop leftover nodes "
+                       "(ps -eo pid,args | grep robot_model_deployer) or other test runs, then retry")
+
+
+def _reserve(domain: int) -> bool:
+    """Take the host-wide lock of ``domain`` for the rest of this process; False when another process has it."""
+    _DOMAIN_LOCKS.mkdir(exist_ok=True)
+    fd = os.open(_DOMAIN_LOCKS / f"{domain}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    _held.append(fd)
+    return True
+
+
+def _domains_of_running_processes() -> set[int]:
+    """ROS_DOMAIN_ID of every process on this host whose environment we may read (Linux /proc)."""
+    domains = set()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            variables = environ.read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours to read
+            continue
+        for variable in variables:
+            if variable.startswith(b"ROS_DOMAIN_ID="):
+                value = variable.partition(b"=")[2]
+                if value.isdigit():
+                    domains.add(int(value))
+    return domains
 
 
 def executable(name: str) -> str:
