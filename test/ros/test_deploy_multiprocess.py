@@ -38,7 +38,8 @@ MANAGER = "/model_manager"
 # Short gates so a scenario takes seconds: 30 shadow frames, 2 s of probation. The tiny test
 # models run in well under a millisecond, so on a loaded 2-core CI machine their latency p99
 # (over few samples: nearly the maximum) is scheduler noise: allow 20 ms of slack. The slow
-# candidate below takes about 45 ms a frame on top of that.
+# candidate below takes about 37 ms a frame more even on two idle cores (60 products took 45 ms
+# on a busy machine but 5.5 ms on an idle one, inside the slack).
 FAST_ACCEPTANCE = {"shadow_frames": 30, "probation_seconds": 2.0, "latency_slack_ms": 20.0}
 
 
@@ -296,7 +297,7 @@ def test_candidate_with_different_answers_is_rejected_in_shadow(graph: Graph) ->
 
 def test_too_slow_candidate_is_rejected_in_shadow(graph: Graph) -> None:
     assert graph.deploy(graph.bundle("v1")).accepted
-    slow = graph.bundle("slow", version="2.0.0", model=colour_classifier(busy_matmuls=60, busy_width=2048))
+    slow = graph.bundle("slow", version="2.0.0", model=colour_classifier(busy_matmuls=400, busy_width=2048))
     with Camera(graph, rate=20.0) as camera:
         _serving(graph, "1.0.0")
         start = time.monotonic()
