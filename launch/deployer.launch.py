@@ -8,6 +8,12 @@ The perception nodes subscribe to ``image_topic`` and publish on
 candidate beside it. The manager configures and activates all three through
 their lifecycle services, so no lifecycle manager is needed here.
 
+Every node gets the Fast DDS profile ``config/fastdds_large_data.xml`` (argument
+``fastdds_profile``; '' keeps Fast DDS's defaults): with the default 512 KiB
+shared-memory segment a 640x480 camera frame goes over UDP loopback, where
+frames are lost and late under load, and probation and the shadow gate were
+measured (bench/bench_decisions.py) with the profile.
+
 Nothing serves without the manager or a perception node, so when one of them
 exits the whole graph is shut down, with the reason in launch's log; a launch
 left running with only the shadow node would look alive to a supervisor. The
@@ -20,12 +26,13 @@ from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.actions import (DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler,
+                            SetEnvironmentVariable, UnsetEnvironmentVariable)
 from launch.conditions import IfCondition
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.events.process import ProcessExited
-from launch.substitutions import LaunchConfiguration
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
@@ -38,6 +45,17 @@ def _require_params_file(context: LaunchContext) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"params_file {path!r} is not a file: pass params_file:=<YAML with one "
                                 "ros__parameters block per node>, or leave it out for config/deployer.yaml")
+
+
+def _fastdds_profile(context: LaunchContext) -> list:
+    """The profile for every node started after this; '' leaves Fast DDS on its defaults."""
+    path = LaunchConfiguration("fastdds_profile").perform(context)
+    if not path:
+        return [UnsetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE")]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"fastdds_profile {path!r} is not a file: pass a Fast DDS XML profile, or "
+                                "fastdds_profile:='' for Fast DDS's defaults")
+    return [SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", path)]
 
 
 def _on_exit(node: Node, name: str, *, shut_down: bool, without: str) -> RegisterEventHandler:
@@ -57,7 +75,9 @@ def _on_exit(node: Node, name: str, *, shut_down: bool, without: str) -> Registe
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_params = str(Path(get_package_share_directory("robot_model_deployer")) / "config" / "deployer.yaml")
+    share = Path(get_package_share_directory("robot_model_deployer"))
+    default_params = str(share / "config" / "deployer.yaml")
+    default_profile = str(share / "config" / "fastdds_large_data.xml")
     params = LaunchConfiguration("params_file")
     namespace = LaunchConfiguration("namespace")
     # Typed on purpose: launch_ros reads an untyped substitution with YAML rules, so a bundle path
@@ -119,7 +139,14 @@ def generate_launch_description() -> LaunchDescription:
                               description="Also start the demo camera (scikit-image photos)."),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="Use /clock (e.g. from Gazebo) instead of the wall clock."),
+        DeclareLaunchArgument("fastdds_profile",
+                              default_value=EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
+                                                                default_value=default_profile),
+                              description="Fast DDS XML profile for every node (default: $FASTDDS_DEFAULT_PROFILES_FILE "
+                                          "if set, else config/fastdds_large_data.xml, which moves camera frames "
+                                          "over shared memory); '' for Fast DDS's defaults."),
         OpaqueFunction(function=_require_params_file),  # before any node starts
+        OpaqueFunction(function=_fastdds_profile),
         *on_exit,
         *perception, shadow, manager, camera,
     ])

@@ -169,20 +169,57 @@ class ValidationSpec:
 class AcceptanceSpec:
     """Thresholds a candidate must meet in the optimization and shadow gates.
 
+    Two gates ask two questions. *Equivalence* (optimize stage): does an
+    optimized variant still say what its own FP32 says? ``min_top1_agreement``,
+    ``min_detection_f1`` and ``max_score_drift`` are for it, strict. And the
+    FP32 model itself must reach ``min_accuracy`` against validation.expected
+    (top-1 accuracy, or box F1 at IoU 0.5; 0: the bundle states none).
+    *Promotion* (shadow stage): is the new version at least as good as the
+    live one? On labelled images (validation.expected of the candidate and
+    of the live version) it may score at most ``max_regression`` below the
+    live model (absolute). On live traffic its agreement with the live model
+    must be at least ``min_live_agreement``: a loose floor that catches a
+    broken model (a constant class agrees on about one frame in the number of
+    classes) but not a better one, which disagrees where the old one was
+    wrong. Its mean top-1 score (detection: mean box score and boxes per
+    frame, counts +1) must be within a factor ``max_distribution_ratio`` of
+    the live model's either way.
+
     Latency passes when the candidate's p99 is within ``max_latency_ratio``
     times the live model's, or within ``latency_slack_ms`` of it: ratios of
     sub-millisecond latencies are scheduler noise, not a slower model.
+
+    Probation (after the swap) judges camera frames by their stamp: a frame
+    is answered when a result (or a reported error) carries its stamp, however
+    late that arrives. A frame is judged once it has waited
+    ``probation_answer_grace_s`` for its answer; at least
+    ``probation_min_answered`` of the frames judged over the last
+    ``probation_window_s`` must be answered, checked once that window holds
+    ``probation_min_frames`` of them. Frames seen in the first
+    ``probation_warm_up_s`` are not judged for rate, stalls or latency (first
+    inferences are slow). ``probation_stall_s``: unhealthy when no frame got
+    an answer for this long while frames keep coming.
     """
 
     min_top1_agreement: float = 0.99
     min_detection_f1: float = 0.95
     max_score_drift: float = 0.1
+    min_accuracy: float = 0.0
+    max_regression: float = 0.02
+    min_live_agreement: float = 0.5
+    max_distribution_ratio: float = 2.0
     max_latency_ratio: float = 1.5
     latency_slack_ms: float = 2.0
     max_error_rate: float = 0.0
     shadow_frames: int = 60
     shadow_seconds: float = 0.0
     probation_seconds: float = 5.0
+    probation_warm_up_s: float = 1.0
+    probation_answer_grace_s: float = 0.5
+    probation_window_s: float = 3.0
+    probation_min_frames: int = 20
+    probation_min_answered: float = 0.8
+    probation_stall_s: float = 1.0
 
     def allowed_latency_ms(self, reference_ms: float) -> float:
         """The highest latency p99 accepted next to a reference model's p99."""
@@ -342,12 +379,22 @@ def _acceptance_spec(r: FieldReader) -> AcceptanceSpec:
         min_top1_agreement=r.number("min_top1_agreement", minimum=0.0, maximum=1.0),
         min_detection_f1=r.number("min_detection_f1", minimum=0.0, maximum=1.0),
         max_score_drift=r.number("max_score_drift", minimum=0.0, maximum=1.0),
+        min_accuracy=r.number("min_accuracy", minimum=0.0, maximum=1.0),
+        max_regression=r.number("max_regression", minimum=0.0, maximum=1.0),
+        min_live_agreement=r.number("min_live_agreement", minimum=0.0, maximum=1.0),
+        max_distribution_ratio=r.number("max_distribution_ratio", minimum=1.0),
         max_latency_ratio=r.number("max_latency_ratio", minimum=0.0, exclusive_minimum=True),
         latency_slack_ms=r.number("latency_slack_ms", minimum=0.0),
         max_error_rate=r.number("max_error_rate", minimum=0.0, maximum=1.0),
         shadow_frames=r.integer("shadow_frames", minimum=0),
         shadow_seconds=r.number("shadow_seconds", minimum=0.0),
         probation_seconds=r.number("probation_seconds", minimum=0.0),
+        probation_warm_up_s=r.number("probation_warm_up_s", minimum=0.0),
+        probation_answer_grace_s=r.number("probation_answer_grace_s", minimum=0.0),
+        probation_window_s=r.number("probation_window_s", minimum=0.0, exclusive_minimum=True),
+        probation_min_frames=r.integer("probation_min_frames", minimum=1),
+        probation_min_answered=r.number("probation_min_answered", minimum=0.0, maximum=1.0),
+        probation_stall_s=r.number("probation_stall_s", minimum=0.0, exclusive_minimum=True),
     )
     r.reject_unknown()
     return spec

@@ -16,13 +16,14 @@ from robot_model_deployer.bundle.errors import BundleError
 from robot_model_deployer.bundle.manifest import ManifestError
 from robot_model_deployer.bundle.signing import KeyFileError
 from robot_model_deployer.bundle.text import one_line
-from robot_model_deployer.cli import bundle, keys, optimize
+from robot_model_deployer.cli import bundle, keys, optimize, store
 from robot_model_deployer.store.state import StoreError
 
 COMMANDS: tuple[ModuleType, ...] = (
     keys,
     bundle,
     optimize,
+    store,
 )
 
 EXIT_FAILED = 1
@@ -30,7 +31,7 @@ EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rmd", description="Make keys; pack, sign, verify, inspect and optimize robot model bundles.")
+    parser = argparse.ArgumentParser(prog="rmd", description="Make keys; pack, sign, verify, inspect and optimize robot model bundles; look into a robot's store.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.add_parser(subparsers)

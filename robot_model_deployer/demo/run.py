@@ -11,12 +11,14 @@ the demo prints what the robot perceives until Ctrl-C or ``--duration``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import rclpy
+from ament_index_python.packages import get_package_share_directory
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -65,6 +67,12 @@ def signed_demo_bundle(source: Path, work: Path) -> tuple[Path, Path]:
     return bundle, keys.public_key.parent
 
 
+def _use_shipped_fastdds_profile() -> None:
+    """As the launch file does: camera frames over shared memory, unless the user chose a profile."""
+    share = Path(get_package_share_directory("robot_model_deployer"))
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(share / "config" / "fastdds_large_data.xml"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to run (0: until Ctrl-C)")
@@ -83,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     bundle, trust_dir = signed_demo_bundle(Path(source), work)
     print(f"[demo] signed {bundle.name} with a demo key; deploying it into the store {work / 'store'}", flush=True)
 
+    _use_shipped_fastdds_profile()
     rclpy.init(args=argv)
     nodes = [
         DemoCameraNode(parameter_overrides=[Parameter("rate", value=args.rate),

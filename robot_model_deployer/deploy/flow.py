@@ -16,15 +16,15 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from robot_model_deployer.bundle.errors import BundleError
 from robot_model_deployer.bundle.extract import ExtractionLimits
 from robot_model_deployer.bundle.signing import TrustStore
 from robot_model_deployer.bundle.text import one_line
 from robot_model_deployer.bundle.verify import ModelCheck
-from robot_model_deployer.deploy.ports import (DeploymentCancelled, OptimizerPort, ProbationPort, ShadowPort,
-                                               StageError, StageProgress)
+from robot_model_deployer.deploy.ports import (DeploymentCancelled, ModelRefused, OptimizerPort, ProbationPort,
+                                               ShadowPort, StageError, StageProgress)
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
 from robot_model_deployer.store.installed import InstalledVersion
 from robot_model_deployer.store.model_store import ModelStore
@@ -52,12 +52,18 @@ class FlowSettings:
 
 @dataclass(frozen=True)
 class DeployOutcome:
-    """What happened to one deploy request; ``report`` holds every stage's numbers."""
+    """What happened to one deploy request; ``report`` holds every stage's numbers.
+
+    ``cancelled``: the caller stopped it (not a failure of the model);
+    ``rolled_back``: the candidate had served and the old model was put back.
+    """
 
     accepted: bool
     reason: str
     model: ServedModel | None = None
     report: dict[str, Any] = field(default_factory=dict)
+    cancelled: bool = False
+    rolled_back: bool = False
 
 
 class DeploymentFlow:
@@ -74,14 +80,17 @@ class DeploymentFlow:
         self._optimizer = optimizer
 
     def serve_committed(self) -> ServedModel | None:
-        """After a (re)start: load the previous model warm and serve the active one."""
+        """After a (re)start: serve the active model, then load the previous one warm (never activated).
+
+        A previous version that cannot be loaded is logged and left out: the
+        active one serves, and a rollback loads the previous then.
+        """
         state = self.store.state
         if state.active is None:
             return None
-        if state.previous is not None:
-            self.switch.deploy(self._committed(state.previous))
         active = self._committed(state.active)
-        self.switch.deploy(active)
+        self.switch.resume(active)
+        self._warm_previous()
         return active
 
     def deploy(self, bundle_path: str, *, force: bool = False, progress: StageProgress,
@@ -92,21 +101,29 @@ class DeploymentFlow:
         if not bundle_path:
             return DeployOutcome(False, "bundle_path is empty: give the path of a bundle (.tar or directory)")
         try:
+            self._drop_unrecorded_candidate()
             installed = self._install(bundle_path, force, progress, report)
         except BundleError as exc:
-            self.store.set_stage(DeploymentStage.FAILED, f"bundle rejected: {exc}")
-            return DeployOutcome(False, f"bundle rejected: {exc}", report=report)
+            reason = f"bundle rejected: {exc}"
+            return DeployOutcome(False, reason + self._recorded(self.store.set_stage, DeploymentStage.FAILED, reason),
+                                 report=report)
+        except Exception as exc:  # e.g. the disk filled up so far that the refusal itself cannot be recorded
+            return self._contain(None, exc, report)
         ref = installed.ref
         try:
             self.store.set_candidate(ref)
         except StoreError as exc:
-            self.store.set_stage(DeploymentStage.FAILED, f"{ref} not deployed: {exc}")
-            return DeployOutcome(False, f"{ref} not deployed: {exc}", report=report)
+            reason = f"{ref} not deployed: {exc}"
+            return DeployOutcome(False, reason + self._recorded(self.store.set_stage, DeploymentStage.FAILED, reason),
+                                 report=report)
+        except Exception as exc:
+            return self._contain(None, exc, report)
         try:
             return self._trial(installed, progress, cancel, report)
         except DeploymentCancelled:
-            self.store.reject_candidate("cancelled by the caller", mark_bad=False)
-            return DeployOutcome(False, f"{ref} deployment cancelled; the live model is unchanged", report=report)
+            reason = f"{ref} deployment cancelled; the live model is unchanged"
+            return DeployOutcome(False, reason + self._recorded(self.store.cancel_candidate, "cancelled by the caller"),
+                                 report=report, cancelled=True)
         except Exception as exc:  # the flow's contract: every outcome is a recorded decision
             return self._contain(ref, exc, report)
 
@@ -149,6 +166,9 @@ class DeploymentFlow:
             try:
                 artifacts, report["optimize"] = self._optimizer.optimize(
                     installed, cancel, lambda f, m: progress(DeploymentStage.OPTIMIZE, f, m))
+            except ModelRefused as exc:  # the model itself is broken: retrying cannot help
+                report["optimize"] = {"refused": str(exc)}
+                return self._reject(ref, f"refused at the optimize stage: {exc}", report)
             except StageError as exc:
                 return self._reject(ref, f"optimization failed: {exc}", report, mark_bad=False)
         model = self._served(installed, artifacts)
@@ -173,6 +193,7 @@ class DeploymentFlow:
         try:
             self.switch.deploy(model)
         except SwapError as exc:
+            self._warm_previous()  # the failed load may have released the warm previous version
             return self._reject(ref, f"swap failed: {exc}; the live model is unchanged", report, mark_bad=False)
 
         if self._probation is not None and live is not None:
@@ -182,8 +203,7 @@ class DeploymentFlow:
                                            lambda f, m: progress(DeploymentStage.PROBATION, f, m))
             report["probation"] = _health_report(status)
             if status.state is not HealthState.PASSED:
-                why = "cancelled by the caller" if cancel.is_set() else "; ".join(status.reasons) or status.state.value
-                return self._roll_back_candidate(ref, live, why, report, mark_bad=not cancel.is_set())
+                return self._roll_back_candidate(ref, live, status, report, cancelled=cancel.is_set())
         elif live is None:
             report["probation"] = {"state": "skipped", "reasons": ["first deployment: no model to roll back to"]}
 
@@ -193,20 +213,48 @@ class DeploymentFlow:
 
     # Helpers ---------------------------------------------------------------
 
-    def _contain(self, ref: VersionRef, exc: Exception, report: dict[str, Any]) -> DeployOutcome:
-        """An unexpected failure: the old model serves again and the store records why."""
-        _log.exception("deployment of %s failed", ref)
-        reason = f"{ref} stopped by an internal error ({type(exc).__name__}: {one_line(str(exc), 300)})"
+    def _contain(self, ref: VersionRef | None, exc: Exception, report: dict[str, Any]) -> DeployOutcome:
+        """An unexpected failure: the old model serves again and the store records why (if it still can)."""
+        _log.exception("deployment of %s failed", ref or report["bundle"])
+        reason = (f"{ref or report['bundle']} stopped by an internal error "
+                  f"({type(exc).__name__}: {one_line(str(exc), 300)})")
         live = self.switch.snapshot().live_model
-        if live is not None and live.ref == ref:  # it failed after the swap: put the old model back
+        if ref is not None and live is not None and live.ref == ref:  # failed after the swap: the old model back
             try:
                 self.switch.rollback()
-            except SwapError as rollback_failure:
-                reason += f"; rolling back failed too: {rollback_failure}"
-        if self.store.state.candidate == ref:
-            self.store.reject_candidate(reason, mark_bad=False)
-        self.store.set_stage(DeploymentStage.FAILED, reason)
-        return DeployOutcome(False, reason, report=report)
+            except Exception as rollback_failure:  # noqa: BLE001 - said in the reason, whatever it is
+                reason += f"; rolling back failed too: {one_line(str(rollback_failure), 300)}"
+        if ref is not None and self.store.state.candidate == ref:
+            note = self._recorded(self.store.reject_candidate, reason, mark_bad=False)
+        else:
+            note = self._recorded(self.store.set_stage, DeploymentStage.FAILED, reason)
+        return DeployOutcome(False, reason + note, report=report)
+
+    @staticmethod
+    def _recorded(write: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+        """Run a store write that records a failure; "" when it was recorded, else a note saying why not.
+
+        The failure being recorded may be the disk itself (ENOSPC on
+        state.json): the outcome then still says what happened, and the
+        store keeps its last recorded state.
+        """
+        try:
+            write(*args, **kwargs)
+        except (OSError, StoreError) as exc:
+            _log.error("could not record a failed deployment in the store: %s", exc)
+            return f" (not recorded in the store: {one_line(str(exc), 200)})"
+        return ""
+
+    def _drop_unrecorded_candidate(self) -> None:
+        """A candidate left from a deployment whose end could not be recorded (disk full): reject it now.
+
+        Deployments run one at a time, so a candidate at the start of one is
+        never on trial; without this the store would refuse every new one.
+        """
+        leftover = self.store.state.candidate
+        if leftover is not None:
+            self.store.reject_candidate(f"{leftover} was left on trial by a deployment whose outcome could not be "
+                                        "recorded", mark_bad=False)
 
     def _enter(self, stage: DeploymentStage, message: str, progress: StageProgress, cancel: threading.Event) -> None:
         self._check_cancel(cancel)
@@ -219,15 +267,39 @@ class DeploymentFlow:
             raise DeploymentCancelled()
 
     def _reject(self, ref: VersionRef, reason: str, report: dict[str, Any], mark_bad: bool = True) -> DeployOutcome:
-        self.store.reject_candidate(reason, mark_bad=mark_bad)
-        return DeployOutcome(False, f"{ref} rejected: {reason}", report=report)
+        note = self._recorded(self.store.reject_candidate, reason, mark_bad=mark_bad)
+        return DeployOutcome(False, f"{ref} rejected: {reason}{note}", report=report)
 
-    def _roll_back_candidate(self, ref: VersionRef, previous: ServedModel, why: str, report: dict[str, Any],
-                             mark_bad: bool) -> DeployOutcome:
+    def _roll_back_candidate(self, ref: VersionRef, previous: ServedModel, status: HealthStatus,
+                             report: dict[str, Any], cancelled: bool) -> DeployOutcome:
+        """Put the old model back after the candidate served; the standby then holds the store's previous."""
+        why = "cancelled by the caller" if cancelled else "; ".join(status.reasons) or status.state.value
         self.store.set_stage(DeploymentStage.ROLLBACK, f"rolling back {ref}: {why}")
         self.switch.rollback()
-        self.store.reject_candidate(f"rolled back after the swap: {why}", mark_bad=mark_bad)
-        return DeployOutcome(False, f"{ref} rolled back to {previous.label()}: {why}", report=report)
+        if cancelled:
+            note = self._recorded(self.store.cancel_candidate, f"rolled back after the swap: {why}")
+        else:
+            # Only a judged failure marks the version bad; a paused /clock (TIMED_OUT) does not.
+            note = self._recorded(self.store.reject_candidate, f"rolled back after the swap: {why}",
+                                  mark_bad=status.state is HealthState.UNHEALTHY)
+        self._warm_previous()
+        return DeployOutcome(False, f"{ref} rolled back to {previous.label()}: {why}{note}", report=report,
+                             cancelled=cancelled, rolled_back=True)
+
+    def _warm_previous(self) -> None:
+        """Make the standby hold the store's previous version (or nothing), so status and rollback agree.
+
+        Best effort: the live model serves either way, and a rollback loads
+        the previous version itself when the standby does not hold it.
+        """
+        previous = self.store.state.previous
+        try:
+            if previous is None:
+                self.switch.unload_standby()
+            elif (standby := self.switch.snapshot().standby_model) is None or standby.ref != previous:
+                self.switch.load_standby(self._committed(previous))
+        except (SwapError, StoreError) as exc:
+            _log.warning("the standby perception node does not hold the previous version %s: %s", previous, exc)
 
     def _committed(self, ref: VersionRef) -> ServedModel:
         """A committed version as served again (restart, rollback): with what an earlier optimize built."""
@@ -254,11 +326,22 @@ def _shadow_report(verdict: ShadowVerdict) -> dict[str, Any]:
             "reference_latency_p50_ms": report.reference_latency_p50_ms,
             "reference_latency_p99_ms": report.reference_latency_p99_ms,
             "reference_frames": report.reference_frames, "candidate_errors": report.candidate_errors,
-            "candidate_non_finite": report.candidate_non_finite, "dropped_frames": report.dropped_frames}
+            "candidate_non_finite": report.candidate_non_finite, "dropped_frames": report.dropped_frames,
+            "candidate_mean_score": report.candidate_mean_score, "live_mean_score": report.live_mean_score,
+            "candidate_mean_boxes": report.candidate_mean_boxes, "live_mean_boxes": report.live_mean_boxes,
+            "labelled": {"candidate_set": {"images": report.labelled_images,
+                                           "candidate": report.candidate_labelled_score,
+                                           "live": report.live_labelled_score},
+                         "live_set": {"images": report.live_set_images,
+                                      "candidate": report.candidate_live_set_score,
+                                      "live": report.live_live_set_score}},
+            "disagreements": report.disagreements,
+            "samples": {"saved": report.samples_saved, "dir": report.samples_dir}}
 
 
 def _health_report(status: HealthStatus) -> dict[str, Any]:
     return {"state": status.state.value, "reasons": list(status.reasons), "watched_s": status.watched_s,
             "inputs": status.inputs, "outputs": status.outputs, "errors": status.errors,
             "non_finite": status.non_finite, "output_ratio": status.output_ratio,
-            "latency_p99_ms": status.latency_p99_ms}
+            "latency_p99_ms": status.latency_p99_ms, "lowest_output_ratio": status.lowest_output_ratio,
+            "longest_wait_s": status.longest_wait_s}

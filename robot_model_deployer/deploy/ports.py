@@ -32,6 +32,10 @@ class StageError(RuntimeError):
     """A stage could not reach a verdict (e.g. the shadow node did not answer); says why."""
 
 
+class ModelRefused(StageError):
+    """A stage found the model itself broken (e.g. its own FP32 outputs NaN): a verdict, so it is marked bad."""
+
+
 class ShadowPort(Protocol):
     """Validates a candidate beside the live model on live traffic until a verdict."""
 

@@ -129,6 +129,41 @@ class BlueGreenSwitch:
                 pass  # best effort; the next deploy releases the node again or says to restart it
             raise
 
+    def resume(self, model: ServedModel, warm: ServedModel | None = None) -> None:
+        """After the manager restarted: serve ``model`` first, then load ``warm`` without ever activating it.
+
+        The perception nodes may still run from before the restart; the one
+        that publishes keeps publishing until ``model`` answers on the other,
+        so results neither stop nor come from ``warm``. SwapError from loading
+        ``warm`` leaves ``model`` serving and the standby empty.
+        """
+        states = [slot.state() for slot in self._slots]
+        if states[1 - self._live_index] is SlotState.ACTIVE and states[self._live_index] is not SlotState.ACTIVE:
+            with self._lock:  # load into the node that is not publishing
+                self._live_index = 1 - self._live_index
+        self.deploy(model)
+        if warm is not None:
+            self.load_standby(warm)
+
+    def load_standby(self, model: ServedModel) -> None:
+        """Load ``model`` into the standby node, inactive: a warm rollback target that never serves by itself."""
+        standby = 1 - self._live_index
+        self._release_standby()
+        self._slots[standby].load(model)
+        with self._lock:
+            self._models[standby] = model
+
+    def unload_standby(self) -> None:
+        """Release the standby node and forget its model (e.g. a candidate that was rolled back)."""
+        self._release_standby()
+
+    def _release_standby(self) -> None:
+        # The model is forgotten only once the node let it go: until then status names what is loaded.
+        standby = 1 - self._live_index
+        release_slot(self._slots[standby])
+        with self._lock:
+            self._models[standby] = None
+
     def rollback(self) -> ServedModel:
         """Make the warm standby live again; returns the model now served."""
         live, standby = self._live_index, 1 - self._live_index

@@ -91,10 +91,12 @@ def stamp_ns(stamp) -> int:
 
 _NUMBER_FIELDS = ("watched_s", "agreement", "mean_score_drift", "candidate_latency_p50_ms",
                   "candidate_latency_p99_ms", "live_latency_p50_ms", "live_latency_p99_ms",
-                  "reference_latency_p50_ms", "reference_latency_p99_ms")
+                  "reference_latency_p50_ms", "reference_latency_p99_ms", "candidate_mean_score", "live_mean_score",
+                  "candidate_mean_boxes", "live_mean_boxes", "candidate_labelled_score", "live_labelled_score",
+                  "candidate_live_set_score", "live_live_set_score")
 _COUNT_FIELDS = ("frames_judged", "frames_paired", "candidate_frames", "live_frames", "candidate_errors",
                  "candidate_non_finite", "live_non_finite", "dropped_frames", "expired_candidate", "expired_live",
-                 "reference_frames")
+                 "reference_frames", "disagreements", "samples_saved", "labelled_images", "live_set_images")
 
 
 def verdict_to_report_msg(verdict: ShadowVerdict, candidate_name: str, candidate_version: str) -> ShadowReportMsg:
@@ -102,7 +104,7 @@ def verdict_to_report_msg(verdict: ShadowVerdict, candidate_name: str, candidate
     report = verdict.report
     msg = ShadowReportMsg(candidate_name=candidate_name, candidate_version=candidate_version,
                           task=report.task.value, outcome=verdict.outcome.value, reasons=list(verdict.reasons),
-                          progress=float(verdict.progress))
+                          progress=float(verdict.progress), samples_dir=report.samples_dir)
     for name in _NUMBER_FIELDS:
         setattr(msg, name, float(getattr(report, name)))
     for name in _COUNT_FIELDS:
@@ -118,7 +120,8 @@ def report_msg_to_verdict(msg: ShadowReportMsg) -> ShadowVerdict:
     values.update({name: int(getattr(msg, name)) for name in _COUNT_FIELDS})
     report = ShadowReport(task=Task(msg.task),
                           box_precision=None if math.isnan(msg.box_precision) else float(msg.box_precision),
-                          box_recall=None if math.isnan(msg.box_recall) else float(msg.box_recall), **values)
+                          box_recall=None if math.isnan(msg.box_recall) else float(msg.box_recall),
+                          samples_dir=msg.samples_dir, **values)
     return ShadowVerdict(ShadowOutcome(msg.outcome), tuple(msg.reasons), float(msg.progress), report)
 
 

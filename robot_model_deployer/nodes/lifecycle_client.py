@@ -7,6 +7,7 @@ executor (spinning in other threads) completes it.
 from __future__ import annotations
 
 import threading
+import time
 from enum import IntEnum
 from typing import Any, Callable, TypeVar
 
@@ -44,11 +45,15 @@ class LifecycleCallError(RuntimeError):
     """A lifecycle or parameter service did not answer, or refused."""
 
 
+_CONTEXT_POLL_S = 0.1  # how soon a call in flight gives up once the context has shut down
+
+
 class RemoteLifecycleNode:
     """Client side of one lifecycle node's ``~/get_state``, ``~/change_state`` and ``~/set_parameters``."""
 
     def __init__(self, node: Node, target: str, callback_group: CallbackGroup, timeout: float) -> None:
         self.name = target.lstrip("/")
+        self._node = node
         self._timeout = timeout
         self._get_state = node.create_client(GetState, f"{target}/get_state", callback_group=callback_group)
         self._change_state = node.create_client(ChangeState, f"{target}/change_state", callback_group=callback_group)
@@ -78,17 +83,27 @@ class RemoteLifecycleNode:
                 raise LifecycleCallError(f"{self.name} refused parameter {name}: {result.reason}")
 
     def _call(self, client: Any, request: Any, what: str) -> Any:
+        self._check_context(what)
         if not client.service_is_ready() and not client.wait_for_service(timeout_sec=self._timeout):
             raise LifecycleCallError(f"{self.name} does not offer {what} (is the node running?)")
         future: Future = client.call_async(request)
         done = threading.Event()
         future.add_done_callback(lambda _: done.set())
-        if not done.wait(self._timeout):
-            future.cancel()
-            raise LifecycleCallError(f"{self.name} did not answer {what} within {self._timeout:.0f} s")
+        deadline = time.monotonic() + self._timeout
+        # In slices: once the context shuts down (Ctrl-C) no answer can arrive, and waiting on would hold up
+        # the node's shutdown for the whole timeout.
+        while not done.wait(min(_CONTEXT_POLL_S, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline or not self._node.context.ok():
+                future.cancel()
+                self._check_context(what)
+                raise LifecycleCallError(f"{self.name} did not answer {what} within {self._timeout:.0f} s")
         if future.exception() is not None:
             raise LifecycleCallError(f"{self.name} {what} failed: {future.exception()}")
         return future.result()
+
+    def _check_context(self, what: str) -> None:
+        if not self._node.context.ok():
+            raise LifecycleCallError(f"{self.name} {what} not called: this node is shutting down")
 
 
 _SLOT_STATES = {

@@ -6,8 +6,10 @@ executor's callbacks update under a lock.
 """
 from __future__ import annotations
 
+import shutil
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import rclpy
@@ -21,25 +23,36 @@ from sensor_msgs.msg import Image
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Manifest
 from robot_model_deployer.deploy.ports import StageError
 from robot_model_deployer.deploy.switch import ServedModel, SwapError, release_slot
-from robot_model_deployer.msg import InferenceResult, ShadowReport
+from robot_model_deployer.msg import InferenceError, InferenceResult, ShadowReport
 from robot_model_deployer.nodes.conversions import report_msg_to_verdict, serialized_header_stamp_ns, stamp_ns
 from robot_model_deployer.nodes.lifecycle_client import LifecycleSlot, RemoteLifecycleNode
-from robot_model_deployer.validation.health import HealthStatus, HealthWatch
+from robot_model_deployer.store.state import VersionRef
+from robot_model_deployer.validation.health import DEFAULT_WALL_MARGIN_S, HealthStatus, HealthThresholds, HealthWatch
+from robot_model_deployer.validation.samples import samples_dir
 from robot_model_deployer.validation.shadow import ShadowOutcome, ShadowVerdict
 
 POLL_S = 0.05
 # A new node answers within a frame or two; without a camera nothing comes, and the swap goes on.
 HANDOVER_TIMEOUT_S = 0.5
 HANDOVER_POLL_S = 0.002
+# ROS time standing still this long (wall clock) during probation is shown as waiting for /clock.
+CLOCK_IDLE_NOTICE_S = 2.0
 
 
 class ShadowRun:
-    """Runs the candidate on the shadow node until its report carries a verdict."""
+    """Runs the candidate on the shadow node until its report carries a verdict.
+
+    ``derived_dir`` gives a version's derived/ directory in the store: the
+    manager owns the store, so it empties the candidate's shadow-samples
+    directory there before each run and hands it to the shadow node, the one
+    writer while the run lasts (None: the node keeps no samples).
+    """
 
     def __init__(self, node: Node, shadow_node: str, callback_group: CallbackGroup, service_timeout: float,
-                 verdict_timeout: float) -> None:
+                 verdict_timeout: float, derived_dir: Callable[[VersionRef], Path] | None = None) -> None:
         self._slot = LifecycleSlot(RemoteLifecycleNode(node, shadow_node, callback_group, service_timeout))
         self._verdict_timeout = verdict_timeout
+        self._derived_dir = derived_dir
         self._lock = threading.Lock()
         self._latest: ShadowReport | None = None
         self._listening = False
@@ -57,7 +70,8 @@ class ShadowRun:
         try:
             release_slot(self._slot)
             self._slot.set_parameters({"reference_model_dir": reference.path,
-                                       "reference_artifacts_dir": reference.artifacts})
+                                       "reference_artifacts_dir": reference.artifacts,
+                                       "samples_dir": self._fresh_samples_dir(model.ref)})
             self._slot.load(model)
             with self._lock:
                 self._latest, self._listening = None, True
@@ -77,7 +91,7 @@ class ShadowRun:
                                      "publishing and the live perception node serving results?")
                 time.sleep(POLL_S)
             raise StageError("cancelled")
-        except SwapError as exc:
+        except (SwapError, OSError) as exc:
             raise StageError(str(exc)) from None
         finally:
             with self._lock:
@@ -88,8 +102,18 @@ class ShadowRun:
                 pass  # The next run releases it again; the live path never depends on the shadow.
 
 
+    def _fresh_samples_dir(self, ref: VersionRef) -> str:
+        """The candidate's samples directory, emptied of an earlier run's ('' when none is kept)."""
+        if self._derived_dir is None:
+            return ""
+        directory = samples_dir(self._derived_dir(ref))
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        return str(directory)
+
+
 class ProbationWatch:
-    """Feeds a HealthWatch from the camera and the results topic while a new model is on probation.
+    """Feeds a HealthWatch from the camera, results and errors topics while a new model is on probation.
 
     Camera-rate traffic is heard by a small listener node (``<manager>_probation``)
     spun by its own single-threaded executor: rclpy's MultiThreadedExecutor,
@@ -102,10 +126,12 @@ class ProbationWatch:
     manager's (ROS time, simulated with use_sim_time).
 
     It also tells the blue/green switch when a newly activated node has
-    answered its first frame (``wait_for_answer``).
+    answered its first frame (``wait_for_answer``). ``wall_margin_s``: see
+    HealthThresholds (the manager's parameter probation_wall_margin_s).
     """
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, wall_margin_s: float = DEFAULT_WALL_MARGIN_S) -> None:
+        self._thresholds = HealthThresholds(wall_margin_s=wall_margin_s)
         self._clock = node.get_clock()
         self._lock = threading.Lock()
         self._watch: HealthWatch | None = None
@@ -115,11 +141,12 @@ class ProbationWatch:
         # as the manager resolves them (remaps included) and use_sim_time.
         self._listener = rclpy.create_node(
             f"{node.get_name()}_probation", namespace=node.get_namespace(), context=node.context,
-            cli_args=_remaps_as_resolved_by(node, ("image", "results", "/clock")), use_global_arguments=False,
+            cli_args=_remaps_as_resolved_by(node, ("image", "results", "inference_errors", "/clock")), use_global_arguments=False,
             parameter_overrides=[Parameter("use_sim_time", value=node.get_parameter("use_sim_time").value)],
             start_parameter_services=False)
         self._listener.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data, raw=True)
         self._listener.create_subscription(InferenceResult, "results", self._on_result, 50)
+        self._listener.create_subscription(InferenceError, "inference_errors", self._on_error, 50)
         self._executor = SingleThreadedExecutor(context=node.context)
         self._executor.add_node(self._listener)
         self._thread = threading.Thread(target=self._listen, name="probation-listener", daemon=True)
@@ -162,24 +189,41 @@ class ProbationWatch:
             if self._watch is not None:
                 self._watch.add_output(stamp_ns(msg.header.stamp), self._now(), msg.inference_ms, finite)
 
+    def _on_error(self, msg: InferenceError) -> None:
+        with self._lock:
+            if self._watch is not None:
+                self._watch.add_error(stamp_ns(msg.header.stamp), self._now())
+
     def watch(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None, cancel: threading.Event,
               progress: Callable[[float, str], None]) -> HealthStatus:
+        started = time.monotonic()
         with self._lock:
-            self._watch = HealthWatch(acceptance, baseline_latency_p99_ms)
+            self._watch = HealthWatch(acceptance, baseline_latency_p99_ms, self._thresholds)
         try:
             while True:
                 with self._lock:
-                    status = self._watch.status(self._now())
-                window = acceptance.probation_seconds or 1.0
-                reasons = f" ({'; '.join(status.reasons)})" if status.reasons else ""
-                progress(min(1.0, status.watched_s / window), f"probation: {status.state.value}, "
-                         f"{status.outputs}/{status.inputs} frames answered{reasons}")
+                    status = self._watch.status(self._now(), time.monotonic() - started)
+                progress(min(1.0, status.watched_s / (acceptance.probation_seconds or 1.0)),
+                         probation_message(status, acceptance.probation_seconds + self._thresholds.wall_margin_s))
                 if status.decided or cancel.is_set():
                     return status
                 time.sleep(POLL_S)
         finally:
             with self._lock:
                 self._watch = None
+
+
+def probation_message(status: HealthStatus, wall_limit_s: float) -> str:
+    """One line for the status topic: the state, the counts, why, and whether it waits for /clock."""
+    text = f"probation: {status.state.value}, {status.outputs}/{status.inputs} frames answered"
+    if status.errors:
+        text += f", {status.errors} errors"
+    if status.reasons:
+        text += f" ({'; '.join(status.reasons)})"
+    elif status.clock_idle_s >= CLOCK_IDLE_NOTICE_S:
+        text += (f"; waiting for /clock: ROS time has not advanced for {status.clock_idle_s:.0f} s "
+                 f"(probation ends unjudged after {wall_limit_s:g} s of wall-clock time)")
+    return text
 
 
 def _remaps_as_resolved_by(node: Node, topics: tuple[str, ...]) -> list[str]:

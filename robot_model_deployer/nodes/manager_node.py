@@ -13,6 +13,13 @@ One deployment runs at a time on a worker thread; a second request is
 refused with the reason. Callbacks only hand work over and answer, so the
 executor keeps serving status while a model loads, runs in shadow or sits
 in probation.
+
+The Deploy action follows rclpy's action-server habits: a goal that arrives
+while a deployment runs is rejected in goal_callback (a rejection carries no
+text in ROS 2, so the reason is logged and published as the status's
+``refused``; the DeployModel service answers it as its ``reason``), a cancel
+arrives through cancel_callback and stops the deployment at once, and
+destroy_node cancels a running deployment and waits for it to end.
 """
 from __future__ import annotations
 
@@ -20,7 +27,8 @@ import json
 import threading
 import time
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -34,19 +42,20 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from robot_model_deployer.bundle.signing import KeyFileError, TrustStore
 from robot_model_deployer.bundle.text import one_line
 from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome, FlowSettings
-from robot_model_deployer.deploy.optimizer import OnRobotOptimizer
+from robot_model_deployer.deploy.optimizer import OPTIMIZE_LIMITS, OnRobotOptimizer
 from robot_model_deployer.optimize.targets import TargetProfile, load_target_profile
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
 from robot_model_deployer.inference.model_check import MODEL_CHECK_LIMITS, IsolatedModelCheck
 from robot_model_deployer.isolation.child import ChildLimits
 from robot_model_deployer.store.model_store import ModelStore
-from robot_model_deployer.store.state import DeploymentStage, StoreError
+from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
+from robot_model_deployer.validation.health import DEFAULT_WALL_MARGIN_S
 from robot_model_deployer.action import Deploy
 from robot_model_deployer.msg import DeploymentStatus, ModelInfo
 from robot_model_deployer.nodes.lifecycle_client import LifecycleSlot, RemoteLifecycleNode
 from robot_model_deployer.nodes.live_checks import ProbationWatch, ShadowRun
-from robot_model_deployer.nodes.manager_status import (deployment_diagnostics, deployment_status, model_info,
-                                                       version_info)
+from robot_model_deployer.nodes.manager_status import (deployment_diagnostics, deployment_status, installed_info,
+                                                       listed_models, model_info, version_info)
 from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
 from robot_model_deployer.srv import DeployModel, GetStatus, ListModels, Rollback
@@ -62,6 +71,10 @@ PARAMETERS = (
     ParameterSpec("shadow_node", "shadow",
                   "Lifecycle shadow node that validates candidates on live traffic ('' skips the shadow stage)."),
     ParameterSpec("probation", True, "Watch a new model after the swap and roll back automatically if unhealthy."),
+    ParameterSpec("probation_wall_margin_s", DEFAULT_WALL_MARGIN_S,
+                  "Wall-clock seconds probation may take beyond the bundle's probation_seconds (a paused or slow "
+                  "/clock) before the candidate is rolled back unjudged (not marked bad).",
+                  minimum=1.0, maximum=86400.0),
     ParameterSpec("optimize_target", "",
                   "Target profile (from targets_file) to optimize each new model for, e.g. x86_cpu ('' serves "
                   "models as shipped)."),
@@ -84,7 +97,18 @@ PARAMETERS = (
     ParameterSpec("model_check_timeout_s", MODEL_CHECK_LIMITS.seconds,
                   "Seconds the child process that loads and test-runs a new model may take; a model that takes "
                   "longer is refused.", minimum=5.0, maximum=3600.0),
+    ParameterSpec("optimize_memory_mb", OPTIMIZE_LIMITS.memory_mb,
+                  "Address space (MiB) the child process that quantizes, compiles and benchmarks a new model "
+                  "(the optimize stage) may use; a model that needs more is refused.", minimum=512, maximum=1 << 20),
+    ParameterSpec("optimize_timeout_s", OPTIMIZE_LIMITS.seconds,
+                  "Seconds the optimize stage's child process may take before it is killed and the model refused; "
+                  "keep it above the target profile's time_limit_s.", minimum=10.0, maximum=86400.0),
 )
+
+_SHUTDOWN_POLL_S = 0.05  # how often a callback waiting for a deployment checks for a shutdown
+DESTROY_JOIN_S = 20.0
+"""How long destroy_node waits for a cancelled deployment to end. Its stages stop within a poll period
+(the optimizer's child is killed); what may take longer is a lifecycle call already in flight."""
 
 
 class ManagerNode(Node):
@@ -97,11 +121,16 @@ class ManagerNode(Node):
         settings = declare_parameters(self, PARAMETERS)
         # Every setting is read before anything starts, so a refused one leaves no thread or listener behind.
         store, flow_settings, target = _open_store(settings), _flow_settings(settings), _optimize_target(settings)
-        self._traffic = ProbationWatch(self)
+        self._traffic = ProbationWatch(self, settings["probation_wall_margin_s"])
         self._flow = DeploymentFlow(store, self._make_switch(settings), flow_settings,
-                                    **self._make_ports(settings, target))
+                                    **self._make_ports(settings, target, store))
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploy")
         self._busy = threading.Lock()
+        self._running: tuple[Future, threading.Event] | None = None  # the deploy thread's job and its cancel
+        self._shutdown_cancel_at: float | None = None
+        self._goal_cancels: dict[bytes, threading.Event] = {}
+        self._closing = False
+        self._refused = ""
         self._stage = DeploymentStage.IDLE
         self._message = "starting"
         self._health = ""
@@ -117,8 +146,7 @@ class ManagerNode(Node):
         self.create_service(GetStatus, "~/get_status", self._on_get_status, callback_group=quick)
         self.create_service(ListModels, "~/list_models", self._on_list_models, callback_group=quick)
         self._action = ActionServer(self, Deploy, "~/deploy_bundle", execute_callback=self._execute_goal,
-                                    goal_callback=lambda goal: GoalResponse.ACCEPT,
-                                    cancel_callback=lambda handle: CancelResponse.ACCEPT,
+                                    goal_callback=self._on_goal, cancel_callback=self._on_cancel,
                                     callback_group=requests)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=quick)
         self._started = True
@@ -130,42 +158,69 @@ class ManagerNode(Node):
         return BlueGreenSwitch([LifecycleSlot(RemoteLifecycleNode(self, name, group, settings["service_timeout"]))
                                 for name in settings["perception_nodes"]], self._traffic.wait_for_answer)
 
-    def _make_ports(self, settings: dict[str, Any], target: TargetProfile | None) -> dict[str, Any]:
+    def _make_ports(self, settings: dict[str, Any], target: TargetProfile | None,
+                    store: ModelStore) -> dict[str, Any]:
         group = ReentrantCallbackGroup()
         ports: dict[str, Any] = {}
         if settings["shadow_node"]:
             ports["shadow"] = ShadowRun(self, settings["shadow_node"], group, settings["service_timeout"],
-                                        settings["shadow_timeout"])
+                                        settings["shadow_timeout"], derived_dir=store.derived_dir)
         if settings["probation"]:
             ports["probation"] = self._traffic
         if target is not None:
-            ports["optimizer"] = OnRobotOptimizer(target)
+            limits = ChildLimits(memory_mb=settings["optimize_memory_mb"], seconds=settings["optimize_timeout_s"])
+            if limits.seconds < target.time_limit_s:
+                self.get_logger().warning(
+                    f"optimize_timeout_s ({limits.seconds:g} s) is below target {target.name}'s time_limit_s "
+                    f"({target.time_limit_s:g} s): a long optimization is killed instead of stopping early")
+            ports["optimizer"] = OnRobotOptimizer(target, limits)
         return ports
 
     # Requests: hand work to the deploy thread, answer with its outcome. -------
 
     def _on_deploy(self, request: DeployModel.Request, response: DeployModel.Response) -> DeployModel.Response:
-        job = self._start_job(lambda: self._deploy(request.bundle_path, request.force, threading.Event(), None))
-        outcome = job.result() if job is not None else DeployOutcome(False, self._busy_reason())
+        cancel = threading.Event()
+        job = self._start_job(lambda: self._deploy(request.bundle_path, request.force, cancel, None), cancel)
+        outcome = (self._outcome_of(job) if job is not None
+                   else DeployOutcome(False, self._refuse("deploy", request.bundle_path)))
         response.accepted, response.reason = outcome.accepted, outcome.reason
         response.model = model_info(outcome.model)
         return response
 
+    def _on_goal(self, goal: Deploy.Goal) -> GoalResponse:
+        """Reject a Deploy goal while a deployment runs; the reason is logged and in status (a rejection has no text)."""
+        if self._closing or self._busy.locked():
+            self._refuse("Deploy goal", goal.bundle_path)
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _on_cancel(self, goal_handle) -> CancelResponse:
+        """A cancel of a running goal stops its deployment now; one not yet running is cancelled as it starts."""
+        cancel = self._goal_cancels.get(bytes(goal_handle.goal_id.uuid))
+        if cancel is not None:
+            cancel.set()
+        return CancelResponse.ACCEPT
+
     def _execute_goal(self, goal_handle) -> Deploy.Result:
-        cancel = threading.Event()
-        job = self._start_job(lambda: self._deploy(goal_handle.request.bundle_path, goal_handle.request.force,
-                                                   cancel, goal_handle))
-        if job is None:
-            outcome = DeployOutcome(False, self._busy_reason())
-        else:
-            while not job.done():
-                if goal_handle.is_cancel_requested:
-                    cancel.set()
-                time.sleep(0.05)
-            outcome = job.result()
+        key = bytes(goal_handle.goal_id.uuid)
+        cancel = self._goal_cancels.setdefault(key, threading.Event())
+        if goal_handle.is_cancel_requested:  # cancelled between acceptance and now
+            cancel.set()
+        try:
+            # Between goal_callback and here another request may have started one: then this goal is aborted.
+            job = self._start_job(lambda: self._deploy(goal_handle.request.bundle_path, goal_handle.request.force,
+                                                       cancel, goal_handle), cancel)
+            if job is None:
+                outcome = DeployOutcome(False, self._refuse("Deploy goal", goal_handle.request.bundle_path))
+            else:
+                outcome = self._outcome_of(job)
+        finally:
+            self._goal_cancels.pop(key, None)
+        if not self.context.ok():  # shut down while it ran: the goal can no longer be answered
+            return Deploy.Result(accepted=False, reason=outcome.reason)
         result = Deploy.Result(accepted=outcome.accepted, reason=outcome.reason, model=model_info(outcome.model),
                                report_json=json.dumps(outcome.report, default=str))
-        if cancel.is_set() and not outcome.accepted:
+        if goal_handle.is_cancel_requested and not outcome.accepted:  # (a shutdown's cancel aborts)
             goal_handle.canceled()
         elif outcome.accepted:
             goal_handle.succeed()
@@ -175,7 +230,7 @@ class ManagerNode(Node):
 
     def _on_rollback(self, request: Rollback.Request, response: Rollback.Response) -> Rollback.Response:
         job = self._start_job(lambda: self._rollback(request.reason))
-        model, response.message = job.result() if job is not None else (None, self._busy_reason())
+        model, response.message = job.result() if job is not None else (None, self._refuse("rollback", ""))
         response.success = model is not None
         response.active = model_info(model)
         return response
@@ -186,22 +241,20 @@ class ManagerNode(Node):
 
     def _on_list_models(self, request: ListModels.Request, response: ListModels.Response) -> ListModels.Response:
         store = self._flow.store
-        slots = {ref: slot for slot, ref in (("active", store.state.active), ("previous", store.state.previous),
-                                             ("candidate", store.state.candidate)) if ref is not None}
-        for installed in store.list_versions():
-            if request.name and installed.ref.name != request.name:
-                continue
-            response.models.append(ModelInfo(name=installed.ref.name, version=str(installed.ref.version),
-                                             task=installed.manifest.task.value, path=str(installed.bundle_dir)))
-            response.slots.append(slots.get(installed.ref, ""))
+        response.models, response.slots = listed_models(store.list_versions(), store.state, request.name)
         return response
 
     # Work on the deploy thread. -------------------------------------------------
 
-    def _start_job(self, job: Callable[[], T]) -> Future | None:
-        """Run job on the deploy thread unless one is running; None when busy."""
-        if not self._busy.acquire(blocking=False):
+    def _start_job(self, job: Callable[[], T], cancel: threading.Event | None = None) -> Future | None:
+        """Run job on the deploy thread unless one is running (or the node is closing); None then.
+
+        ``cancel`` is what destroy_node sets to stop it. Whatever the job
+        raises is logged with its traceback, never dropped.
+        """
+        if self._closing or not self._busy.acquire(blocking=False):
             return None
+        self._refused = ""
 
         def run() -> T:
             try:
@@ -209,13 +262,38 @@ class ManagerNode(Node):
             finally:
                 self._busy.release()
 
-        return self._worker.submit(run)
+        future = self._worker.submit(run)
+        self._running = (future, cancel or threading.Event())
+        future.add_done_callback(self._log_failed_job)
+        return future
+
+    def _outcome_of(self, job: Future) -> Any:
+        """The job's result, waited for in an executor callback.
+
+        Ctrl-C shuts the context down at once, and the executor then waits for
+        this callback: so a shutdown cancels the deployment here, not only in
+        destroy_node, which runs after the executor has stopped.
+        """
+        while True:
+            try:
+                return job.result(timeout=_SHUTDOWN_POLL_S)
+            except FutureTimeout:
+                if not self.context.ok():
+                    self._cancel_for_shutdown()
+
+    def _log_failed_job(self, job: Future) -> None:
+        error = None if job.cancelled() else job.exception()
+        if error is not None:
+            self.get_logger().error("the deploy thread's job failed: "
+                                    + "".join(traceback.format_exception(type(error), error, error.__traceback__)))
 
     def _start_serving(self, initial_bundle: str) -> None:
         try:
             served = self._flow.serve_committed()
-        except SwapError as exc:
-            self._set_stage(DeploymentStage.FAILED, f"cannot serve the committed model: {exc}")
+        except Exception as exc:  # start-up failures are logged and shown; the manager serves requests anyway
+            self.get_logger().error(f"cannot serve the committed model: {traceback.format_exc()}")
+            why = str(exc) if isinstance(exc, SwapError) else f"{type(exc).__name__}: {exc}"
+            self._set_stage(DeploymentStage.FAILED, one_line(f"cannot serve the committed model: {why}"))
             return
         if served is not None:
             self._set_stage(DeploymentStage.IDLE, f"serving {served.label()} from the store")
@@ -231,7 +309,7 @@ class ManagerNode(Node):
                 self._health = message
             if stage is not self._stage or message != self._message:
                 self._set_stage(stage, message)
-            if goal_handle is not None:
+            if goal_handle is not None and self.context.ok():
                 goal_handle.publish_feedback(Deploy.Feedback(stage=stage.value, progress=float(fraction),
                                                              message=message))
 
@@ -241,7 +319,11 @@ class ManagerNode(Node):
             self.get_logger().error(f"deployment of {one_line(bundle_path)} failed: {traceback.format_exc()}")
             outcome = DeployOutcome(False, f"deployment failed: {type(exc).__name__}: {exc}")
         outcome = replace(outcome, reason=one_line(outcome.reason))
-        self._set_stage(DeploymentStage.IDLE if outcome.accepted else DeploymentStage.FAILED, outcome.reason)
+        if outcome.rolled_back or outcome.cancelled:
+            self._health = ""  # the model put back was not judged by this probation
+        ended = DeploymentStage.IDLE if outcome.accepted else \
+            DeploymentStage.CANCELLED if outcome.cancelled else DeploymentStage.FAILED
+        self._set_stage(ended, outcome.reason)
         # rclpy ties a severity to each logging call site, so the two levels need two calls.
         if outcome.accepted:
             self.get_logger().info(outcome.reason)
@@ -259,6 +341,7 @@ class ManagerNode(Node):
             self.get_logger().error(message)
             return None, message
         message = f"rolled back to {model.label()} ({reason or 'no reason given'})"
+        self._health = ""  # probation judged the model that no longer serves
         self._set_stage(DeploymentStage.IDLE, message)
         self.get_logger().warning(message)
         return model, message
@@ -266,7 +349,18 @@ class ManagerNode(Node):
     # Status. --------------------------------------------------------------------
 
     def _busy_reason(self) -> str:
+        if self._closing:
+            return "the manager is shutting down"
         return f"a deployment is already running (stage {self._stage.value}: {self._message}); try again when it ends"
+
+    def _refuse(self, what: str, bundle_path: str) -> str:
+        """Log and publish (status ``refused``) why a request was refused; returns the reason."""
+        reason = self._busy_reason()
+        about = f" for {one_line(bundle_path, 200)}" if bundle_path else ""
+        self._refused = f"{what}{about} refused: {reason}"
+        self.get_logger().warning(self._refused)
+        self._publish_status()
+        return reason
 
     def _set_stage(self, stage: DeploymentStage, message: str) -> None:
         self._stage, self._message = stage, message
@@ -274,14 +368,26 @@ class ManagerNode(Node):
 
     def _status(self) -> DeploymentStatus:
         store = self._flow.store
-        ref = store.state.candidate
+        state = store.state
+        candidate = version_info(state.candidate, store.bundle_dir(state.candidate)) if state.candidate else ModelInfo()
         return deployment_status(
-            snapshot=self._flow.switch.snapshot(),
-            candidate=version_info(ref, store.bundle_dir(ref)) if ref is not None else ModelInfo(),
-            stage=self._stage, message=self._message, health=self._health, stamp=self.get_clock().now().to_msg())
+            snapshot=self._flow.switch.snapshot(), previous=self._stored_info(state.previous), candidate=candidate,
+            stage=self._stage, message=self._message, health=self._health, stamp=self.get_clock().now().to_msg(),
+            refused=self._refused)
+
+    def _stored_info(self, ref: VersionRef | None) -> ModelInfo:
+        """A slot's version as the store has it; status still names it when its record is damaged."""
+        if ref is None:
+            return ModelInfo()
+        store = self._flow.store
+        try:
+            return installed_info(store.installed(ref), store.state)
+        except StoreError:
+            return version_info(ref, store.bundle_dir(ref))
 
     def _publish_status(self) -> None:
-        self._status_publisher.publish(self._status())
+        if self.context.ok():  # a deployment cancelled by a shutdown still ends (and records) on its thread
+            self._status_publisher.publish(self._status())
 
     def _publish_diagnostics(self) -> None:
         self._diagnostics.publish(deployment_diagnostics(self._status(), node_name=self.get_name(),
@@ -289,10 +395,35 @@ class ManagerNode(Node):
 
     def destroy_node(self) -> None:
         if self._started:
+            self._cancel_and_join()
             self._worker.shutdown(wait=False, cancel_futures=True)
             self._action.destroy()
             self._traffic.close()
         super().destroy_node()
+
+
+    def _cancel_for_shutdown(self) -> None:
+        """Refuse new work and stop a running deployment (the flow records it as cancelled)."""
+        self._closing = True
+        running = self._running
+        if running is None or running[0].done() or self._shutdown_cancel_at is not None:
+            return
+        self.get_logger().warning(f"shutting down: cancelling the running deployment ({self._stage.value}: "
+                                  f"{self._message})")
+        self._shutdown_cancel_at = time.monotonic()
+        running[1].set()
+
+    def _cancel_and_join(self) -> None:
+        """Cancel a running deployment and wait (at most DESTROY_JOIN_S) for it to end."""
+        self._cancel_for_shutdown()
+        if self._running is None or self._shutdown_cancel_at is None:
+            return
+        if wait([self._running[0]], timeout=DESTROY_JOIN_S).not_done:
+            self.get_logger().error(f"the cancelled deployment did not end within {DESTROY_JOIN_S:g} s; "
+                                    "the store recovers it at the next start")
+        else:
+            self.get_logger().info(f"the cancelled deployment ended "
+                                   f"{time.monotonic() - self._shutdown_cancel_at:.1f} s after the cancel")
 
 
 def _open_store(settings: dict[str, Any]) -> ModelStore:

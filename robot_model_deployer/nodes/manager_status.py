@@ -7,13 +7,15 @@ cannot disagree.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from robot_model_deployer.deploy.switch import ServedModel, SwitchSnapshot
 from robot_model_deployer.msg import DeploymentStatus, ModelInfo
-from robot_model_deployer.store.state import DeploymentStage, VersionRef
+from robot_model_deployer.store.installed import InstalledVersion
+from robot_model_deployer.store.state import DeploymentStage, StoreState, VersionRef
 
 
 def model_info(model: ServedModel | None) -> ModelInfo:
@@ -29,21 +31,45 @@ def version_info(ref: VersionRef, bundle_dir: Path) -> ModelInfo:
     return ModelInfo(name=ref.name, version=str(ref.version), path=str(bundle_dir))
 
 
-def deployment_status(*, snapshot: SwitchSnapshot, candidate: ModelInfo, stage: DeploymentStage, message: str,
-                      health: str, stamp: Time) -> DeploymentStatus:
+def installed_info(installed: InstalledVersion, state: StoreState) -> ModelInfo:
+    """An installed version as the store knows it: its model's sha256, and whether and why it is bad."""
+    reason = state.bad_reason(installed.ref)
+    return ModelInfo(name=installed.ref.name, version=str(installed.ref.version),
+                     task=installed.manifest.task.value, path=str(installed.bundle_dir),
+                     model_sha256=installed.model_sha256, bad=reason is not None, bad_reason=reason or "")
+
+
+def listed_models(versions: Iterable[InstalledVersion], state: StoreState,
+                  name: str = "") -> tuple[list[ModelInfo], list[str]]:
+    """ListModels' answer: every installed version (of ``name``, when given) and the slot it fills."""
+    slots = {ref: slot for slot, ref in (("active", state.active), ("previous", state.previous),
+                                         ("candidate", state.candidate)) if ref is not None}
+    chosen = [v for v in versions if not name or v.ref.name == name]
+    return [installed_info(v, state) for v in chosen], [slots.get(v.ref, "") for v in chosen]
+
+
+def deployment_status(*, snapshot: SwitchSnapshot, previous: ModelInfo, candidate: ModelInfo,
+                      stage: DeploymentStage, message: str, health: str, stamp: Time,
+                      refused: str = "") -> DeploymentStatus:
     """The manager's status: what serves where, the stage it is at and why.
 
+    ``previous`` is the store's rollback target (what the rollback service
+    serves), not whatever the standby node holds: that is ``standby``.
     ``live_node`` stays empty until a model serves, so "which node is live"
     never names a node that publishes nothing.
     """
     return DeploymentStatus(
-        stamp=stamp, active=model_info(snapshot.live_model), previous=model_info(snapshot.standby_model),
-        candidate=candidate, live_node=snapshot.live_node if snapshot.live_model else "",
-        standby_node=snapshot.standby_node, stage=stage.value, message=message, health=health)
+        stamp=stamp, active=model_info(snapshot.live_model), previous=previous, candidate=candidate,
+        live_node=snapshot.live_node if snapshot.live_model else "", standby_node=snapshot.standby_node,
+        standby=model_info(snapshot.standby_model), stage=stage.value, message=message, health=health,
+        refused=refused)
 
 
 def diagnostic_level(status: DeploymentStatus) -> bytes:
-    """WARN while no model serves or after a failed deployment (the old model still serves), else OK."""
+    """WARN while no model serves or after a failed deployment (the old model still serves), else OK.
+
+    A cancelled deployment is the caller's choice, not a fault: OK.
+    """
     if not status.active.name or status.stage == DeploymentStage.FAILED.value:
         return DiagnosticStatus.WARN
     return DiagnosticStatus.OK
@@ -53,7 +79,8 @@ def deployment_diagnostics(status: DeploymentStatus, *, node_name: str, hardware
     """One /diagnostics entry that says what the status says, keyed for diagnostic aggregators."""
     values = {"active": _label(status.active), "previous": _label(status.previous),
               "candidate": _label(status.candidate), "live_node": status.live_node,
-              "standby_node": status.standby_node, "stage": status.stage, "health": status.health}
+              "standby_node": status.standby_node, "standby": _label(status.standby), "stage": status.stage,
+              "health": status.health}
     array = DiagnosticArray()
     array.header.stamp = status.stamp
     array.status.append(DiagnosticStatus(

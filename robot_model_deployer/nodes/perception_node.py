@@ -2,7 +2,8 @@
 
 configure  = load the bundle in ``model_dir`` (its fastest optimized variant
              in ``artifacts_dir`` when set) and warm the model up
-activate   = publish an InferenceResult for every image on ``results``
+activate   = publish an InferenceResult for every image on ``results``, or
+             an InferenceError on ``inference_errors`` when the frame fails
 deactivate = stop publishing (the model stays loaded: a warm standby)
 cleanup    = release the model
 
@@ -21,15 +22,18 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from sensor_msgs.msg import Image
 
 from robot_model_deployer.bundle.errors import BundleError
+from robot_model_deployer.bundle.text import one_line
 from robot_model_deployer.deploy.serving import open_serving_engine
 from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
-from robot_model_deployer.msg import InferenceResult
+from robot_model_deployer.msg import InferenceError, InferenceResult
 from robot_model_deployer.nodes.conversions import UnsupportedImageError, image_to_array, prediction_to_result
 from robot_model_deployer.nodes.model_lifecycle import ModelLifecycleNode
 from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
 
 IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
+# Reliable: an error is one message per failed frame, and probation must hear every one.
+ERRORS_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
 PARAMETERS = (
     ParameterSpec("model_dir", "", "Installed bundle directory loaded on configure (set by the manager)."),
@@ -55,6 +59,7 @@ class PerceptionNode(ModelLifecycleNode):
         self._settings = declare_parameters(self, PARAMETERS)
         self._engine: InferenceEngine | None = None
         self._publisher = None
+        self._error_publisher = None
         self._subscription = None
         self._serving = threading.Event()
         self._errors = 0
@@ -77,7 +82,9 @@ class PerceptionNode(ModelLifecycleNode):
         manifest = self._engine.manifest
         self.get_logger().info(f"loaded {manifest.name} {manifest.version} ({manifest.task.value}), {served}, "
                                f"on {self._engine.providers[0]}")
+        self._errors = 0  # counted per loaded model, as InferenceError.errors says
         self._publisher = self.create_lifecycle_publisher(InferenceResult, "results", 10)
+        self._error_publisher = self.create_lifecycle_publisher(InferenceError, "inference_errors", ERRORS_QOS)
         self._subscription = self.create_subscription(Image, "image", self._on_image, self._image_qos())
         return super().on_configure(state)
 
@@ -102,19 +109,25 @@ class PerceptionNode(ModelLifecycleNode):
             image, pixel_format = image_to_array(msg)
             prediction = engine.infer(image, pixel_format)
         except UnsupportedImageError as exc:
-            self._report_error(str(exc))
+            self._report_error(msg, engine, str(exc))
             return
         except Exception as exc:  # A model can fail on one frame; the node keeps serving the next.
-            self._report_error(f"inference failed: {exc}")
+            self._report_error(msg, engine, f"inference failed: {type(exc).__name__}: {exc}")
             return
         manifest = engine.manifest
         self._publisher.publish(prediction_to_result(
             prediction, msg.header, manifest.name, str(manifest.version), manifest.task.value, self.get_name()))
 
-    def _report_error(self, text: str) -> None:
+    def _report_error(self, msg: Image, engine: InferenceEngine, text: str) -> None:
+        """Log (throttled) and publish the failure, so that probation counts it against the model."""
         self._errors += 1
+        text = one_line(text)
         self.get_logger().error(f"{text} (frame skipped, {self._errors} errors so far)",
                                 throttle_duration_sec=5.0)
+        manifest = engine.manifest
+        self._error_publisher.publish(InferenceError(
+            header=msg.header, model_name=manifest.name, model_version=str(manifest.version),
+            node_name=self.get_name(), reason=text, errors=min(self._errors, 2**32 - 1)))
 
     # Helpers ----------------------------------------------------------------
 
@@ -128,9 +141,10 @@ class PerceptionNode(ModelLifecycleNode):
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
-        if self._publisher is not None:
-            self.destroy_lifecycle_publisher(self._publisher)
-            self._publisher = None
+        for publisher in (self._publisher, self._error_publisher):
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+        self._publisher = self._error_publisher = None
         self._engine = None
 
 

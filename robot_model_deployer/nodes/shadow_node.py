@@ -23,6 +23,14 @@ between frames never holds two runs. The live node's own latency (other
 process, other threads, other load) is reported too, but an identical model
 can measure 1.5x slower in shadow than there.
 
+Before it takes frames, the worker scores both models on the labelled
+images of the candidate's bundle and of the live version's (when they ship
+validation.expected): real inference with exactly what each serves, in the
+one process that has both loaded. The verdict waits for those scores.
+Frames on which the two disagree are kept as samples (image and both
+outputs, at most ``max_samples``) in ``samples_dir``, which the manager
+gives and empties; see validation.samples.
+
 Time is ROS time, so a simulation clock (use_sim_time) drives the
 "T seconds" gate.
 """
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
@@ -38,8 +47,10 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
 
 from robot_model_deployer.bundle.errors import BundleError
+from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
 from robot_model_deployer.deploy.serving import open_serving_engine
 from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
+from robot_model_deployer.inference.preprocess import PixelFormat
 from robot_model_deployer.msg import InferenceResult, ShadowReport
 from robot_model_deployer.nodes.conversions import (image_to_array, result_to_prediction,
                                                     serialized_header_stamp_ns, stamp_ns, verdict_to_report_msg)
@@ -47,7 +58,10 @@ from robot_model_deployer.nodes.model_lifecycle import ModelLifecycleNode
 from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
 from robot_model_deployer.validation.frame_schedule import FrameRun, FrameSchedule, ScheduledFrame, Step
+from robot_model_deployer.validation.labelled import compare_on_labelled, has_labelled_set
+from robot_model_deployer.validation.samples import DEFAULT_MAX_SAMPLES, write_sample
 from robot_model_deployer.validation.shadow import ShadowComparator
+from robot_model_deployer.validation.shadow_report import Disagreement, LabelledSource
 
 PARAMETERS = (
     ParameterSpec("model_dir", "", "Candidate bundle directory loaded on configure (set by the manager)."),
@@ -56,6 +70,11 @@ PARAMETERS = (
                   "The live model's bundle directory, run beside the candidate as its latency reference "
                   "('' compares with the latency the live node reports; set by the manager)."),
     ParameterSpec("reference_artifacts_dir", "", "Optimized variants of the live model (set by the manager)."),
+    ParameterSpec("samples_dir", "",
+                  "Directory to keep disagreement samples in ('' keeps none; set by the manager to the "
+                  "candidate's derived/shadow-samples in the store)."),
+    ParameterSpec("max_samples", DEFAULT_MAX_SAMPLES, "Most disagreement samples kept per shadow run.",
+                  minimum=0, maximum=10000),
     ParameterSpec("report_period", 0.5, "Seconds between ShadowReport messages.", minimum=0.05, maximum=60.0),
     ParameterSpec("providers", ["CPUExecutionProvider"], "ONNX Runtime execution providers for the candidate."),
     ParameterSpec("intra_op_threads", 1,
@@ -89,19 +108,30 @@ class ShadowNode(ModelLifecycleNode):
         self._inputs: list[Any] = []
         self._report_timer = None
         self._report_publisher = None
+        self._labelled_bundles: dict[LabelledSource, BundleDir] = {}
+        self._samples_dir = ""
+        self._sample_versions: dict[str, str] = {}
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._engine, served = self._open("model_dir", "artifacts_dir")
             reference_served = "none: latency is compared with the live node's own"
+            bundles = {LabelledSource.CANDIDATE: load_bundle_dir(self.get_parameter("model_dir").value)}
             if self.get_parameter("reference_model_dir").value:
                 self._reference, reference_served = self._open("reference_model_dir", "reference_artifacts_dir")
+                bundles[LabelledSource.LIVE] = load_bundle_dir(self.get_parameter("reference_model_dir").value)
         except (BundleError, ModelLoadError) as exc:
             self.get_logger().error(f"cannot configure: {exc}")
             self._engine = self._reference = None
             return TransitionCallbackReturn.FAILURE
         manifest = self._engine.manifest
-        self._comparator = ShadowComparator(manifest.task, manifest.acceptance)
+        self._labelled_bundles = {source: bundle for source, bundle in bundles.items() if has_labelled_set(bundle)}
+        self._samples_dir = self.get_parameter("samples_dir").value
+        live = self._reference.manifest if self._reference is not None else None
+        self._sample_versions = {"candidate": f"{manifest.name}@{manifest.version}",
+                                 "live": f"{live.name}@{live.version}" if live is not None else "the live node's"}
+        self._comparator = ShadowComparator(manifest.task, manifest.acceptance,
+                                            labelled=tuple(self._labelled_bundles))
         self._schedule = FrameSchedule(self.get_parameter("max_rate").value, with_reference=self._reference is not None)
         self._report_publisher = self.create_lifecycle_publisher(ShadowReport, "~/report", 10)
         self._inputs = [
@@ -172,6 +202,7 @@ class ShadowNode(ModelLifecycleNode):
             schedule = self._schedule
         for engine in engines:
             engine.warm_up(3)
+        self._score_labelled()
         while True:
             with self._lock:
                 while self._frame is None and self._engine is not None:
@@ -187,6 +218,22 @@ class ShadowNode(ModelLifecycleNode):
             with self._lock:
                 schedule.run_done()
 
+    def _score_labelled(self) -> None:
+        """Both models on each labelled set, before any frame: the promotion gate's ground truth."""
+        with self._lock:
+            candidate, reference, bundles = self._engine, self._reference, dict(self._labelled_bundles)
+        for source, bundle in bundles.items():
+            if candidate is None:
+                return
+            comparison = compare_on_labelled(source, bundle, candidate.infer,
+                                             reference.infer if reference is not None else None)
+            self.get_logger().info(f"labelled images of the {source.value} version ({comparison.images}): "
+                                   f"candidate {comparison.candidate_score:.3f}, live {comparison.live_score:.3f}"
+                                   + (f"; {comparison.error}" if comparison.error else ""))
+            with self._lock:
+                if self._comparator is not None:
+                    self._comparator.add_labelled(comparison)
+
     def _run_candidate(self, engine: InferenceEngine, msg: Image, key: int) -> None:
         try:
             image, pixel_format = image_to_array(msg)
@@ -197,8 +244,25 @@ class ShadowNode(ModelLifecycleNode):
                     self._comparator.add_candidate_error(key, self._now())
             return
         with self._lock:
+            if self._comparator is None:
+                return
+            disagreement = self._comparator.add_candidate(key, prediction, self._now(), prediction.inference_ms)
+            saved = self._comparator.report().samples_saved
+        if disagreement is not None and self._samples_dir and saved < self.get_parameter("max_samples").value:
+            self._keep_sample(saved, image, pixel_format, disagreement)
+
+    def _keep_sample(self, index: int, image, pixel_format: PixelFormat, disagreement: Disagreement) -> None:
+        rgb = image[:, :, ::-1] if pixel_format is PixelFormat.BGR8 else image
+        try:
+            write_sample(Path(self._samples_dir), index, rgb[:, :, 0] if rgb.shape[2] == 1 else rgb, disagreement,
+                         self._sample_versions)
+        except OSError as exc:  # samples help the operator; failing to keep one never decides the verdict
+            self.get_logger().warning(f"cannot keep a disagreement sample in {self._samples_dir}: {exc}",
+                                      throttle_duration_sec=10.0)
+            return
+        with self._lock:
             if self._comparator is not None:
-                self._comparator.add_candidate(key, prediction, self._now(), prediction.inference_ms)
+                self._comparator.record_sample(self._samples_dir)
 
     def _run_reference(self, engine: InferenceEngine, msg: Image) -> None:
         try:

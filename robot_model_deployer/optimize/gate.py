@@ -1,4 +1,4 @@
-"""The accuracy gate: a variant is used only if it still says what FP32 says.
+"""The equivalence gate: a variant is used only if it still says what FP32 says.
 
 Classification: top-1 agreement with FP32 over the bundle's validation
 images. Detection: matched-box F1 at IoU 0.5 against FP32 and the mean
@@ -6,23 +6,19 @@ score drift of the matched boxes. Thresholds come from the manifest's
 ``acceptance`` section (its defaults when absent). When the bundle ships
 expected outputs, the variant must also not do worse against them than
 FP32 does, by more than the same tolerance.
+
+FP32 itself is the reference, so it is checked first (``check_reference``):
+a model whose own outputs are NaN/Inf, or which misses the accuracy its
+bundle states, has nothing a variant could be equivalent to.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Task
-from robot_model_deployer.bundle.strict_yaml import load_strict_yaml
-from robot_model_deployer.bundle.text import one_line
 from robot_model_deployer.inference.postprocess import Prediction
-from robot_model_deployer.validation.metrics import detection_agreement, top1_agreement
-
-IOU_THRESHOLD = 0.5
+from robot_model_deployer.validation.metrics import IOU_THRESHOLD, detection_agreement, labelled_score, top1_agreement
 
 
 @dataclass(frozen=True)
@@ -35,6 +31,26 @@ class GateResult:
     score_drift: float | None = None
     expected_agreement: float | None = None
     reason: str = ""
+
+
+def check_reference(task: Task, references: Sequence[Prediction], images: Sequence[str],
+                    acceptance: AcceptanceSpec, expected: Sequence[Prediction] | None = None) -> tuple[str, float | None]:
+    """Why the bundle's own FP32 model is unusable ('' when it is fine), and its score against ``expected``.
+
+    ``images`` names the validation images in the order of ``references``.
+    """
+    broken = [name for name, prediction in zip(images, references) if not prediction.is_finite()]
+    if broken:
+        return (f"the model's own FP32 output is NaN or infinite on {len(broken)} of {len(references)} "
+                f"validation images (first: {broken[0]}); fix the model before deploying it"), None
+    if not expected:
+        return "", None
+    score = labelled_score(task, references, expected)
+    if score < acceptance.min_accuracy:
+        measure = "top-1 accuracy" if task is Task.CLASSIFICATION else f"box F1 at IoU {IOU_THRESHOLD:g}"
+        return (f"the model's own FP32 {measure} against validation.expected is {score:.3f}, below the "
+                f"{acceptance.min_accuracy:.3f} its bundle states (acceptance.min_accuracy)"), score
+    return "", score
 
 
 def check_variant(task: Task, candidates: Sequence[Prediction], references: Sequence[Prediction],
@@ -75,39 +91,3 @@ def _expected_gap(candidates: Sequence[Prediction], references: Sequence[Predict
     if not expected:
         return None
     return float(measure(candidates, expected)), float(measure(references, expected))
-
-
-class ExpectedOutputsError(ValueError):
-    """The bundle's validation.expected file does not match its validation images."""
-
-
-def load_expected_outputs(path: str | Path, images: Sequence[str], task: Task) -> list[Prediction]:
-    """Expected outputs, one per validation image, from YAML or JSON.
-
-    Format: a mapping from image path (as listed in validation.images) to
-    ``{class_id: N}`` for classification or ``{boxes: [[x1, y1, x2, y2,
-    class_id], ...]}`` in image pixels for detection.
-    """
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.suffix == ".json" else load_strict_yaml(text, path.name)
-    except (ValueError, RecursionError) as exc:  # StrictYamlError and JSONDecodeError are ValueErrors
-        raise ExpectedOutputsError(f"{path.name} cannot be read: {one_line(str(exc), 200)}") from None
-    if not isinstance(data, dict):
-        raise ExpectedOutputsError(f"{path.name} must map each validation image to its expected output")
-    predictions = []
-    for image in images:
-        entry = data.get(image)
-        if not isinstance(entry, dict):
-            raise ExpectedOutputsError(f"{path.name} has no entry for validation image {image}")
-        if task is Task.CLASSIFICATION:
-            if not isinstance(entry.get("class_id"), int):
-                raise ExpectedOutputsError(f"{path.name}: {image} needs an integer class_id")
-            predictions.append(Prediction(np.array([entry["class_id"]], np.int32), np.ones(1, np.float32), ()))
-            continue
-        rows = np.asarray(entry.get("boxes", []), dtype=np.float32).reshape(-1, 5) if entry.get("boxes") else \
-            np.zeros((0, 5), np.float32)
-        predictions.append(Prediction(rows[:, 4].astype(np.int32), np.ones(len(rows), np.float32), (),
-                                      boxes=rows[:, :4].copy()))
-    return predictions

@@ -5,7 +5,8 @@ progress per step through a callback, checks a ``threading.Event`` between
 steps to stop early, and respects the target's time limit. It works in a
 scratch directory beside ``out_dir`` and renames it into place only when it
 finishes, so a failure or a cancel leaves neither the bundle nor ``out_dir``
-changed. FP32 on the CPU is always among the results as the fallback.
+changed. FP32 on the CPU is always among the results as the fallback, once
+FP32 itself has passed check_reference (a broken model is refused whole).
 """
 from __future__ import annotations
 
@@ -16,24 +17,25 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from PIL import Image
 
-from robot_model_deployer.bundle.loader import BundleDir
+from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
 from robot_model_deployer.inference.accelerators import Accelerator, Precision
 from robot_model_deployer.inference.artifacts import CompiledArtifact
 from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
 from robot_model_deployer.inference.postprocess import Prediction
 from robot_model_deployer.inference.preprocess import PixelFormat, Preprocessor
 from robot_model_deployer.optimize.compile import CompileError, compile_cpu, compile_gpu, compile_openvino
-from robot_model_deployer.optimize.gate import check_variant, load_expected_outputs
+from robot_model_deployer.optimize.gate import check_reference, check_variant
 from robot_model_deployer.optimize.hardware import HardwareInfo, detect_hardware, int8_advice
 from robot_model_deployer.optimize.quantize import (FloatRegion, Int8Scheme, QuantizationConfig, QuantizationError,
                                                     QuantizedModel, quantize_model)
 from robot_model_deployer.optimize.report import OptimizationReport, VariantResult, VariantStatus
-from robot_model_deployer.optimize.targets import TargetProfile
+from robot_model_deployer.isolation.child import report_progress
+from robot_model_deployer.optimize.targets import TargetProfile, profile_from_dict
+from robot_model_deployer.validation.labelled import load_bundle_image, load_expected_outputs
 from robot_model_deployer.validation.metrics import percentile
 
 FP32_FALLBACK = "fp32-cpu"
@@ -41,6 +43,15 @@ FP32_FALLBACK = "fp32-cpu"
 
 class OptimizationCancelled(RuntimeError):
     """The cancel event was set; nothing was written."""
+
+
+class ModelRefusedError(ValueError):
+    """The bundle's own FP32 model is broken on its validation set (NaN/Inf, or below its stated accuracy).
+
+    Not a variant failure: no variant can be equivalent to a broken
+    reference, and serving the model as shipped would serve the breakage.
+    Nothing was written.
+    """
 
 
 @dataclass(frozen=True)
@@ -87,11 +98,27 @@ def optimize_bundle(bundle: BundleDir, target: TargetProfile, out_dir: str | Pat
     """Optimize ``bundle`` for ``target``; artifacts and the report land in ``out_dir``.
 
     ``out_dir`` must not exist yet or be empty. Raises OptimizationCancelled
-    when ``cancel`` is set (nothing written), ValueError for unusable
-    inputs; a variant that fails is recorded in the report, never raised.
+    when ``cancel`` is set (nothing written), ModelRefusedError when the
+    bundle's own FP32 model is broken, ValueError for unusable inputs; a
+    variant that fails is recorded in the report, never raised.
     """
     run = _Run(bundle, target, Path(out_dir), hardware or detect_hardware(), progress, cancel, int8_configs)
     return run.execute()
+
+
+def optimize_in_child(bundle_dir: str, target_name: str, target: Mapping[str, Any], out_dir: str) -> dict[str, Any]:
+    """optimize_bundle as the target of isolation.child.run_in_child: JSON-able arguments, the report as a dict.
+
+    ``target`` holds the profile's fields as in targets.yaml. Progress goes to
+    the parent as {"fraction", "message"}; a cancel is the parent killing this
+    process (the scratch directory it leaves is removed by the next run).
+    """
+    def forward(step: OptimizeProgress) -> None:
+        report_progress({"fraction": step.fraction, "message": f"{step.variant}: {step.message}"})
+
+    report = optimize_bundle(load_bundle_dir(bundle_dir), profile_from_dict(target_name, target), out_dir,
+                             progress=forward)
+    return report.to_dict()
 
 
 class _Run:
@@ -148,6 +175,10 @@ class _Run:
         if manifest.validation.expected:
             expected = load_expected_outputs(self.bundle.path(manifest.validation.expected),
                                              manifest.validation.images, manifest.task)
+        refusal, _ = check_reference(manifest.task, references, manifest.validation.images, manifest.acceptance,
+                                     expected)
+        if refusal:
+            raise ModelRefusedError(refusal)
         calibration = [preprocess(load_bundle_image(self.bundle.path(p)), PixelFormat.RGB8)[0]
                        for p in manifest.calibration.images]
         bench_input = preprocess(validation[0], PixelFormat.RGB8)[0]
@@ -344,18 +375,6 @@ class _Run:
             self.step += 1
         if self.progress is not None:
             self.progress(OptimizeProgress(self.step, self.total_steps, variant, message))
-
-
-def load_bundle_image(path: str | Path) -> np.ndarray:
-    """A bundle's calibration/validation image as HxWx3 RGB uint8 (PNG/JPEG, or .npy uint8)."""
-    path = Path(path)
-    if path.suffix.lower() == ".npy":
-        array = np.load(path, allow_pickle=False)
-        if array.dtype != np.uint8 or array.ndim not in (2, 3):
-            raise ValueError(f"{path.name} must hold an HxW or HxWx3 uint8 image, got {array.dtype} {array.shape}")
-        return np.repeat(array[:, :, None], 3, axis=2) if array.ndim == 2 else array[:, :, :3]
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def _rss_mb() -> float | None:

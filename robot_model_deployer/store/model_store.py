@@ -34,6 +34,7 @@ from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
 from robot_model_deployer.bundle.manifest import Manifest
 from robot_model_deployer.bundle.signing import TrustStore
 from robot_model_deployer.bundle.verify import ModelCheck, VerifiedBundle, unpack_bundle
+from robot_model_deployer.store.admission import check_installed_copy, check_new_version
 from robot_model_deployer.store.durable import TEMP_SUFFIX, fsync_dir, fsync_tree, write_atomic
 from robot_model_deployer.store.installed import BUNDLE_SUBDIR, DERIVED_SUBDIR, InstalledVersion
 from robot_model_deployer.store.state import DeploymentStage, EventKind, StoreError, StoreState, VersionRef
@@ -58,11 +59,15 @@ def _locked(method: _Method) -> _Method:
 
 
 class _AlreadyInstalled(Exception):
-    """Raised inside ingest when the bundle is the one already installed for its version."""
+    """Raised inside ingest when the bundle is the one already installed for its version.
 
-    def __init__(self, ref: VersionRef) -> None:
+    ``forced`` holds what to record when only ``force`` let it be deployed again.
+    """
+
+    def __init__(self, ref: VersionRef, forced: list[str]) -> None:
         super().__init__(str(ref))
         self.ref = ref
+        self.forced = forced
 
 
 class ModelStore:
@@ -204,11 +209,12 @@ class ModelStore:
         event in the history and nothing outside ``staging/``. ``model_check``
         runs on the unpacked files in staging before they are installed (the
         store itself never loads a model).
-        ``force`` admits a downgrade or a replay of a version no longer on
-        disk; it is recorded as a ``forced`` event. The very bundle of the
-        newest installed version that no slot names and is not marked bad
-        returns that version, so a deployment that was cancelled or whose swap
-        failed can be tried again.
+        ``force`` admits a downgrade, a replay of a version no longer on disk,
+        or another try of a version marked bad; it is recorded as a ``forced``
+        event. The very bundle of an installed version that no slot names
+        returns that version: the newest one at once (a deployment that was
+        cancelled or whose swap failed is tried again), an older one or one
+        marked bad only with ``force`` (which lifts the bad mark).
         """
         bundle_path = Path(bundle_path)
         work = self.root / STAGING_DIR / uuid.uuid4().hex
@@ -219,9 +225,10 @@ class ModelStore:
         def before_extract(manifest: Manifest, file_list: FileList) -> None:
             ref = VersionRef(manifest.name, manifest.version)
             seen.append(ref)
-            if self._is_installed_copy(ref, file_list):
-                raise _AlreadyInstalled(ref)
-            forced.extend(self._check_version(ref, force))
+            if self.version_dir(ref).exists():
+                raise _AlreadyInstalled(ref, check_installed_copy(self._state, ref, self._same_files(ref, file_list),
+                                                                  force))
+            forced.extend(check_new_version(self._state, ref, force))
             self._check_space(file_list.total_size)
 
         try:
@@ -231,9 +238,8 @@ class ModelStore:
             model_check(work / BUNDLE_SUBDIR)
             return self._install(work, verified, bundle_path, forced)
         except _AlreadyInstalled as same:
-            self._record(EventKind.INSTALLED, same.ref, f"{bundle_path} is the bundle already installed as "
-                                                         f"{same.ref}; reusing it")
-            return self._installed(same.ref)
+            self._reuse(same.ref, bundle_path, same.forced)
+            return replace(self._installed(same.ref), forced=bool(same.forced))
         except Exception as exc:  # the boundary: every refusal is a BundleError with a recorded reason
             error = bundle_error_from(exc, bundle_path)
             self._record(EventKind.REJECTED, seen[0] if seen else None, f"{bundle_path} rejected: {error}")
@@ -272,41 +278,26 @@ class ModelStore:
         state = state.with_event(EventKind.INSTALLED, ref, f"installed from {bundle_path}, {signer}")
         for message in forced:
             state = state.with_event(EventKind.FORCED, ref, message)
-        self._save(replace(state, bad=tuple(r for r in state.bad if r != ref)))
+        self._save(state.without_bad(ref))
         bundle = replace(bundle, root=target / BUNDLE_SUBDIR)
         self._bundles[ref] = bundle, verified.file_list
         return InstalledVersion(ref, target, bundle, verified.file_list, verified.key_id, installed_at,
                                 bool(forced), verified.warnings)
 
-    def _is_installed_copy(self, ref: VersionRef, file_list: FileList) -> bool:
-        """``ref`` is installed from exactly these files, is the newest of its model, in no slot and not bad.
+    @_locked
+    def _reuse(self, ref: VersionRef, bundle_path: Path, forced: list[str]) -> None:
+        """Record that ingest hands out the installed ``ref`` again; a forced retry lifts its bad mark."""
+        state = self._state.with_event(EventKind.INSTALLED, ref, f"{bundle_path} is the bundle already "
+                                                                 f"installed as {ref}; reusing it")
+        for message in forced:
+            state = state.with_event(EventKind.FORCED, ref, message)
+        self._save(state.without_bad(ref) if forced else state)
 
-        That is a deployment tried again after it was cancelled or its swap
-        failed. Anything else stays refused: replaying an older bundle must not
-        be a way back to it, and the active or previous version is not a candidate.
-        """
-        state = self._state
-        if ref in state.bad or ref in state.slots or state.newest_version(ref.name) != ref.version:
-            return False
+    def _same_files(self, ref: VersionRef, file_list: FileList) -> bool:
         try:
-            installed = (self.bundle_dir(ref) / FILE_LIST_NAME).read_bytes()
+            return (self.bundle_dir(ref) / FILE_LIST_NAME).read_bytes() == file_list.to_bytes()
         except OSError:
             return False
-        return installed == file_list.to_bytes()
-
-    def _check_version(self, ref: VersionRef, force: bool) -> list[str]:
-        """Refuse downgrades and replays; with ``force`` return what to record instead."""
-        if self.version_dir(ref).exists():
-            raise VersionConflictError(f"{ref} is already installed and installed versions are immutable; "
-                                       "deploy it by reference, or bump the version for new contents")
-        newest = self._state.newest_version(ref.name)
-        if newest is None or ref.version > newest:
-            return []
-        kind = "a downgrade" if ref.version < newest else "a replay of the same version"
-        if not force:
-            raise VersionConflictError(f"{ref} is {kind}: the store already had {ref.name} {newest}; bump the "
-                                       "version in manifest.yaml, or force the install if you mean it")
-        return [f"{ref} is {kind} (store had {ref.name} {newest}); installed because force was set"]
 
     def _check_space(self, declared_bytes: int) -> None:
         free = shutil.disk_usage(self.root).free
@@ -327,7 +318,8 @@ class ModelStore:
         if not self.version_dir(ref).is_dir():
             raise StoreError(f"{ref} is not installed; ingest its bundle first")
         if ref in state.bad:
-            raise StoreError(f"{ref} was marked bad after a failed deployment; publish a new version")
+            raise StoreError(f"{ref} was marked bad ({state.bad_reason(ref)}); publish a new version, or deploy its "
+                             "bundle again with force set to retry it")
         if ref == state.active:
             raise StoreError(f"{ref} is already active")
         self._save(replace(state, candidate=ref).with_event(EventKind.CANDIDATE_SET, ref, f"{ref} on trial"))
@@ -359,11 +351,22 @@ class ModelStore:
         if state.candidate is None:
             raise StoreError("there is no candidate to reject")
         ref = state.candidate
-        bad = state.bad + (ref,) if mark_bad and ref not in state.bad else state.bad
-        state = replace(state, candidate=None, bad=bad, stage=DeploymentStage.FAILED,
-                        stage_message=f"{ref} rejected: {reason}")
+        state = replace(state, candidate=None, stage=DeploymentStage.FAILED, stage_message=f"{ref} rejected: {reason}")
+        if mark_bad:
+            state = state.with_bad(ref, reason)
         marked = " and marked bad" if mark_bad else ""
         self._save(state.with_event(EventKind.CANDIDATE_REJECTED, ref, f"rejected{marked}: {reason}"))
+
+    @_locked
+    def cancel_candidate(self, reason: str) -> None:
+        """The caller stopped the deployment: the candidate is dropped, not marked bad, and can be tried again."""
+        state = self._state
+        if state.candidate is None:
+            raise StoreError("there is no candidate to cancel")
+        ref = state.candidate
+        state = replace(state, candidate=None, stage=DeploymentStage.CANCELLED,
+                        stage_message=f"{ref} cancelled: {reason}")
+        self._save(state.with_event(EventKind.CANDIDATE_CANCELLED, ref, f"cancelled: {reason}"))
 
     @_locked
     def rollback(self, reason: str) -> VersionRef:
@@ -383,10 +386,19 @@ class ModelStore:
     # ---- internals -----------------------------------------------------------
 
     def _prune(self) -> None:
-        """Keep what a slot names plus the ``keep_others`` most recently installed others."""
-        named = set(self._state.slots)
-        others = sorted((ref for ref in self._refs_on_disk() if ref not in named),
-                        key=self._installed_at, reverse=True)
+        """Keep what a slot names plus the ``keep_others`` best others: good before bad, then newest.
+
+        A version marked bad (or whose install record is damaged) is kept only
+        while there is room after every good one: it is evidence, not a
+        rollback target.
+        """
+        named, bad = set(self._state.slots), set(self._state.bad)
+
+        def worth(ref: VersionRef) -> tuple[bool, str]:
+            installed_at = self._installed_at(ref)
+            return ref not in bad and installed_at != "", installed_at
+
+        others = sorted((ref for ref in self._refs_on_disk() if ref not in named), key=worth, reverse=True)
         for ref in others[self.keep_others:]:
             # Moving into staging first makes the removal atomic: a crash leaves it to the next wipe.
             trash = self.root / STAGING_DIR / f"pruned-{uuid.uuid4().hex}"

@@ -36,6 +36,8 @@ class DeploymentStage(str, Enum):
     COMMIT = "commit"
     ROLLBACK = "rollback"
     FAILED = "failed"
+    # The caller stopped the deployment; the live model is unchanged (or was put back).
+    CANCELLED = "cancelled"
 
 
 class EventKind(str, Enum):
@@ -46,6 +48,7 @@ class EventKind(str, Enum):
     STAGE_CHANGED = "stage_changed"
     COMMITTED = "committed"
     CANDIDATE_REJECTED = "candidate_rejected"
+    CANDIDATE_CANCELLED = "candidate_cancelled"
     ROLLED_BACK = "rolled_back"
     RECOVERED = "recovered"
     PRUNED = "pruned"
@@ -89,6 +92,14 @@ class StoreEvent:
 
 
 @dataclass(frozen=True)
+class BadMark:
+    """A version that failed a gate, and why: it is not deployed again unless forced."""
+
+    ref: VersionRef
+    reason: str
+
+
+@dataclass(frozen=True)
 class StoreState:
     """Which version serves (active), which is the rollback target (previous), which is on trial (candidate)."""
 
@@ -97,7 +108,7 @@ class StoreState:
     candidate: VersionRef | None = None
     stage: DeploymentStage = DeploymentStage.IDLE
     stage_message: str = ""
-    bad: tuple[VersionRef, ...] = ()
+    bad_marks: tuple[BadMark, ...] = ()
     newest: tuple[VersionRef, ...] = ()
     history: tuple[StoreEvent, ...] = field(default=(), repr=False)
 
@@ -105,6 +116,22 @@ class StoreState:
     def slots(self) -> tuple[VersionRef, ...]:
         """The versions a slot names; retention never deletes these."""
         return tuple(ref for ref in (self.active, self.previous, self.candidate) if ref is not None)
+
+    @property
+    def bad(self) -> tuple[VersionRef, ...]:
+        """The versions marked bad, in the order they were marked."""
+        return tuple(mark.ref for mark in self.bad_marks)
+
+    def bad_reason(self, ref: VersionRef) -> str | None:
+        """Why ``ref`` was marked bad (None: it is not)."""
+        return next((mark.reason for mark in self.bad_marks if mark.ref == ref), None)
+
+    def with_bad(self, ref: VersionRef, reason: str) -> "StoreState":
+        """This state with ``ref`` marked bad for ``reason`` (replacing an earlier reason)."""
+        return replace(self, bad_marks=self.without_bad(ref).bad_marks + (BadMark(ref, one_line(reason)),))
+
+    def without_bad(self, ref: VersionRef) -> "StoreState":
+        return replace(self, bad_marks=tuple(mark for mark in self.bad_marks if mark.ref != ref))
 
     def newest_version(self, name: str) -> SemVer | None:
         """The highest version of ``name`` ever installed (kept after pruning, so replays stay refused)."""
@@ -128,7 +155,8 @@ class StoreState:
             "active": _ref_out(self.active), "previous": _ref_out(self.previous),
             "candidate": _ref_out(self.candidate),
             "stage": self.stage.value, "stage_message": self.stage_message,
-            "bad": [str(r) for r in self.bad], "newest": [str(r) for r in self.newest],
+            "bad": [{"ref": str(m.ref), "reason": m.reason} for m in self.bad_marks],
+            "newest": [str(r) for r in self.newest],
             "history": [{"time": e.time, "kind": e.kind.value, "ref": _ref_out(e.ref), "message": e.message}
                         for e in self.history],
         }
@@ -144,7 +172,7 @@ class StoreState:
                 active=_ref_in(body["active"]), previous=_ref_in(body["previous"]),
                 candidate=_ref_in(body["candidate"]),
                 stage=DeploymentStage(body["stage"]), stage_message=str(body["stage_message"]),
-                bad=tuple(VersionRef.parse(r) for r in body["bad"]),
+                bad_marks=tuple(_bad_mark_in(entry) for entry in body["bad"]),
                 newest=tuple(VersionRef.parse(r) for r in body["newest"]),
                 history=tuple(StoreEvent(str(e["time"]), EventKind(e["kind"]), _ref_in(e["ref"]), str(e["message"]))
                               for e in body["history"]),
@@ -154,6 +182,13 @@ class StoreState:
         except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"{source} is damaged ({type(exc).__name__}: {exc}); restore it from a backup or move "
                              "it aside to start with an empty store state") from None
+
+
+def _bad_mark_in(entry: Any) -> BadMark:
+    """A bad mark; a state file written before reasons were kept lists the bare reference."""
+    if isinstance(entry, str):
+        return BadMark(VersionRef.parse(entry), "reason not recorded (marked bad by an older version)")
+    return BadMark(VersionRef.parse(str(entry["ref"])), str(entry["reason"]))
 
 
 def _ref_out(ref: VersionRef | None) -> Any:

@@ -63,3 +63,36 @@ def peak_with_threads(threads: int) -> int:
 def _status_kib(field: str) -> int:
     with open("/proc/self/status", encoding="ascii") as status:
         return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+def count_with_progress(count: int, period_s: float) -> int:
+    """Report 0..count-1 as progress, ``period_s`` apart, then return ``count``."""
+    from robot_model_deployer.isolation.child import report_progress
+
+    for step in range(count):
+        report_progress({"step": step})
+        time.sleep(period_s)
+    report_progress("x" * 10000)  # too long for one progress line: dropped
+    return count
+
+
+def optimize_with_crashing_quantizer(**kwargs: object) -> object:
+    """optimize.pipeline.optimize_in_child, but ONNX Runtime's quantizer dies of SIGSEGV (as a native crash would)."""
+    from robot_model_deployer.optimize import pipeline
+
+    def crash(*args: object, **kw: object) -> None:
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    pipeline.quantize_model = crash
+    return pipeline.optimize_in_child(**kwargs)
+
+
+def optimize_slowly(**kwargs: object) -> object:
+    """optimize.pipeline.optimize_in_child after reporting progress, with every quantization taking a minute."""
+    from robot_model_deployer.optimize import pipeline
+
+    def slow(*args: object, **kw: object) -> None:
+        time.sleep(60)
+
+    pipeline.quantize_model = slow
+    return pipeline.optimize_in_child(**kwargs)

@@ -13,6 +13,8 @@ graphs built with ``onnx.helper``; ONNX Runtime runs them like any other.
 - hostile classifiers: the colour classifier plus work whose result is
   added times zero, so the answers stay right while every run allocates
   gigabytes (``memory_hog_classifier``) or never ends (``spinning_classifier``).
+- raising classifier: the colour classifier whose run fails in ONNX Runtime
+  on images that are not mostly one colour (``raising_classifier``).
 """
 from __future__ import annotations
 
@@ -29,17 +31,23 @@ OPSET = 17
 
 
 def colour_classifier(size: int = 32, scale: float = 10.0, label_shift: int = 0, busy_matmuls: int = 0,
-                      busy_width: int = 512, nan_unless: str = "") -> onnx.ModelProto:
+                      busy_width: int = 512, nan_unless: str = "",
+                      confuse: tuple[str, str] | None = None) -> onnx.ModelProto:
     """A 3-class classifier by dominant colour; input ``images`` [1, 3, size, size].
 
     Variants for testing the gates on the same input:
     ``label_shift``: answers the colour ``label_shift`` places further (wrong on purpose);
+    ``scale``: how sure it is (0: every class scores the same, so it answers one class whatever it sees);
+    ``confuse=(seen, answered)``: answers ``answered`` for images mostly of colour ``seen``, right otherwise;
     ``busy_matmuls``: that many ``busy_width``-square matrix products on the input first (slow, same answer);
     ``nan_unless``: every score is NaN unless the image is mostly that colour.
     """
     # logits = scale * (M @ channel_means), M = 1.5 * I - 0.5 (own minus mean of others).
-    mixing = (1.5 * np.eye(3, dtype=np.float32) - 0.5) * scale
-    mixing = np.roll(mixing, label_shift, axis=0)
+    mixing = 1.5 * np.eye(3, dtype=np.float32) - 0.5
+    if confuse is not None:
+        # The answered class's logit also rises with the seen colour, above the seen class's own.
+        mixing[COLOUR_LABELS.index(confuse[1]), COLOUR_LABELS.index(confuse[0])] += 2.5
+    mixing = np.roll(mixing * scale, label_shift, axis=0)
     nodes = [
         helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
         helper.make_node("Flatten", ["pooled"], ["means"], axis=1),
@@ -145,6 +153,31 @@ def spinning_classifier(size: int = 32, width: int = 64) -> onnx.ModelProto:
     nodes = [helper.make_node("MatMul", ["means", "spin_spread"], ["spin_start"]),
              helper.make_node("Loop", ["spin_trips", "spin_go", "spin_start"], ["spin_end"], body=body)]
     return _with_zero_side_work(colour_classifier(size), nodes, initializers, "spin_end")
+
+
+def raising_classifier(size: int = 32, raise_unless: str = "green") -> onnx.ModelProto:
+    """The colour classifier, whose Reshape fails (ONNX Runtime raises) unless the image is mostly ``raise_unless``."""
+    model = colour_classifier(size)
+    graph = model.graph
+    output = graph.node.pop()
+    pick = np.zeros((3, 1), np.float32)
+    pick[COLOUR_LABELS.index(raise_unless), 0] = 1.0
+    graph.initializer.extend([numpy_helper.from_array(pick, "raise_pick"),
+                              numpy_helper.from_array(np.array([0.25], np.float32), "raise_quarter"),
+                              numpy_helper.from_array(np.array([1, 3], np.int64), "raise_shape")])
+    # shape = [1, 3] + [0, dark]: [1, 4] when that channel is dark, which 3 scores cannot fill.
+    graph.node.extend([helper.make_node("MatMul", ["means", "raise_pick"], ["raise_picked"]),
+                       helper.make_node("Less", ["raise_picked", "raise_quarter"], ["raise_dark"]),
+                       helper.make_node("Cast", ["raise_dark"], ["raise_dark_int"], to=TensorProto.INT64),
+                       helper.make_node("Reshape", ["raise_dark_int", "raise_one"], ["raise_dark_flat"]),
+                       helper.make_node("Concat", ["raise_zero", "raise_dark_flat"], ["raise_extra"], axis=0),
+                       helper.make_node("Add", ["raise_shape", "raise_extra"], ["raise_target"]),
+                       helper.make_node("Reshape", [output.input[0], "raise_target"], ["raise_logits"])])
+    graph.initializer.extend([numpy_helper.from_array(np.array([1], np.int64), "raise_one"),
+                              numpy_helper.from_array(np.array([0], np.int64), "raise_zero")])
+    output.input[0] = "raise_logits"
+    graph.node.append(output)
+    return _model(graph)
 
 
 def _with_zero_side_work(model: onnx.ModelProto, nodes: list[onnx.NodeProto],

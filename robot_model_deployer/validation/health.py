@@ -3,14 +3,20 @@
 The shadow gate judged the candidate beside the old model; probation judges
 it alone on the live path, where a failure means an automatic rollback to
 the old model (still configured and warm). The manager feeds this watch with
-camera frames, published results and exceptions of the live node, and acts on
-the first UNHEALTHY or PASSED status. Times come from the caller (ROS time,
+camera frames, published results and errors reported by the live node, and
+acts on the first decided status. Times come from the caller (ROS time,
 possibly simulated); see watch_clock for jumps.
+
+Frames are matched by camera stamp, never by when things arrived: a frame is
+answered when a result or a reported error carries its stamp, however late,
+and it is judged only once it has waited the acceptance's grace period. So
+delivery jitter (a result heard before its image, a burst of late results)
+cannot turn a model that answers every frame into a model that drops them.
 """
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from enum import Enum
 
@@ -18,9 +24,12 @@ from robot_model_deployer.bundle.manifest import AcceptanceSpec
 from robot_model_deployer.validation.metrics import percentile
 from robot_model_deployer.validation.watch_clock import WatchClock
 
-# Bounds the event windows even if the caller's clock stands still while
+# Bounds the frame records even if the caller's clock stands still while
 # frames keep coming (a paused simulator with a live camera).
-_MAX_WINDOW_EVENTS = 10_000
+_MAX_FRAMES = 10_000
+# Wall-clock seconds probation may run beyond acceptance.probation_seconds
+# before it ends unjudged (the manager's parameter probation_wall_margin_s).
+DEFAULT_WALL_MARGIN_S = 30.0
 
 
 def _require(ok: bool, name: str, value: float, problem: str) -> None:
@@ -33,53 +42,48 @@ class HealthState(str, Enum):
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"
     PASSED = "passed"
+    # ROS time did not get through probation within the wall-clock limit (a paused /clock):
+    # the candidate goes back unjudged, it is not proven bad.
+    TIMED_OUT = "timed_out"
 
 
 @dataclass(frozen=True)
 class HealthThresholds:
-    """Probation checks beyond the bundle's acceptance thresholds.
+    """How probation measures, as opposed to what it demands (that is the bundle's AcceptanceSpec).
 
-    ``warm_up_s``: the first watched seconds after the swap, when output
-    rate, stalls and latency are not judged (first frames are slow and the
-    rate window is still filling); NaN/Inf outputs and exceptions are judged
-    from the first frame. ``rate_window_s``, ``min_output_ratio``,
-    ``min_window_inputs``: unhealthy when fewer than this share of the camera
-    frames of the last window produced a result, judged once the window holds
-    that many frames. ``stall_s``: unhealthy when a camera frame got no result
-    (for it or a newer frame) for this long. ``latency_samples``,
-    ``min_latency_samples``: latency p99 is over the last this many results,
-    judged once there are at least the minimum. ``max_clock_step_s``: see
-    WatchClock.
+    ``latency_samples``, ``min_latency_samples``: latency p99 is over the
+    last this many results, judged once there are at least the minimum.
+    ``max_clock_step_s``: see WatchClock. ``wall_margin_s``: wall-clock
+    seconds probation may take beyond ``probation_seconds`` before it ends
+    as TIMED_OUT.
     """
 
-    warm_up_s: float = 1.0
-    rate_window_s: float = 2.0
-    min_output_ratio: float = 0.8
-    min_window_inputs: int = 5
-    stall_s: float = 1.0
     latency_samples: int = 500
     min_latency_samples: int = 20
     max_clock_step_s: float = 1.0
+    wall_margin_s: float = DEFAULT_WALL_MARGIN_S
 
     def __post_init__(self) -> None:
-        _require(self.warm_up_s >= 0, "warm_up_s", self.warm_up_s, "must be >= 0 seconds")
-        _require(self.rate_window_s > 0, "rate_window_s", self.rate_window_s, "must be > 0 seconds")
-        _require(0.0 <= self.min_output_ratio <= 1.0, "min_output_ratio", self.min_output_ratio,
-                 "must be a share in [0, 1] of camera frames that get a result")
-        _require(self.min_window_inputs >= 1, "min_window_inputs", self.min_window_inputs, "must be at least 1")
-        _require(self.stall_s > 0, "stall_s", self.stall_s, "must be > 0 seconds")
         _require(self.latency_samples >= 1, "latency_samples", self.latency_samples, "must be at least 1")
         _require(1 <= self.min_latency_samples <= self.latency_samples, "min_latency_samples",
                  self.min_latency_samples, f"must be between 1 and latency_samples ({self.latency_samples})")
         _require(self.max_clock_step_s > 0, "max_clock_step_s", self.max_clock_step_s, "must be > 0 seconds")
+        _require(self.wall_margin_s > 0, "wall_margin_s", self.wall_margin_s, "must be > 0 seconds")
 
 
 @dataclass(frozen=True)
 class HealthStatus:
     """The probation's state with its reasons and the numbers behind them.
 
-    ``output_ratio`` is results per camera frame over the rate window (None
-    with no frame in it); ``latency_p99_ms`` is 0 before any result.
+    ``inputs``: camera frames seen (by stamp); ``outputs``, ``errors``: those
+    answered with a result or with a reported error, so neither exceeds
+    ``inputs``. ``output_ratio`` is the answered share of the frames last
+    judged (None before a window was judged); ``latency_p99_ms`` is 0 before
+    any result. ``clock_idle_s``: wall-clock seconds ROS time has stood still
+    (0 while it moves, or when the caller gives no wall time).
+    ``lowest_output_ratio`` and ``longest_wait_s`` (the longest a frame has
+    gone without an answer for it or a newer frame) are the worst seen so far:
+    with the thresholds they give each measure's margin.
     """
 
     state: HealthState
@@ -91,11 +95,21 @@ class HealthStatus:
     non_finite: int
     output_ratio: float | None
     latency_p99_ms: float
+    clock_idle_s: float = 0.0
+    lowest_output_ratio: float | None = None
+    longest_wait_s: float = 0.0
 
     @property
     def decided(self) -> bool:
-        """True once probation is over: roll back on UNHEALTHY, commit on PASSED."""
-        return self.state in (HealthState.UNHEALTHY, HealthState.PASSED)
+        """True once probation is over: roll back unless PASSED."""
+        return self.state in (HealthState.UNHEALTHY, HealthState.PASSED, HealthState.TIMED_OUT)
+
+
+@dataclass
+class _Frame:
+    seen_s: float  # watched seconds when the frame (or its answer, if that came first) was heard of
+    answered: bool = False
+    errored: bool = False
 
 
 class HealthWatch:
@@ -103,8 +117,8 @@ class HealthWatch:
 
     ``baseline_latency_p99_ms`` is the old model's latency p99 (None for a
     first deployment with no old model: latency is then not judged). The
-    first UNHEALTHY or PASSED status is final and returned from then on.
-    Not thread-safe: call it from one callback group.
+    first decided status is final and returned from then on. Not
+    thread-safe: call it from one callback group.
     """
 
     def __init__(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None,
@@ -117,85 +131,102 @@ class HealthWatch:
         self.baseline_latency_p99_ms = baseline_latency_p99_ms
         self.thresholds = thresholds
         self._clock = WatchClock(thresholds.max_clock_step_s)
-        self._input_times: deque[float] = deque(maxlen=_MAX_WINDOW_EVENTS)
-        self._output_times: deque[float] = deque(maxlen=_MAX_WINDOW_EVENTS)
+        self._frames: OrderedDict[int, _Frame] = OrderedDict()
+        # Frames with no answer for them or a newer frame, oldest first: a stall is measured by their age.
         self._unanswered: deque[tuple[int, float]] = deque()
         self._latencies: deque[float] = deque(maxlen=thresholds.latency_samples)
         self._inputs = 0
         self._outputs = 0
         self._errors = 0
         self._non_finite = 0
+        self._output_ratio: float | None = None
+        self._lowest_output_ratio: float | None = None
+        self._longest_wait_s = 0.0
+        self._clock_moved = (0.0, 0.0)  # (watched seconds, wall seconds) when ROS time last advanced
         self._decision: HealthStatus | None = None
 
     def add_input(self, stamp_ns: int, now: float) -> None:
-        """A camera frame stamped ``stamp_ns`` reached the live node at ``now``."""
+        """A camera frame stamped ``stamp_ns`` was heard at ``now``."""
         watched = self._observe(now)
-        self._inputs += 1
-        self._input_times.append(watched)
-        # When full, keep the oldest: its age is what a stall is measured by.
-        if len(self._unanswered) < _MAX_WINDOW_EVENTS:
+        if stamp_ns in self._frames:
+            return  # its answer came first
+        self._frame(stamp_ns, watched)
+        if len(self._unanswered) < _MAX_FRAMES:
             self._unanswered.append((stamp_ns, watched))
 
     def add_output(self, stamp_ns: int, now: float, latency_ms: float, finite: bool) -> None:
         """The live node published its result for the frame stamped ``stamp_ns``.
 
         ``finite`` is False when the result held NaN or Inf
-        (Prediction.is_finite()). A result also answers older frames the node
-        skipped to keep up.
+        (Prediction.is_finite()). A second result for one frame (two nodes
+        during the hand-over) counts once.
         """
         if not (math.isfinite(latency_ms) and latency_ms >= 0):
             raise ValueError(f"latency must be a finite number of milliseconds >= 0, got {latency_ms}")
         watched = self._observe(now)
+        frame = self._frame(stamp_ns, watched)
+        self._answered_up_to(stamp_ns)
+        if frame.answered or frame.errored:
+            return
+        frame.answered = True
         self._outputs += 1
-        self._output_times.append(watched)
         if not finite:
             self._non_finite += 1
-        if watched >= self.thresholds.warm_up_s:
+        if frame.seen_s >= self.acceptance.probation_warm_up_s:
             self._latencies.append(latency_ms)
-        while self._unanswered and self._unanswered[0][0] <= stamp_ns:
-            self._unanswered.popleft()
 
-    def add_error(self, now: float) -> None:
-        """The live node raised an exception on a frame."""
-        self._observe(now)
+    def add_error(self, stamp_ns: int, now: float) -> None:
+        """The live node reported an exception on the frame stamped ``stamp_ns``."""
+        watched = self._observe(now)
+        frame = self._frame(stamp_ns, watched)
+        self._answered_up_to(stamp_ns)
+        if frame.answered or frame.errored:
+            return
+        frame.errored = True
         self._errors += 1
 
-    def status(self, now: float) -> HealthStatus:
-        """WARMING_UP or HEALTHY while probation runs; UNHEALTHY or PASSED (final) once decided."""
+    def status(self, now: float, wall_s: float | None = None) -> HealthStatus:
+        """WARMING_UP or HEALTHY while probation runs; UNHEALTHY, PASSED or TIMED_OUT (final) once decided.
+
+        ``wall_s``: wall-clock seconds since probation started, for the
+        wall-clock limit and ``clock_idle_s`` (None: neither is judged).
+        """
         if self._decision is not None:
             return self._decision
         watched = self._observe(now)
+        clock_idle_s = self._clock_idle(watched, wall_s)
+        acceptance = self.acceptance
         reasons = self._problems(watched)
-        probation_over = watched >= self.acceptance.probation_seconds
+        probation_over = watched >= acceptance.probation_seconds
         # probation_seconds 0 is the bundle author opting out of probation, not a silent camera.
-        if not reasons and probation_over and self._inputs == 0 and self.acceptance.probation_seconds > 0:
-            reasons = [f"no camera frame arrived during the {self.acceptance.probation_seconds:g} s probation, "
+        if not reasons and probation_over and self._inputs == 0 and acceptance.probation_seconds > 0:
+            reasons = [f"no camera frame arrived during the {acceptance.probation_seconds:g} s probation, "
                        "so the new model was never exercised; check the camera topic"]
+        wall_limit = acceptance.probation_seconds + self.thresholds.wall_margin_s
         if reasons:
             state = HealthState.UNHEALTHY
         elif probation_over:
             state = HealthState.PASSED
-        elif watched < self.thresholds.warm_up_s:
+        elif wall_s is not None and wall_s > wall_limit:
+            state = HealthState.TIMED_OUT
+            reasons = [f"ROS time advanced only {watched:.1f} of the {acceptance.probation_seconds:g} s of probation "
+                       f"in {wall_s:.0f} s of wall-clock time (allowed {wall_limit:g} s: probation_seconds plus the "
+                       "manager's probation_wall_margin_s); is /clock paused? The model was not judged"]
+        elif watched < acceptance.probation_warm_up_s:
             state = HealthState.WARMING_UP
         else:
             state = HealthState.HEALTHY
         status = HealthStatus(
-            state=state,
-            reasons=tuple(reasons),
-            watched_s=watched,
-            inputs=self._inputs,
-            outputs=self._outputs,
-            errors=self._errors,
-            non_finite=self._non_finite,
-            output_ratio=len(self._output_times) / len(self._input_times) if self._input_times else None,
-            latency_p99_ms=percentile(self._latencies, 99),
-        )
+            state=state, reasons=tuple(reasons), watched_s=watched, inputs=self._inputs, outputs=self._outputs,
+            errors=self._errors, non_finite=self._non_finite, output_ratio=self._output_ratio,
+            latency_p99_ms=percentile(self._latencies, 99), clock_idle_s=clock_idle_s,
+            lowest_output_ratio=self._lowest_output_ratio, longest_wait_s=self._longest_wait_s)
         if status.decided:
             self._decision = status
         return status
 
     def _problems(self, watched: float) -> list[str]:
-        limits = self.thresholds
+        acceptance = self.acceptance
         reasons = []
         if self._non_finite:
             reasons.append(f"the model output NaN or Inf in {self._non_finite} of {self._outputs} results; "
@@ -203,32 +234,74 @@ class HealthWatch:
         attempts = self._outputs + self._errors
         error_rate = self._errors / attempts if attempts else 0.0
         # With no error allowed the first one decides; otherwise early frames are too few to give a rate.
-        judge_errors = watched >= limits.warm_up_s or self.acceptance.max_error_rate == 0
-        if judge_errors and error_rate > self.acceptance.max_error_rate:
+        judge_errors = watched >= acceptance.probation_warm_up_s or acceptance.max_error_rate == 0
+        if judge_errors and error_rate > acceptance.max_error_rate:
             reasons.append(f"the model raised an error on {self._errors} of {attempts} frames ({error_rate:.1%}); "
-                           f"the bundle allows at most {self.acceptance.max_error_rate:.1%} "
+                           f"the bundle allows at most {acceptance.max_error_rate:.1%} "
                            "(acceptance.max_error_rate)")
-        if watched < limits.warm_up_s:
+        if watched < acceptance.probation_warm_up_s:
             return reasons
-        if self._unanswered and watched - self._unanswered[0][1] > limits.stall_s:
-            waited = watched - self._unanswered[0][1]
-            reasons.append(f"no result for {waited:.1f} s while camera frames keep arriving "
-                           f"({len(self._unanswered)} frames unanswered); allowed at most {limits.stall_s:g} s")
-        frames = len(self._input_times)
-        if frames >= limits.min_window_inputs:
-            ratio = len(self._output_times) / frames
-            if ratio < limits.min_output_ratio:
-                reasons.append(f"only {len(self._output_times)} results for {frames} camera frames in the last "
-                               f"{limits.rate_window_s:g} s ({ratio:.0%}); at least {limits.min_output_ratio:.0%} "
-                               "must get a result")
-        if self.baseline_latency_p99_ms is not None and len(self._latencies) >= limits.min_latency_samples:
+        if self._unanswered:
+            waited = watched - max(self._unanswered[0][1], acceptance.probation_warm_up_s)
+            self._longest_wait_s = max(self._longest_wait_s, waited)
+            if waited > acceptance.probation_stall_s:
+                reasons.append(f"no result for {waited:.1f} s while camera frames keep arriving "
+                               f"({len(self._unanswered)} frames unanswered); allowed at most "
+                               f"{acceptance.probation_stall_s:g} s (acceptance.probation_stall_s)")
+        reasons += self._rate_problems(watched)
+        if self.baseline_latency_p99_ms is not None and len(self._latencies) >= self.thresholds.min_latency_samples:
             p99 = percentile(self._latencies, 99)
-            if p99 > self.acceptance.allowed_latency_ms(self.baseline_latency_p99_ms):
+            if p99 > acceptance.allowed_latency_ms(self.baseline_latency_p99_ms):
                 reasons.append(f"latency p99 is {p99:.1f} ms against {self.baseline_latency_p99_ms:.1f} ms for the "
                                f"old model ({p99 / self.baseline_latency_p99_ms:.2f}x); the bundle allows at most "
-                               f"{self.acceptance.max_latency_ratio:.2f}x or +{self.acceptance.latency_slack_ms:g} ms "
+                               f"{acceptance.max_latency_ratio:.2f}x or +{acceptance.latency_slack_ms:g} ms "
                                "(acceptance.max_latency_ratio, acceptance.latency_slack_ms)")
         return reasons
+
+    def _rate_problems(self, watched: float) -> list[str]:
+        """Answered share of the frames whose answer is overdue, over the last window of them."""
+        acceptance = self.acceptance
+        newest = watched - acceptance.probation_answer_grace_s
+        oldest = max(newest - acceptance.probation_window_s, acceptance.probation_warm_up_s)
+        judged = answered = 0
+        for frame in reversed(self._frames.values()):  # heard in order of watched time, newest last
+            if frame.seen_s > newest:
+                continue
+            if frame.seen_s < oldest:
+                break
+            judged += 1
+            answered += frame.answered or frame.errored
+        if judged < acceptance.probation_min_frames:
+            return []
+        self._output_ratio = answered / judged
+        self._lowest_output_ratio = min(self._output_ratio, self._lowest_output_ratio or 1.0)
+        if self._output_ratio >= acceptance.probation_min_answered:
+            return []
+        return [f"only {answered} of {judged} camera frames got a result within "
+                f"{acceptance.probation_answer_grace_s:g} s ({self._output_ratio:.0%}, over the last "
+                f"{min(acceptance.probation_window_s, newest - oldest):.1f} s); at least "
+                f"{acceptance.probation_min_answered:.0%} must (acceptance.probation_min_answered)"]
+
+    def _frame(self, stamp_ns: int, watched: float) -> _Frame:
+        frame = self._frames.get(stamp_ns)
+        if frame is None:
+            frame = self._frames[stamp_ns] = _Frame(watched)
+            self._inputs += 1
+            if len(self._frames) > _MAX_FRAMES:
+                self._frames.popitem(last=False)
+        return frame
+
+    def _answered_up_to(self, stamp_ns: int) -> None:
+        """An answer for a frame means the node got past every older frame: none of them is a stall."""
+        while self._unanswered and self._unanswered[0][0] <= stamp_ns:
+            self._unanswered.popleft()
+
+    def _clock_idle(self, watched: float, wall_s: float | None) -> float:
+        if wall_s is None:
+            return 0.0
+        if watched > self._clock_moved[0] or self._clock_moved[1] > wall_s:
+            self._clock_moved = (watched, wall_s)
+        return wall_s - self._clock_moved[1]
 
     def _observe(self, now: float) -> float:
         resets = self._clock.resets
@@ -236,8 +309,8 @@ class HealthWatch:
         if self._clock.resets != resets:
             # Frames stamped on the old timeline can never be answered by the new one's stamps.
             self._unanswered.clear()
-        oldest_kept = watched - self.thresholds.rate_window_s
-        for times in (self._input_times, self._output_times):
-            while times and times[0] < oldest_kept:
-                times.popleft()
+        keep_s = (self.acceptance.probation_window_s + self.acceptance.probation_answer_grace_s
+                  + self.acceptance.probation_stall_s)
+        while self._frames and next(iter(self._frames.values())).seen_s < watched - keep_s:
+            self._frames.popitem(last=False)
         return watched

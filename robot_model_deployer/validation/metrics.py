@@ -11,7 +11,11 @@ from typing import Sequence
 
 import numpy as np
 
+from robot_model_deployer.bundle.manifest import Task
 from robot_model_deployer.inference.postprocess import Prediction, box_iou
+
+# Boxes of the same class overlapping this much are the same object, in every gate.
+IOU_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,34 @@ def detection_agreement(candidates: Sequence[Prediction], references: Sequence[P
         reference_boxes=sum(m.reference_boxes for m in matches),
         mean_score_drift=drift_total / matched if matched else 0.0,
     )
+
+
+def labelled_score(task: Task, predictions: Sequence[Prediction], expected: Sequence[Prediction]) -> float:
+    """How right a model is against ground truth: top-1 accuracy, or pooled box F1 at IOU_THRESHOLD."""
+    if task is Task.CLASSIFICATION:
+        return top1_agreement(predictions, expected)
+    return detection_agreement(predictions, expected, IOU_THRESHOLD).f1
+
+
+def frame_disagreement(task: Task, candidate: Prediction, reference: Prediction,
+                       iou_threshold: float = IOU_THRESHOLD) -> str:
+    """Why two models disagree on one image ('' when they agree): a different top-1 class, or unmatched boxes."""
+    if task is Task.CLASSIFICATION:
+        if top1_agrees(candidate, reference):
+            return ""
+        return f"top-1 {_top1_name(candidate)} vs {_top1_name(reference)}"
+    match = match_detections(candidate, reference, iou_threshold)
+    if match.true_positives == match.candidate_boxes == match.reference_boxes:
+        return ""
+    return (f"{match.true_positives} of {match.candidate_boxes} boxes match the other model's "
+            f"{match.reference_boxes} at IoU {iou_threshold:g}")
+
+
+def _top1_name(prediction: Prediction) -> str:
+    if not len(prediction.class_ids):
+        return "nothing"
+    label = prediction.labels[0] if prediction.labels else ""
+    return f"{label} ({int(prediction.class_ids[0])})" if label else f"class {int(prediction.class_ids[0])}"
 
 
 def percentile(values: Sequence[float], q: float) -> float:

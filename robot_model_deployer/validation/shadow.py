@@ -12,6 +12,16 @@ node's own latency is measured in another process with other threads and
 another load, so an identical model can look 1.5x slower in shadow; it is
 kept in the report and is the baseline only when no reference ran.
 
+The shadow asks the promotion question: is the candidate at least as good
+as the live model? Not the optimize stage's equivalence question: a better
+retrained model disagrees with the old one exactly where the old one was
+wrong. So agreement with the live model is a loose floor
+(acceptance.min_live_agreement) with a sanity check of the score and box
+count distributions, and "better" is decided on ground truth: the node
+scores both models on the labelled images of the candidate's bundle and of
+the live version's (``add_labelled``), and the candidate may be at most
+acceptance.max_regression worse on either.
+
 Time is always given by the caller (ROS time, possibly simulated); see
 watch_clock for how jumps in simulated time are handled.
 """
@@ -20,18 +30,14 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from enum import Enum
 
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Task
 from robot_model_deployer.inference.postprocess import Prediction
-from robot_model_deployer.validation.metrics import DetectionMatch, match_detections, percentile, top1_agrees
+from robot_model_deployer.validation.metrics import (DetectionMatch, frame_disagreement, match_detections, percentile,
+                                                     top1_agrees)
+from robot_model_deployer.validation.shadow_report import (Disagreement, LabelledComparison, LabelledSource,
+                                                           ShadowOutcome, ShadowReport, ShadowVerdict)
 from robot_model_deployer.validation.watch_clock import WatchClock
-
-
-class ShadowOutcome(str, Enum):
-    PENDING = "pending"
-    PASS = "pass"
-    FAIL = "fail"
 
 
 @dataclass(frozen=True)
@@ -65,67 +71,6 @@ class ShadowConfig:
 
 
 @dataclass(frozen=True)
-class ShadowReport:
-    """Every number of a shadow run so far (the node copies it into a ShadowReport message).
-
-    ``frames_judged`` counts paired frames plus frames the candidate failed
-    (exception or NaN/Inf output): a candidate that fails every frame still
-    reaches its verdict. ``agreement`` is the top-1 share (classification) or
-    the pooled matched-box F1 (detection); with nothing paired it is 1.0, as
-    in validation.metrics. ``box_precision`` and ``box_recall`` are None for
-    classification. ``mean_score_drift`` is over agreeing top-1 classes
-    (classification) or matched boxes (detection). ``reference_*`` is the live
-    model as run by the shadow node beside the candidate (0 when it ran none).
-    The ``*_p99_ms`` figures leave out the single slowest frame: over the
-    few dozen frames of a shadow run p99 is otherwise the maximum, and one
-    scheduler hiccup would decide the latency gate.
-    """
-
-    task: Task
-    watched_s: float
-    frames_judged: int
-    frames_paired: int
-    candidate_frames: int
-    live_frames: int
-    agreement: float
-    box_precision: float | None
-    box_recall: float | None
-    mean_score_drift: float
-    candidate_latency_p50_ms: float
-    candidate_latency_p99_ms: float
-    live_latency_p50_ms: float
-    live_latency_p99_ms: float
-    reference_latency_p50_ms: float
-    reference_latency_p99_ms: float
-    reference_frames: int
-    candidate_errors: int
-    candidate_non_finite: int
-    live_non_finite: int
-    dropped_frames: int
-    expired_candidate: int
-    expired_live: int
-
-    @property
-    def error_rate(self) -> float:
-        """Share of the candidate's frames that raised an exception."""
-        return self.candidate_errors / self.candidate_frames if self.candidate_frames else 0.0
-
-
-@dataclass(frozen=True)
-class ShadowVerdict:
-    """PENDING until enough frames or seconds were watched, then PASS or FAIL with reasons.
-
-    ``progress`` (0..1) is how far the run is towards a verdict, for action
-    feedback.
-    """
-
-    outcome: ShadowOutcome
-    reasons: tuple[str, ...]
-    progress: float
-    report: ShadowReport
-
-
-@dataclass(frozen=True)
 class _Pending:
     prediction: Prediction
     watched_s: float
@@ -135,14 +80,26 @@ class _Pending:
 class ShadowComparator:
     """Pairs candidate and live results by image stamp and gates on the bundle's acceptance thresholds.
 
+    ``labelled``: the labelled sets the node will score (``add_labelled``);
+    the verdict waits for each of them.
+
     Not thread-safe: a node with a multi-threaded executor calls it from one
     mutually exclusive callback group (or under a lock).
     """
 
-    def __init__(self, task: Task, acceptance: AcceptanceSpec, config: ShadowConfig = ShadowConfig()) -> None:
+    def __init__(self, task: Task, acceptance: AcceptanceSpec, config: ShadowConfig = ShadowConfig(),
+                 labelled: tuple[LabelledSource, ...] = ()) -> None:
         self.task = task
         self.acceptance = acceptance
         self.config = config
+        self._labelled_due = frozenset(labelled)
+        self._labelled: dict[LabelledSource, LabelledComparison] = {}
+        self._score_sums = [0.0, 0.0]  # candidate, live: top-1 or box scores
+        self._score_counts = [0, 0]
+        self._box_counts = [0, 0]
+        self._disagreements = 0
+        self._samples_saved = 0
+        self._samples_dir = ""
         self._clock = WatchClock(config.max_clock_step_s)
         self._candidates: OrderedDict[int, _Pending] = OrderedDict()
         self._lives: OrderedDict[int, _Pending] = OrderedDict()
@@ -166,8 +123,14 @@ class ShadowComparator:
         self._expired_candidate = 0
         self._expired_live = 0
 
-    def add_candidate(self, stamp_ns: int, prediction: Prediction, now: float, latency_ms: float) -> None:
-        """The candidate's result for the image stamped ``stamp_ns``, received at ``now``."""
+    def add_candidate(self, stamp_ns: int, prediction: Prediction, now: float,
+                      latency_ms: float) -> Disagreement | None:
+        """The candidate's result for the image stamped ``stamp_ns``, received at ``now``.
+
+        Returns the disagreement when it pairs with a live result it differs
+        from (the node runs a frame after the live node answered it, so this
+        is where pairs are normally made, while the node still has the image).
+        """
         _check_latency(latency_ms)
         watched = self._observe(now)
         self._candidate_frames += 1
@@ -175,12 +138,12 @@ class ShadowComparator:
             # A NaN/Inf output is a failed frame: it is never compared.
             self._non_finite += 1
             self._lives.pop(stamp_ns, None)
-            return
+            return None
         live = self._lives.pop(stamp_ns, None)
         if live is None:
             self._hold(self._candidates, stamp_ns, _Pending(prediction, watched, latency_ms), live_side=False)
-        else:
-            self._compare(_Pending(prediction, watched, latency_ms), live)
+            return None
+        return self._compare(stamp_ns, _Pending(prediction, watched, latency_ms), live)
 
     def add_live(self, stamp_ns: int, prediction: Prediction, now: float, latency_ms: float) -> None:
         """The live model's result for the image stamped ``stamp_ns``, received at ``now``."""
@@ -191,7 +154,7 @@ class ShadowComparator:
         if candidate is None:
             self._hold(self._lives, stamp_ns, _Pending(prediction, watched, latency_ms), live_side=True)
         else:
-            self._compare(candidate, _Pending(prediction, watched, latency_ms))
+            self._compare(stamp_ns, candidate, _Pending(prediction, watched, latency_ms))
 
     def add_reference(self, latency_ms: float) -> None:
         """The live model, run by the shadow node beside the candidate on one frame, took ``latency_ms``."""
@@ -205,6 +168,15 @@ class ShadowComparator:
         self._candidate_frames += 1
         self._errors += 1
         self._lives.pop(stamp_ns, None)
+
+    def add_labelled(self, comparison: LabelledComparison) -> None:
+        """Both models' scores on one labelled set (or why it could not be scored)."""
+        self._labelled[comparison.source] = comparison
+
+    def record_sample(self, directory: str) -> None:
+        """The node kept one more disagreement sample in ``directory``."""
+        self._samples_saved += 1
+        self._samples_dir = directory
 
     def add_dropped_frames(self, count: int = 1) -> None:
         """The candidate did not run on ``count`` camera frames (busy, rate limit, reference runs)."""
@@ -245,7 +217,24 @@ class ShadowComparator:
             dropped_frames=self._dropped,
             expired_candidate=self._expired_candidate,
             expired_live=self._expired_live,
+            candidate_mean_score=_mean(self._score_sums[0], self._score_counts[0]),
+            live_mean_score=_mean(self._score_sums[1], self._score_counts[1]),
+            candidate_mean_boxes=_mean(self._box_counts[0], self._paired) if detection else 0.0,
+            live_mean_boxes=_mean(self._box_counts[1], self._paired) if detection else 0.0,
+            disagreements=self._disagreements,
+            **self._labelled_fields(LabelledSource.CANDIDATE, "labelled_images", "candidate_labelled_score",
+                                    "live_labelled_score"),
+            **self._labelled_fields(LabelledSource.LIVE, "live_set_images", "candidate_live_set_score",
+                                    "live_live_set_score"),
+            samples_saved=self._samples_saved,
+            samples_dir=self._samples_dir,
         )
+
+    def _labelled_fields(self, source: LabelledSource, images: str, candidate: str, live: str) -> dict:
+        scored = self._labelled.get(source)
+        if scored is None:
+            return {images: 0, candidate: math.nan, live: math.nan}
+        return {images: scored.images, candidate: scored.candidate_score, live: scored.live_score}
 
     def verdict(self, now: float) -> ShadowVerdict:
         """PENDING until acceptance.shadow_frames frames or shadow_seconds seconds, then PASS or FAIL.
@@ -258,6 +247,8 @@ class ShadowComparator:
         progress = self._progress(report)
         if progress < 1.0:
             return ShadowVerdict(ShadowOutcome.PENDING, (), progress, report)
+        if not self._labelled_due <= self._labelled.keys():
+            return ShadowVerdict(ShadowOutcome.PENDING, (), min(progress, 0.99), report)
         reasons = self._failures(report)
         return ShadowVerdict(ShadowOutcome.FAIL if reasons else ShadowOutcome.PASS, reasons, 1.0, report)
 
@@ -279,9 +270,10 @@ class ShadowComparator:
             return (f"no frame could be compared in {report.watched_s:.1f} s: check that the camera, the live "
                     f"results and the shadow node all publish (received {report.candidate_frames} candidate "
                     f"and {report.live_frames} live results, none with a partner of the same image stamp)",)
-        reasons = []
+        reasons = self._labelled_failures()
         if report.frames_paired:
             reasons.extend(self._agreement_failures(report))
+            reasons.extend(self._distribution_failures(report))
             reasons.extend(self._latency_failures(report))
         if report.candidate_non_finite:
             reasons.append(f"the candidate output NaN or Inf on {report.candidate_non_finite} of "
@@ -292,26 +284,52 @@ class ShadowComparator:
                            f"most {spec.max_error_rate:.1%} (acceptance.max_error_rate)")
         return tuple(reasons)
 
+    def _labelled_failures(self) -> list[str]:
+        reasons = []
+        allowed = self.acceptance.max_regression
+        measure = "top-1 accuracy" if self.task is Task.CLASSIFICATION else "box F1"
+        for source in LabelledSource:
+            scored = self._labelled.get(source)
+            if scored is None:
+                continue
+            whose = "the candidate's" if source is LabelledSource.CANDIDATE else "the live version's"
+            if scored.error:
+                reasons.append(f"{whose} labelled images could not be scored: {scored.error}")
+            elif scored.candidate_score < scored.live_score - allowed:
+                reasons.append(f"on {whose} {scored.images} labelled images the candidate's {measure} is "
+                               f"{scored.candidate_score:.3f} against {scored.live_score:.3f} for the live model; "
+                               f"the bundle allows at most {allowed:.3f} lower (acceptance.max_regression)")
+        return reasons
+
     def _agreement_failures(self, report: ShadowReport) -> list[str]:
         spec = self.acceptance
-        reasons = []
+        if report.agreement >= spec.min_live_agreement:
+            return []
         if self.task is Task.CLASSIFICATION:
-            if report.agreement < spec.min_top1_agreement:
-                reasons.append(f"top-1 class agreement with the live model is {report.agreement:.1%} over "
-                               f"{report.frames_paired} frames; the bundle requires at least "
-                               f"{spec.min_top1_agreement:.1%} (acceptance.min_top1_agreement)")
-            compared = "agreeing top-1 classes"
+            measured = f"top-1 class agreement with the live model is {report.agreement:.1%}"
         else:
-            if report.agreement < spec.min_detection_f1:
-                reasons.append(f"detection agreement with the live model is F1 {report.agreement:.3f} at IoU "
-                               f"{self.config.iou_threshold:g} over {report.frames_paired} frames (precision "
-                               f"{report.box_precision:.3f}, recall {report.box_recall:.3f}); the bundle "
-                               f"requires at least {spec.min_detection_f1:.3f} (acceptance.min_detection_f1)")
-            compared = "matched boxes"
-        if report.mean_score_drift > spec.max_score_drift:
-            reasons.append(f"scores differ from the live model's by {report.mean_score_drift:.3f} on average "
-                           f"on {compared}; the bundle allows at most {spec.max_score_drift:.3f} "
-                           "(acceptance.max_score_drift)")
+            measured = (f"detection agreement with the live model is F1 {report.agreement:.3f} at IoU "
+                        f"{self.config.iou_threshold:g} (precision {report.box_precision:.3f}, recall "
+                        f"{report.box_recall:.3f})")
+        return [f"{measured} over {report.frames_paired} frames; the bundle requires at least "
+                f"{spec.min_live_agreement:.1%} (acceptance.min_live_agreement), a floor meant to catch a broken "
+                "model, not a better one"]
+
+    def _distribution_failures(self, report: ShadowReport) -> list[str]:
+        """Mean scores (and boxes per frame, +1 so that none is comparable) within a factor of the live model's."""
+        factor = self.acceptance.max_distribution_ratio
+        measures = [("mean top-1 score" if self.task is Task.CLASSIFICATION else "mean box score",
+                     report.candidate_mean_score, report.live_mean_score, 0.0)]
+        if self.task is Task.DETECTION:
+            measures.append(("boxes per frame", report.candidate_mean_boxes, report.live_mean_boxes, 1.0))
+        reasons = []
+        for name, candidate, live, offset in measures:
+            low, high = sorted((candidate + offset, live + offset))
+            if high == 0 or (low > 0 and high / low <= factor):
+                continue
+            reasons.append(f"the candidate's {name} is {candidate:.3f} against {live:.3f} for the live model; "
+                           f"the bundle allows a factor of at most {factor:g} either way "
+                           "(acceptance.max_distribution_ratio)")
         return reasons
 
     def _latency_failures(self, report: ShadowReport) -> list[str]:
@@ -331,12 +349,14 @@ class ShadowComparator:
                 f"({candidate / baseline:.2f}x); the bundle allows at most {spec.max_latency_ratio:.2f}x or "
                 f"+{spec.latency_slack_ms:g} ms (acceptance.max_latency_ratio, acceptance.latency_slack_ms)"]
 
-    def _compare(self, candidate: _Pending, live: _Pending) -> None:
+    def _compare(self, stamp_ns: int, candidate: _Pending, live: _Pending) -> Disagreement | None:
         if not live.prediction.is_finite():
             # A broken reference says nothing about the candidate.
             self._live_non_finite += 1
-            return
+            return None
         self._paired += 1
+        self._count_distribution(0, candidate.prediction)
+        self._count_distribution(1, live.prediction)
         self._candidate_latencies.append(candidate.latency_ms)
         self._live_latencies.append(live.latency_ms)
         if self.task is Task.DETECTION:
@@ -351,6 +371,21 @@ class ShadowComparator:
             if len(candidate.prediction.scores):
                 self._drift_total += abs(float(candidate.prediction.scores[0]) - float(live.prediction.scores[0]))
                 self._drift_count += 1
+        reason = frame_disagreement(self.task, candidate.prediction, live.prediction, self.config.iou_threshold)
+        if not reason:
+            return None
+        self._disagreements += 1
+        return Disagreement(stamp_ns, reason, candidate.prediction, live.prediction)
+
+    def _count_distribution(self, side: int, prediction: Prediction) -> None:
+        scores = prediction.scores
+        if self.task is Task.DETECTION:
+            self._box_counts[side] += len(scores)
+            self._score_sums[side] += float(scores.sum())
+            self._score_counts[side] += len(scores)
+        elif len(scores):
+            self._score_sums[side] += float(scores[0])
+            self._score_counts[side] += 1
 
     def _hold(self, pending: OrderedDict[int, _Pending], stamp_ns: int, entry: _Pending, live_side: bool) -> None:
         pending[stamp_ns] = entry
@@ -374,6 +409,10 @@ class ShadowComparator:
             self._expired_live += 1
         else:
             self._expired_candidate += 1
+
+
+def _mean(total: float, count: int) -> float:
+    return total / count if count else 0.0
 
 
 def _tail_latency(latencies: deque[float]) -> float:

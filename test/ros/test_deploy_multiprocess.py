@@ -26,11 +26,12 @@ from robot_model_deployer.bundle.filelist import build_file_list
 from robot_model_deployer.bundle.pack import write_bundle_tar
 from robot_model_deployer.bundle.signing import generate_keypair, load_private_key, sign_file_list
 from robot_model_deployer.inference.preprocess import PixelFormat
-from robot_model_deployer.msg import DeploymentStatus, InferenceResult, ShadowReport
+from robot_model_deployer.msg import DeploymentStatus, InferenceError, InferenceResult, ShadowReport
 from robot_model_deployer.nodes.conversions import array_to_image
 from robot_model_deployer.srv import DeployModel, GetStatus, ListModels, Rollback
 from robot_model_deployer.testing.models import (classifier_manifest, colour_classifier, colour_detector,
-                                                  memory_hog_classifier, solid_image, write_bundle)
+                                                  memory_hog_classifier, raising_classifier, solid_image,
+                                                  write_bundle)
 from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient, next_domain_id, stop_all, wait_for
 
 MANAGER = "/model_manager"
@@ -332,12 +333,41 @@ def test_candidate_failing_in_probation_is_rolled_back_automatically(graph: Grap
     assert gap < 0.25, "results stopped during the swap or the automatic rollback"
     status = graph.status()
     assert status.active.version == "1.0.0"
-    assert status.health.startswith("probation: unhealthy") and "NaN" in status.health, status.health
+    # Probation judged 2.0.0, which no longer serves: its verdict is in the message, health is cleared.
+    assert status.health == "" and "NaN" in status.message, (status.health, status.message)
     listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request())
     assert {(m.version, slot) for m, slot in zip(listed.models, listed.slots)} == {("1.0.0", "active"),
                                                                                   ("2.0.0", "")}
     retry = graph.deploy(graph.bundle("nan-again", version="2.0.0", model=colour_classifier(nan_unless="green")))
     assert not retry.accepted, "a version that failed probation was deployed again"
+    assert "marked bad" in retry.reason and "force" in retry.reason, retry.reason
+
+
+def test_inference_errors_of_the_live_node_are_published_and_roll_the_candidate_back(graph: Graph) -> None:
+    errors: list[InferenceError] = []
+    graph.client.node.create_subscription(InferenceError, "/inference_errors", errors.append, 50)
+    assert graph.deploy(graph.bundle("v1")).accepted
+    raising = graph.bundle("raising", version="2.0.0", model=raising_classifier(raise_unless="green"))
+    with Camera(graph, colour="green") as camera:
+        _serving(graph, "1.0.0")
+        outcome: dict[str, DeployModel.Response] = {}
+        deploying = threading.Thread(target=lambda: outcome.setdefault("r", graph.deploy(raising)))
+        deploying.start()
+        # Green frames: the candidate answers in shadow. Once it is live, red frames make ONNX Runtime raise.
+        wait_for(lambda: any(s.stage == "probation" for s in graph.statuses), 60.0, "probation to start")
+        camera.colour = "red"
+        deploying.join(60.0)
+        _serving(graph, "1.0.0")
+    response = outcome["r"]
+    assert not response.accepted
+    assert "rolled back" in response.reason and "raised an error on" in response.reason, response.reason
+    assert errors, "the live node published no InferenceError"
+    assert {(e.model_version, e.reason.startswith("inference failed: Fail: ")) for e in errors} == {("2.0.0", True)}
+    assert all((e.header.stamp.sec, e.header.stamp.nanosec) in camera.sent for e in errors)
+    counts = [e.errors for e in errors if e.node_name == errors[0].node_name]
+    assert counts == list(range(1, len(counts) + 1)), "each error carries the node's running count"
+    status = graph.status()  # health clears on rollback; the reason stays in the message
+    assert status.health == "" and "raised an error on" in status.message, (status.health, status.message)
 
 
 def test_manual_rollback_returns_to_the_previous_model_without_a_gap(graph: Graph) -> None:

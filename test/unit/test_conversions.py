@@ -199,7 +199,7 @@ def test_empty_detection_result() -> None:
 def test_every_shadow_report_number_survives_the_message(task: Task) -> None:
     values = {}
     for index, field in enumerate(f for f in dataclasses.fields(ShadowReport) if f.name != "task"):
-        values[field.name] = index + 1 if field.type == "int" else index + 0.5
+        values[field.name] = {"int": index + 1, "str": f"/store/samples/{index}"}.get(field.type, index + 0.5)
     if task is Task.CLASSIFICATION:
         values["box_precision"] = values["box_recall"] = None
     verdict = ShadowVerdict(ShadowOutcome.FAIL, ("too slow", "disagrees"), 1.0, ShadowReport(task=task, **values))

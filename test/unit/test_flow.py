@@ -35,7 +35,7 @@ from robot_model_deployer.testing.models import (
     COLOUR_LABELS, classifier_manifest, colour_classifier, solid_image, write_bundle,
 )
 from robot_model_deployer.testing.quant_models import colour_images, write_image_bundle
-from robot_model_deployer.validation.health import HealthStatus, HealthWatch
+from robot_model_deployer.validation.health import HealthState, HealthStatus, HealthThresholds, HealthWatch
 from robot_model_deployer.validation.shadow import ShadowComparator, ShadowOutcome, ShadowVerdict
 
 TARGETS_FILE = Path(__file__).resolve().parents[2] / "robot_model_deployer" / "optimize" / "targets.yaml"
@@ -64,6 +64,7 @@ class EngineSlot:
         self.served_as = ""
         self.refuse: set[str] = set()
         self.calls: list[str] = []
+        self.activated: list[VersionRef] = []
 
     def state(self) -> SlotState:
         return self._state
@@ -93,6 +94,7 @@ class EngineSlot:
     def activate(self) -> None:
         self._begin("activate", SlotState.INACTIVE)
         self._state = SlotState.ACTIVE
+        self.activated.append(self.model.ref)
 
     def deactivate(self) -> None:
         self._begin("deactivate", SlotState.ACTIVE)
@@ -170,6 +172,22 @@ class EngineProbation:
             watch.add_input(stamp_ns, now)
             prediction = live.infer(image)
             watch.add_output(stamp_ns, now + 0.005, LATENCY_MS, prediction.is_finite())
+        raise AssertionError("probation never reached a decision")
+
+
+class PausedClockProbation:
+    """Probation whose ROS time stops after a second while the wall clock runs (a paused simulator)."""
+
+    def watch(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None, cancel: threading.Event,
+              progress: Callable[[float, str], None]) -> HealthStatus:
+        watch = HealthWatch(acceptance, baseline_latency_p99_ms, HealthThresholds(wall_margin_s=5.0))
+        for tick in range(1000):
+            now = min(tick * FRAME_PERIOD_S, 0.5)
+            watch.add_input(tick * 1_000_000, now)
+            watch.add_output(tick * 1_000_000, now, LATENCY_MS, True)
+            status = watch.status(now, wall_s=tick * FRAME_PERIOD_S)
+            if status.decided:
+                return status
         raise AssertionError("probation never reached a decision")
 
 
@@ -369,9 +387,27 @@ def test_probation_nan_rolls_back_to_the_old_model_and_marks_bad(rig: Rig) -> No
     assert any(e.kind is EventKind.STAGE_CHANGED and e.message.startswith("rollback: rolling back")
                for e in state.history)
     assert "rejected and marked bad: rolled back after the swap" in state.history[-1].message
-    assert rig.serving() == (V1, V2)
+    assert "NaN or Inf" in state.bad_reason(V2)
+    # The rejected candidate does not stay warm: with no previous version, the standby holds nothing.
+    assert rig.serving() == (V1, None)
+    assert all(slot.model is None for slot in rig.slots if slot is not rig.live())
+    assert outcome.rolled_back and not outcome.cancelled
     assert_v1_still_serves(rig)
     assert np.isfinite(rig.live().engine.infer(solid_image("red")).scores).all()
+
+
+def test_probation_that_times_out_on_a_paused_clock_rolls_back_without_marking_bad(rig: Rig) -> None:
+    flow = rig.flow()
+    deployed_v1(rig, flow)
+    paused = DeploymentFlow(rig.store, rig.switch, flow.settings, shadow=rig.shadow, probation=PausedClockProbation())
+    outcome = rig.deploy(paused, rig.bundle("2.0.0"))
+
+    assert not outcome.accepted
+    assert outcome.report["probation"]["state"] == HealthState.TIMED_OUT.value
+    assert "is /clock paused? The model was not judged" in outcome.reason
+    state = rig.store.state
+    assert (state.active, state.candidate, state.bad) == (V1, None, ())
+    assert_v1_still_serves(rig)
 
 
 # Cancelling ------------------------------------------------------------------------------------------
@@ -405,8 +441,11 @@ def test_cancel_leaves_the_live_model_and_does_not_mark_the_candidate_bad(rig: R
 
     assert cancel.is_set(), f"the test never reached the point '{point}'"
     assert not outcome.accepted and "cancel" in outcome.reason, outcome.reason
+    # A cancel that lands once the swap has begun finds the candidate live: it is rolled back.
+    assert outcome.cancelled and outcome.rolled_back == (point in ("when the swap starts", "while probation runs"))
     state = rig.store.state
-    assert (state.candidate, state.bad, state.stage) == (None, (), DeploymentStage.FAILED)
+    assert (state.candidate, state.bad, state.stage) == (None, (), DeploymentStage.CANCELLED)
+    assert state.history[-1].kind is EventKind.CANDIDATE_CANCELLED
     assert "cancelled" in state.history[-1].message and "marked bad" not in state.history[-1].message
     assert "probation" not in outcome.report or outcome.report["probation"]["state"] != "passed"
     assert_v1_still_serves(rig)
@@ -483,19 +522,60 @@ def test_empty_bundle_path_is_refused_with_what_to_do(rig: Rig) -> None:
     assert rig.store.state.active is None and rig.serving() == (None, None)
 
 
-@pytest.mark.parametrize("force", [False, True])
-def test_a_version_marked_bad_cannot_be_deployed_again(rig: Rig, force: bool) -> None:
+def test_a_version_marked_bad_is_refused_without_force_saying_why_and_how(rig: Rig) -> None:
     flow = rig.flow()
     deployed_v1(rig, flow)
     bundle = rig.bundle("2.0.0", colour_classifier(label_shift=1))
     assert not rig.deploy(flow, bundle).accepted
     assert rig.store.state.bad == (V2,)
 
-    outcome = rig.deploy(flow, bundle, force=force)
+    outcome = rig.deploy(flow, bundle)
     assert not outcome.accepted and outcome.reason.startswith("bundle rejected: ")
-    assert "colour_classifier@2.0.0 is already installed" in outcome.reason
+    assert "colour_classifier@2.0.0 is already installed and was marked bad (failed shadow validation" \
+        in outcome.reason
+    assert "deploy this bundle again with force set" in outcome.reason and "by reference" not in outcome.reason
     assert len(rig.shadow.runs) == 1  # never shadowed (or served) again
     assert rig.store.state.bad == (V2,)
+    assert_v1_still_serves(rig)
+
+
+def test_force_retries_a_version_marked_bad_and_records_it(rig: Rig) -> None:
+    flow = rig.flow()
+    deployed_v1(rig, flow)
+    bundle = rig.bundle("2.0.0")
+    trust = TrustStore.load(rig.keys / "trusted")
+    rig.store.set_candidate(rig.store.ingest(bundle, trust=trust, model_check=check_model).ref)
+    rig.store.reject_candidate("latency p99 12 ms is above the limit")  # e.g. a loaded CPU misjudged it
+
+    outcome = rig.deploy(flow, bundle, force=True)
+    assert outcome.accepted, outcome.reason
+    assert outcome.report["installed"]["forced"] is True
+    state = rig.store.state
+    assert (state.active, state.previous, state.bad) == (V2, V1, ())
+    forced = [e for e in state.history if e.kind is EventKind.FORCED]
+    assert [e.ref for e in forced] == [V2]
+    assert "marked bad (latency p99 12 ms is above the limit)" in forced[0].message
+    assert "force" in forced[0].message
+    assert rig.live().model.ref == V2
+
+
+def test_a_forced_retry_that_fails_again_is_marked_bad_with_the_new_reason(rig: Rig) -> None:
+    flow = rig.flow()
+    deployed_v1(rig, flow)
+    bundle = rig.bundle("2.0.0", colour_classifier(label_shift=1))
+    assert not rig.deploy(flow, bundle).accepted
+    rig.shadow.error = "no shadow verdict within 30 s"
+    first = rig.store.state.bad_reason(V2)
+
+    outcome = rig.deploy(flow, bundle, force=True)
+    assert not outcome.accepted and "shadow validation could not run" in outcome.reason
+    # Not a verdict on the model, and the operator lifted the mark: it is not bad now.
+    assert rig.store.state.bad == () and first is not None
+    rig.shadow.error = ""
+    outcome = rig.deploy(flow, bundle)
+    assert not outcome.accepted and "failed shadow validation" in outcome.reason
+    assert rig.store.state.bad == (V2,) and "failed shadow validation" in rig.store.state.bad_reason(V2)
+    assert len(rig.shadow.runs) == 3
     assert_v1_still_serves(rig)
 
 
@@ -531,7 +611,7 @@ def test_manual_rollback_without_a_previous_version_fails_cleanly(rig: Rig) -> N
 
 @pytest.mark.parametrize("failure", ["probation", "swap"])
 def test_manual_rollback_after_a_failed_candidate_serves_the_stores_previous(rig: Rig, failure: str) -> None:
-    """After v3 failed its swap or probation the standby holds v3 or nothing, not the store's previous (v1)."""
+    """After v3 failed its swap or probation the standby holds the store's previous (v1) again, not v3."""
     rig.probation.frames = [solid_image("red")]
     flow = rig.flow()
     deployed_v1(rig, flow)
@@ -541,9 +621,11 @@ def test_manual_rollback_after_a_failed_candidate_serves_the_stores_previous(rig
     rig.shadow.frames = [solid_image("green")]
     assert not rig.deploy(flow, rig.bundle("3.0.0", colour_classifier(nan_unless="green"))).accepted
     assert (rig.store.state.active, rig.store.state.previous) == (V2, V1)
-    assert rig.serving() == (V2, V3 if failure == "probation" else None)
+    assert rig.serving() == (V2, V1)
+    loads = sum(slot.calls.count("load") for slot in rig.slots)
 
     model = flow.rollback("operator")
+    assert sum(slot.calls.count("load") for slot in rig.slots) == loads  # it was warm: nothing loaded
     assert model.ref == V1
     assert (rig.store.state.active, rig.store.state.previous) == (V1, V2)
     assert rig.serving() == (V1, V2)
@@ -571,7 +653,53 @@ def test_serve_committed_after_a_restart_serves_active_with_previous_warm(rig: R
     standby = next(slot for slot in slots if slot is not live)
     assert live.answer("green") == "green"
     assert standby.state() is SlotState.INACTIVE and standby.model.ref == V1
+    assert [ref for slot in slots for ref in slot.activated] == [V2]  # the previous never served
     assert restarted.rollback("after restart").ref == V1 and live_slot(slots) is standby
+
+
+@pytest.mark.parametrize("deployments", [2, 3])
+def test_a_restarted_manager_takes_over_running_nodes_without_serving_the_previous(rig: Rig,
+                                                                                 deployments: int) -> None:
+    """Only the manager restarts: the nodes still serve. Two or three deployments leave either node live."""
+    flow = rig.flow()
+    for version in ("1.0.0", "2.0.0", "3.0.0")[:deployments]:
+        assert rig.deploy(flow, rig.bundle(version)).accepted
+    active, previous = (V2, V1) if deployments == 2 else (V3, V2)
+    was_live = rig.live()
+    for slot in rig.slots:
+        slot.activated.clear()
+    handovers: list[dict[str, SlotState]] = []
+
+    def wait_for_answer(node: str, since: float) -> None:
+        handovers.append({slot.name: slot.state() for slot in rig.slots})
+
+    switch = BlueGreenSwitch(rig.slots, wait_for_answer)  # a new manager knows nothing of the nodes
+    restarted = DeploymentFlow(ModelStore.open(rig.store.root), switch,
+                               FlowSettings(trust=TrustStore.load(rig.keys / "trusted"), model_check=check_model))
+    assert restarted.serve_committed().ref == active
+
+    assert [ref for slot in rig.slots for ref in slot.activated] == [active]
+    # The node that was live kept publishing until the other one served: both active at the handover.
+    assert handovers == [{slot.name: SlotState.ACTIVE for slot in rig.slots}]
+    assert rig.live() is not was_live and rig.live().model.ref == active
+    assert was_live.state() is SlotState.INACTIVE and was_live.model.ref == previous
+    snapshot = switch.snapshot()
+    assert (snapshot.live_model.ref, snapshot.standby_model.ref) == (active, previous)
+
+
+def test_a_previous_that_cannot_be_loaded_after_a_restart_leaves_the_active_serving(rig: Rig) -> None:
+    flow = rig.flow()
+    deployed_v1(rig, flow)
+    assert rig.deploy(flow, rig.bundle("2.0.0")).accepted
+    slots = (EngineSlot("perception_a"), EngineSlot("perception_b"))
+    slots[0].refuse.add("load")  # the node the previous version would go to
+    switch = BlueGreenSwitch(slots)
+    restarted = DeploymentFlow(ModelStore.open(rig.store.root), switch,
+                               FlowSettings(trust=TrustStore.load(rig.keys / "trusted"), model_check=check_model))
+    assert restarted.serve_committed().ref == V2
+    assert live_slot(slots).model.ref == V2 and switch.snapshot().standby_model is None
+    # The store's previous is still the rollback target: the rollback loads it.
+    assert restarted.rollback("after restart").ref == V1 and live_slot(slots).model.ref == V1
 
 
 def test_serve_committed_on_an_empty_store_serves_nothing(rig: Rig) -> None:
@@ -613,3 +741,21 @@ def test_optimizer_builds_a_variant_that_is_served_and_reused_after_a_restart(ri
                                optimizer=OnRobotOptimizer(load_target_profile("x86_cpu", TARGETS_FILE)))
     assert restarted.serve_committed().artifacts == str(artifacts)
     assert live_slot(slots).served_as == f"optimized variant {report['chosen']}"
+
+
+def test_a_model_broken_in_its_own_fp32_is_refused_at_the_optimize_stage_and_marked_bad(rig: Rig) -> None:
+    optimizer = OnRobotOptimizer(load_target_profile("x86_cpu", TARGETS_FILE))
+    flow = rig.flow(optimizer=optimizer)
+    assert rig.deploy(flow, rig.bundle("1.0.0", images=True)).accepted
+    outcome = rig.deploy(flow, rig.bundle("2.0.0", colour_classifier(nan_unless="green"), images=True))
+
+    assert not outcome.accepted
+    assert outcome.reason.startswith("colour_classifier@2.0.0 rejected: refused at the optimize stage: the model's "
+                                     "own FP32 output is NaN or infinite on 6 of 9 validation images"), outcome.reason
+    assert "own FP32 output is NaN" in outcome.report["optimize"]["refused"]
+    assert "shadow" not in rig.stage_names() and "swap" not in rig.stage_names()
+    state = rig.store.state
+    assert (state.active, state.candidate, state.bad) == (V1, None, (V2,))
+    assert "rejected and marked bad: refused at the optimize stage" in state.history[-1].message
+    assert not (rig.store.derived_dir(V2) / "optimized-x86_cpu").exists()
+    assert_v1_still_serves(rig)

@@ -1,6 +1,7 @@
 """Work in a limited child process: values come back, failures come back as one reason naming the limit."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -60,3 +61,31 @@ def test_a_child_flooding_its_output_costs_the_caller_no_memory():
 def test_malloc_arenas_do_not_eat_the_memory_limit():
     # Without a cap glibc reserves 64 MiB of address space per thread's arena (about 1 GiB here).
     assert run_in_child(f"{TARGETS}:peak_with_threads", {"threads": 16}, ChildLimits(memory_mb=1024, seconds=20)) < 512
+
+
+def test_progress_from_the_child_reaches_the_caller_while_it_works():
+    seen: list[tuple[float, object]] = []
+    started = time.monotonic()
+    assert run_in_child(f"{TARGETS}:count_with_progress", {"count": 5, "period_s": 0.2}, LIMITS,
+                        progress=lambda value: seen.append((time.monotonic(), value))) == 5
+    finished = time.monotonic()
+    assert [value for _, value in seen] == [{"step": step} for step in range(5)]  # the oversized line is dropped
+    assert seen[0][0] - started < finished - started - 0.5, "the first step arrived only at the end"
+
+
+def test_cancel_kills_a_working_child_promptly():
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(ChildError, match="cancelled") as caught:
+        run_in_child(f"{TARGETS}:hang", {"seconds": 60}, LIMITS, cancel=cancel)
+    assert caught.value.failure is ChildFailure.CANCELLED
+    assert time.monotonic() - started < 1.0 + 0.5
+
+
+def test_a_set_cancel_starts_no_child():
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(ChildError) as caught:
+        run_in_child(f"{TARGETS}:die", {"signal_name": "SIGKILL"}, LIMITS, cancel=cancel)
+    assert caught.value.failure is ChildFailure.CANCELLED

@@ -442,3 +442,18 @@ def test_semver_parse_fields() -> None:
     assert version.prerelease == ("rc", "1", "x-y")
     assert version.build == "001"
     assert str(version) == "10.20.30-rc.1.x-y+001"
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("probation_warm_up_s", -1, "must be >= 0.0"),
+    ("probation_answer_grace_s", -0.1, "must be >= 0.0"),
+    ("probation_window_s", 0, "must be > 0.0"),
+    ("probation_min_frames", 0, "must be >= 1"),
+    ("probation_min_answered", 1.5, "must be <= 1.0"),
+    ("probation_stall_s", 0, "must be > 0.0"),
+])
+def test_probation_thresholds_are_read_and_checked(field: str, value: float, problem: str) -> None:
+    assert f"acceptance.{field} {problem}" in error_of(with_section("acceptance", **{field: value}))
+    good = {"probation_min_frames": 30} if field == "probation_min_frames" else {field: 0.7}
+    assert getattr(manifest_from_dict(with_section("acceptance", **good)).acceptance, field) == next(
+        iter(good.values()))

@@ -8,7 +8,8 @@ import pytest
 
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Task
 from robot_model_deployer.inference.postprocess import Prediction
-from robot_model_deployer.optimize.gate import ExpectedOutputsError, check_variant, load_expected_outputs
+from robot_model_deployer.optimize.gate import check_reference, check_variant
+from robot_model_deployer.validation.labelled import ExpectedOutputsError, load_expected_outputs
 
 
 def top1(class_id: int) -> Prediction:
@@ -73,3 +74,28 @@ def test_expected_detection_boxes_load_and_missing_entries_fail(tmp_path: Path) 
     assert loaded[0].boxes.shape == (1, 4) and len(loaded[1].scores) == 0
     with pytest.raises(ExpectedOutputsError, match="c.png"):
         load_expected_outputs(tmp_path / "expected.json", ["c.png"], Task.DETECTION)
+
+
+def test_the_reference_itself_is_refused_when_its_fp32_output_is_not_finite() -> None:
+    nan = Prediction(np.array([0], np.int32), np.array([np.nan], np.float32), ())
+    reason, score = check_reference(Task.CLASSIFICATION, [top1(0), nan, nan], ["a.png", "b.png", "c.png"],
+                                    AcceptanceSpec())
+    assert reason.startswith("the model's own FP32 output is NaN or infinite on 2 of 3 validation images "
+                             "(first: b.png)") and score is None
+    assert check_reference(Task.CLASSIFICATION, [top1(0)], ["a.png"], AcceptanceSpec()) == ("", None)
+
+
+def test_the_reference_must_reach_the_accuracy_its_bundle_states() -> None:
+    expected = [top1(0), top1(1), top1(2), top1(0)]
+    fp32 = [top1(0), top1(1), top1(0), top1(0)]  # 3 of 4 right
+    names = [f"{i}.png" for i in range(4)]
+    reason, score = check_reference(Task.CLASSIFICATION, fp32, names, AcceptanceSpec(min_accuracy=0.8), expected)
+    assert score == pytest.approx(0.75)
+    assert reason == ("the model's own FP32 top-1 accuracy against validation.expected is 0.750, below the 0.800 "
+                      "its bundle states (acceptance.min_accuracy)")
+    assert check_reference(Task.CLASSIFICATION, fp32, names, AcceptanceSpec(min_accuracy=0.75), expected)[0] == ""
+    # Unstated (the default 0): any score is the bundle's own business.
+    assert check_reference(Task.CLASSIFICATION, fp32, names, AcceptanceSpec(), expected) == ("", 0.75)
+    detected = check_reference(Task.DETECTION, [boxes([(0, 0, 10, 10)])], ["d.png"], AcceptanceSpec(min_accuracy=0.9),
+                               [boxes([(50, 50, 60, 60)])])
+    assert "box F1 at IoU 0.5 against validation.expected is 0.000" in detected[0]

@@ -15,14 +15,15 @@ from robot_model_deployer.inference.accelerators import Accelerator, Precision
 from robot_model_deployer.inference.openvino_session import openvino_available
 from robot_model_deployer.optimize.hardware import HardwareInfo, detect_hardware, parse_cpu_features
 from robot_model_deployer.optimize.pipeline import (
-    FP32_FALLBACK, OptimizationCancelled, OptimizeProgress, load_bundle_image, optimize_bundle,
+    FP32_FALLBACK, ModelRefusedError, OptimizationCancelled, OptimizeProgress, optimize_bundle,
 )
 from robot_model_deployer.optimize.report import OptimizationReport, VariantStatus
 from robot_model_deployer.optimize.targets import TargetProfile
-from robot_model_deployer.testing.models import COLOUR_LABELS, classifier_manifest
+from robot_model_deployer.testing.models import COLOUR_LABELS, classifier_manifest, colour_classifier
 from robot_model_deployer.testing.quant_models import (
     colour_images, conv_classifier, outlier_classifier, write_image_bundle,
 )
+from robot_model_deployer.validation.labelled import load_bundle_image
 
 SIZE = 32
 CPU_ONLY = TargetProfile("test_cpu", (Accelerator.CPU,), (Precision.INT8, Precision.FP32), benchmark_runs=5,
@@ -73,6 +74,35 @@ def test_broken_int8_is_rejected_and_fp32_is_chosen(tmp_path: Path) -> None:
     assert all("top-1 agreement" in v.reason and v.top1_agreement < 0.99 for v in int8)
     assert report.chosen == FP32_FALLBACK
     assert not any((tmp_path / "out" / f).exists() for v in int8 for f in v.artifact.files())
+
+
+def test_a_model_whose_own_fp32_outputs_nan_is_refused_whole_not_served_as_the_fallback(tmp_path: Path) -> None:
+    # NaN unless the image is mostly green: FP32 breaks on two thirds of the validation images.
+    bundle = make_bundle(tmp_path / "bundle", colour_classifier(SIZE, nan_unless="green"))
+    with pytest.raises(ModelRefusedError, match=r"own FP32 output is NaN or infinite on 8 of 12 validation images "
+                                                r"\(first: validation/000.png\)"):
+        optimize_bundle(bundle, CPU_ONLY, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_a_model_below_its_stated_accuracy_is_refused(tmp_path: Path) -> None:
+    # Labels say image i is colour i % 3; the model answers the next colour on every image.
+    expected = "".join(f"validation/{i:03d}.png: {{class_id: {i % 3}}}\n" for i in range(12)).encode()
+    for shift, refused in ((1, True), (0, False)):
+        root = tmp_path / f"shift{shift}"
+        manifest = {**classifier_manifest(size=SIZE), "acceptance": {"min_accuracy": 0.9},
+                    "validation": {"expected": "expected.yaml"}}
+        (root).mkdir()
+        (root / "expected.yaml").write_bytes(expected)
+        write_image_bundle(root, colour_classifier(SIZE, label_shift=shift), manifest,
+                           colour_images(8, SIZE, seed=1), colour_images(12, SIZE, seed=2))
+        bundle = load_bundle_dir(root)
+        if refused:
+            with pytest.raises(ModelRefusedError, match="top-1 accuracy against validation.expected is 0.000, "
+                                                        "below the 0.900 its bundle states"):
+                optimize_bundle(bundle, CPU_ONLY, tmp_path / f"out{shift}")
+        else:
+            assert optimize_bundle(bundle, CPU_ONLY, tmp_path / f"out{shift}").chosen
 
 
 def test_cancel_stops_early_and_writes_nothing(tmp_path: Path) -> None:

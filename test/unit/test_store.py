@@ -17,6 +17,7 @@ from robot_model_deployer.inference.model_check import check_model
 from robot_model_deployer.store import model_store
 from robot_model_deployer.store.model_store import STAGING_DIR, STATE_NAME, ModelStore
 from robot_model_deployer.store.state import DeploymentStage, EventKind, StoreError, VersionRef
+from robot_model_deployer.testing.models import colour_classifier
 
 
 @pytest.fixture(scope="module")
@@ -352,3 +353,110 @@ def test_pruning_copes_with_a_damaged_unused_version(tmp_path: Path, keys: Keys)
         store.list_versions()
     _deploy(store, signed_tar(tmp_path / "4.tar", keys.private, "4.0.0"), keys)
     assert [v.ref for v in store.list_versions()] == [_ref("1.0.0"), kept, _ref("4.0.0")]
+
+
+def _reject(store: ModelStore, bundle: Path, keys: Keys, reason: str) -> VersionRef:
+    ref = store.ingest(bundle, trust=keys.trust, model_check=check_model).ref
+    store.set_candidate(ref)
+    store.reject_candidate(reason)
+    return ref
+
+
+def test_retention_keeps_good_versions_before_bad_ones(tmp_path: Path, keys: Keys) -> None:
+    """As reported: 1.0.0 (good) was pruned while two newer bad versions were kept."""
+    store = ModelStore.open(tmp_path / "store", keep_others=2)
+    good = [_deploy(store, signed_tar(tmp_path / f"{v}.tar", keys.private, v), keys) for v in ("1.0.0", "2.0.0")]
+    bad = [_reject(store, signed_tar(tmp_path / f"{v}.tar", keys.private, v), keys, "probation: NaN")
+           for v in ("2.1.0", "2.2.0")]
+    third = _deploy(store, signed_tar(tmp_path / "3.tar", keys.private, "3.0.0"), keys)
+    assert (store.state.active, store.state.previous) == (third, good[1])
+    fourth = _deploy(store, signed_tar(tmp_path / "4.tar", keys.private, "4.0.0"), keys)
+
+    # Slots: 4.0.0 and 3.0.0. Others by worth: 2.0.0 and 1.0.0 (good) before 2.2.0 and 2.1.0 (bad).
+    assert [v.ref for v in store.list_versions()] == [good[0], good[1], third, fourth]
+    assert {e.ref for e in store.state.history if e.kind is EventKind.PRUNED} == set(bad)
+    assert store.state.bad == tuple(bad)  # pruned versions stay known as bad: a replay still needs force
+
+
+def test_a_bad_version_is_kept_while_there_is_room_after_the_good_ones(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store", keep_others=2)
+    first = _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
+    bad = _reject(store, signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), keys, "latency")
+    second = _deploy(store, signed_tar(tmp_path / "3.tar", keys.private, "3.0.0"), keys)
+    third = _deploy(store, signed_tar(tmp_path / "4.tar", keys.private, "4.0.0"), keys)
+    assert [v.ref for v in store.list_versions()] == [first, bad, second, third]
+
+
+def test_bad_marks_keep_their_reason_across_a_restart(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
+    bad = _reject(store, signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), keys,
+                  "only 6 results for 8 camera frames (75%)")
+    reopened = ModelStore.open(store.root).state
+    assert reopened.bad == (bad,) and reopened.bad_reason(bad) == "only 6 results for 8 camera frames (75%)"
+    assert reopened.bad_reason(_ref("1.0.0")) is None
+    body = json.loads((store.root / STATE_NAME).read_text(encoding="utf-8"))
+    assert body["bad"] == [{"ref": "colour_classifier@2.0.0", "reason": "only 6 results for 8 camera frames (75%)"}]
+    with pytest.raises(StoreError, match=r"marked bad \(only 6 results .*\); publish a new version, or deploy its "
+                                         "bundle again with force set"):
+        store.set_candidate(bad)
+
+
+def test_a_state_file_from_before_bad_reasons_still_opens(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    bad = _reject(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys, "agreement 0%")
+    body = json.loads((store.root / STATE_NAME).read_text(encoding="utf-8"))
+    body["bad"] = [str(bad)]
+    (store.root / STATE_NAME).write_text(json.dumps(body), encoding="utf-8")
+    state = ModelStore.open(store.root).state
+    assert state.bad == (bad,) and "reason not recorded" in state.bad_reason(bad)
+
+
+def test_cancel_drops_the_candidate_without_marking_it_bad_and_says_cancelled(tmp_path: Path, keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    first = _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
+    candidate = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust,
+                             model_check=check_model).ref
+    store.set_candidate(candidate)
+    store.cancel_candidate("cancelled by the caller")
+    state = store.state
+    assert (state.active, state.candidate, state.bad, state.stage) == (first, None, (), DeploymentStage.CANCELLED)
+    assert state.history[-1].kind is EventKind.CANDIDATE_CANCELLED and "cancelled" in state.stage_message
+    with pytest.raises(StoreError, match="no candidate to cancel"):
+        store.cancel_candidate("again")
+    store.set_candidate(candidate)  # it can be tried again
+
+
+def test_the_bundle_of_a_bad_version_is_reused_only_with_force_and_that_is_recorded(tmp_path: Path,
+                                                                                   keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
+    bundle = signed_tar(tmp_path / "2.tar", keys.private, "2.0.0")
+    bad = _reject(store, bundle, keys, "latency p99 40 ms")
+    with pytest.raises(VersionConflictError, match=r"was marked bad \(latency p99 40 ms\); publish a new version, "
+                                                   "or deploy this bundle again with force set"):
+        store.ingest(bundle, trust=keys.trust, model_check=check_model)
+    assert store.state.bad == (bad,)
+
+    again = store.ingest(bundle, trust=keys.trust, model_check=check_model, force=True)
+    assert again.ref == bad and again.forced
+    assert store.state.bad == ()
+    assert [e.kind for e in store.state.history[-2:]] == [EventKind.INSTALLED, EventKind.FORCED]
+    assert "marked bad (latency p99 40 ms)" in store.state.history[-1].message
+    store.set_candidate(bad)
+
+
+def test_an_installed_version_with_other_contents_is_refused_without_talk_of_references(tmp_path: Path,
+                                                                                       keys: Keys) -> None:
+    store = ModelStore.open(tmp_path / "store")
+    _deploy(store, signed_tar(tmp_path / "1.tar", keys.private, "1.0.0"), keys)
+    installed = store.ingest(signed_tar(tmp_path / "2.tar", keys.private, "2.0.0"), trust=keys.trust,
+                             model_check=check_model)
+    retrained = signed_tar(tmp_path / "2-retrained.tar", keys.private, "2.0.0",
+                           model=colour_classifier(scale=9.0).SerializeToString())
+    for force in (False, True):
+        with pytest.raises(VersionConflictError) as refused:
+            store.ingest(retrained, trust=keys.trust, model_check=check_model, force=force)
+        assert "already installed with other contents" in str(refused.value)
+        assert "bump the version" in str(refused.value) and "reference" not in str(refused.value)
+    assert store.installed(installed.ref).model_sha256 == installed.model_sha256

@@ -319,3 +319,83 @@ def test_the_old_node_serves_until_the_new_one_has_answered(slots) -> None:
     both = {"perception_a": SlotState.ACTIVE, "perception_b": SlotState.ACTIVE}
     assert seen == [("perception_a", both), ("perception_b", both)]
     assert switch.snapshot().live_model == V1
+
+
+# After a manager restart, and the standby as a warm rollback target -------------------------------
+
+
+def test_resume_on_fresh_nodes_serves_the_active_model_and_loads_the_previous_without_activating_it(
+        switch, slots) -> None:
+    a, b = slots
+    switch.resume(V2, warm=V1)
+    assert serving(slots) == V2.path
+    assert switch.snapshot() == SwitchSnapshot("perception_b", "perception_a", V2, V1)
+    assert b.calls == ["load", "activate"] and a.calls == ["load"]
+    assert a.state() is SlotState.INACTIVE and a.model_dir == V1.path
+
+
+@pytest.mark.parametrize("live_index", [0, 1])
+def test_resume_over_running_nodes_hands_over_from_the_node_that_publishes(slots, live_index: int) -> None:
+    """A new manager finds V2 live and V1 warm on either node; results must neither stop nor come from V1."""
+    live, standby = slots[live_index], slots[1 - live_index]
+    live.load(V2)
+    live.activate()
+    standby.load(V1)
+    for slot in slots:
+        slot.calls.clear()
+    handovers: list[dict[str, SlotState]] = []
+    switch = BlueGreenSwitch(slots, lambda node, since: handovers.append({s.name: s.state() for s in slots}))
+
+    switch.resume(V2, warm=V1)
+
+    assert handovers == [{"perception_a": SlotState.ACTIVE, "perception_b": SlotState.ACTIVE}]
+    assert standby.calls == ["unload", "load", "activate"] and standby.model_dir == V2.path
+    assert live.calls == ["deactivate", "unload", "load"] and live.model_dir == V1.path
+    assert serving(slots) == V2.path
+    assert switch.snapshot() == SwitchSnapshot(standby.name, live.name, V2, V1)
+
+
+def test_resume_with_a_previous_that_fails_to_load_keeps_the_active_serving(switch, slots) -> None:
+    a, _ = slots
+    a.fail.add("load")
+    with pytest.raises(SwapError, match="perception_a refused to load"):
+        switch.resume(V2, warm=V1)
+    assert serving(slots) == V2.path
+    assert switch.snapshot() == SwitchSnapshot("perception_b", "perception_a", V2, None)
+
+
+def test_load_standby_replaces_the_standby_model_and_never_activates_it(switch, slots) -> None:
+    switch.deploy(V1)
+    switch.deploy(V2)
+    switch.rollback()  # V1 live again, V2 warm
+    standby = next(s for s in slots if s.state() is not SlotState.ACTIVE)
+    switch.load_standby(V3)
+    assert serving(slots) == V1.path
+    assert standby.state() is SlotState.INACTIVE and standby.model_dir == V3.path
+    assert switch.snapshot().standby_model == V3
+    assert switch.rollback() == V3 and serving(slots) == V3.path
+
+
+def test_unload_standby_forgets_its_model_so_status_and_rollback_name_nothing(switch, slots) -> None:
+    switch.deploy(V1)
+    switch.deploy(V2)
+    switch.rollback()
+    switch.unload_standby()
+    assert switch.snapshot().standby_model is None and serving(slots) == V1.path
+    assert all(s.state() is SlotState.UNCONFIGURED for s in slots if s.state() is not SlotState.ACTIVE)
+    with pytest.raises(SwapError, match="no previous model is loaded"):
+        switch.rollback()
+
+
+def test_a_standby_that_refuses_to_unload_is_still_reported_as_holding_its_model(switch, slots) -> None:
+    a, b = slots
+    switch.deploy(V1)
+    switch.deploy(V2)
+    b.fail.add("unload")
+    with pytest.raises(SwapError, match="perception_b refused to unload"):
+        switch.unload_standby()
+    assert switch.snapshot().standby_model == V1  # it is still loaded there: say so
+    b.fail.add("unload")
+    with pytest.raises(SwapError):
+        switch.load_standby(V3)
+    assert switch.snapshot().standby_model == V1
