@@ -38,14 +38,12 @@ from typing import Any, Callable
 
 import numpy as np
 import onnx
-import yaml
 from onnx import numpy_helper
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from robot_model_deployer.action import Deploy
 from robot_model_deployer.bundle.manifest import AcceptanceSpec
-from robot_model_deployer.bundle.pack import create_bundle, sign_bundle
 from robot_model_deployer.bundle.signing import generate_keypair
 from robot_model_deployer.inference.preprocess import PixelFormat
 from robot_model_deployer.nodes.conversions import array_to_image
@@ -121,22 +119,6 @@ def efficientnet_zoo(work: Path) -> Zoo:
         onnx.save(model, str(target / "model.onnx"))
         zoo.kinds[name] = target
     return zoo
-
-
-def versioned_bundle(source: Path, work: Path, version: str, key: Path, acceptance: dict[str, Any]) -> Path:
-    """Copy of a bundle directory with another version and acceptance, packed and signed."""
-    copy = work / f"{source.name}-{version}"
-    shutil.copytree(source, copy)
-    manifest_path = copy / "manifest.yaml"
-    manifest = yaml.safe_load(manifest_path.read_text())
-    manifest["version"] = version
-    manifest["acceptance"] = {**manifest.get("acceptance", {}), **acceptance}
-    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
-    bundle = work / f"{copy.name}.tar"
-    create_bundle(source=copy, output=bundle)
-    sign_bundle(bundle=bundle, key=key)
-    shutil.rmtree(copy)
-    return bundle
 
 
 # The camera ---------------------------------------------------------------------------------------
@@ -315,12 +297,13 @@ def main() -> int:
                                "true_rejection": {}}
 
     def bundle(kind: str) -> Path:
-        return versioned_bundle(zoo.kinds[kind], work, f"{next(versions)}.0.0", keys.private_key, {})
+        return models.repack_bundle(zoo.kinds[kind], work, f"{next(versions)}.0.0", keys.private_key, {})
 
     for cell, profile_name in enumerate(args.profiles):
         graph = Graph(work, PROFILES[profile_name], args.rate, keys.public_key.parent, args.domain + cell)
         try:
-            first, _ = graph.deploy(versioned_bundle(zoo.kinds["identical"], work, "1.0.0", keys.private_key, {}))
+            first, _ = graph.deploy(models.repack_bundle(zoo.kinds["identical"], work, "1.0.0",
+                                                         keys.private_key, {}))
             if not first["accepted"]:
                 raise RuntimeError(f"first deployment refused: {first['reason']}")
             graph.camera = Camera(graph.client, args.rate, frames, red)

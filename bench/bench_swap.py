@@ -28,19 +28,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from robot_model_deployer.action import Deploy
-from robot_model_deployer.bundle.pack import create_bundle, sign_bundle
 from robot_model_deployer.bundle.signing import generate_keypair
 from robot_model_deployer.demo import zoo
 from robot_model_deployer.demo.frames import load_frames
@@ -48,6 +45,7 @@ from robot_model_deployer.inference.preprocess import PixelFormat
 from robot_model_deployer.msg import InferenceResult
 from robot_model_deployer.nodes.conversions import array_to_image, stamp_ns
 from robot_model_deployer.srv import DeployModel, Rollback
+from robot_model_deployer.testing import models
 from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient, next_domain_id, stop_all, wait_for
 from robot_model_deployer.validation.metrics import percentile
 
@@ -98,21 +96,6 @@ class Recorder:
         return max(times) if times else None
 
 
-def versioned_bundle(source: Path, work: Path, version: str, key: Path, acceptance: dict) -> Path:
-    """Copy of a bundle directory with another version and acceptance, packed and signed."""
-    copy = work / f"{source.name}-{version}"
-    shutil.copytree(source, copy)
-    manifest_path = copy / "manifest.yaml"
-    manifest = yaml.safe_load(manifest_path.read_text())
-    manifest["version"] = version
-    manifest["acceptance"] = {**manifest.get("acceptance", {}), **acceptance}
-    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
-    bundle = work / f"{copy.name}.tar"
-    create_bundle(source=copy, output=bundle)
-    sign_bundle(bundle=bundle, key=key)
-    return bundle
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the steady and shadow windows")
@@ -131,9 +114,9 @@ def main() -> int:
     keys = generate_keypair(out_dir=work / "keys", name="bench")
     source = zoo.efficientnet_lite0_bundle()
     quick = {"shadow_frames": 60, "probation_seconds": 2.0}
-    bundles = [versioned_bundle(source, work, f"{major}.0.0", keys.private_key, quick)
+    bundles = [models.repack_bundle(source, work, f"{major}.0.0", keys.private_key, quick)
                for major in range(1, args.rounds + 2)]
-    endless_shadow = versioned_bundle(source, work, f"{args.rounds + 2}.0.0", keys.private_key,
+    endless_shadow = models.repack_bundle(source, work, f"{args.rounds + 2}.0.0", keys.private_key,
                                       {"shadow_frames": 10**6})
     shadow_gates: list[dict] = []
 

@@ -18,6 +18,7 @@ graphs built with ``onnx.helper``; ONNX Runtime runs them like any other.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -245,3 +246,21 @@ def solid_image(colour: str, width: int = 64, height: int = 48, background: int 
     image = np.full((height, width, 3), background, dtype=np.uint8)
     image[:, :, COLOUR_LABELS.index(colour)] = 255
     return image
+
+
+def repack_bundle(source: Path, work: Path, version: str, key: Path, acceptance: Mapping[str, Any]) -> Path:
+    """``source`` (a bundle directory) as ``version`` with ``acceptance`` overrides, packed and signed in ``work``."""
+    from robot_model_deployer.bundle.pack import create_bundle, sign_bundle  # only the benches need packing
+
+    copy = work / f"{source.name}-{version}"
+    shutil.copytree(source, copy)
+    manifest_path = copy / "manifest.yaml"
+    manifest = yaml.safe_load(manifest_path.read_text())
+    manifest["version"] = version
+    manifest["acceptance"] = {**manifest.get("acceptance", {}), **acceptance}
+    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    bundle = work / f"{copy.name}.tar"
+    create_bundle(source=copy, output=bundle)
+    sign_bundle(bundle=bundle, key=key)
+    shutil.rmtree(copy)
+    return bundle

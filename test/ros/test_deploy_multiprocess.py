@@ -148,8 +148,13 @@ class Camera:
         self._stop.set()
         self._thread.join()
 
+    def _next_colour(self) -> str:
+        """The colour of the next frame (a subclass may draw it)."""
+        return self.colour
+
     def _run(self, period: float) -> None:
         while not self._stop.wait(period):
+            self.colour = self._next_colour()
             msg = array_to_image(solid_image(self.colour, 64, 48), PixelFormat.RGB8)
             msg.header.stamp = self._now()
             key = (msg.header.stamp.sec, msg.header.stamp.nanosec)

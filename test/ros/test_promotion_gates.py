@@ -23,9 +23,7 @@ from robot_model_deployer.bundle.filelist import build_file_list
 from robot_model_deployer.bundle.pack import write_bundle_tar
 from robot_model_deployer.bundle.signing import load_private_key, sign_file_list
 from robot_model_deployer.cli.main import main as rmd
-from robot_model_deployer.inference.preprocess import PixelFormat
-from robot_model_deployer.nodes.conversions import array_to_image
-from robot_model_deployer.testing.models import classifier_manifest, colour_classifier, solid_image, write_bundle
+from robot_model_deployer.testing.models import classifier_manifest, colour_classifier, write_bundle
 from robot_model_deployer.testing.quant_models import colour_images, outlier_classifier
 from robot_model_deployer.testing.ros_graph import wait_for
 from test_deploy_multiprocess import FAST_ACCEPTANCE, MANAGER, Camera, Graph, _graph, _serving
@@ -50,15 +48,8 @@ class RandomColourCamera(Camera):
         super().__init__(graph)
         self._weights, self._random = weights, random.Random(seed)
 
-    def _run(self, period: float) -> None:
-        while not self._stop.wait(period):
-            self.colour = self._random.choices(list(self._weights), list(self._weights.values()))[0]
-            msg = array_to_image(solid_image(self.colour, 64, 48), PixelFormat.RGB8)
-            msg.header.stamp = self._now()
-            key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-            self.sent[key] = self.colour
-            self.sent_at[key] = time.monotonic()
-            self._publisher.publish(msg)
+    def _next_colour(self) -> str:
+        return self._random.choices(list(self._weights), list(self._weights.values()))[0]
 
 
 def _png(image: np.ndarray) -> bytes:
