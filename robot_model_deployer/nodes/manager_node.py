@@ -229,6 +229,20 @@ class ManagerNode(Node):
         return result
 
     def _on_rollback(self, request: Rollback.Request, response: Rollback.Response) -> Rollback.Response:
+        """Roll back to the store's previous version; a running deployment is cancelled first.
+
+        A candidate on probation is what status shows as active, so cancelling
+        it (which puts the old model back) is the rollback; a deployment that
+        had not swapped yet is stopped and the rollback then runs as usual.
+        """
+        running = self._running
+        if running is not None and not running[0].done() and not self._closing:
+            running[1].set()
+            outcome = self._outcome_of(running[0])
+            if isinstance(outcome, DeployOutcome) and outcome.rolled_back:
+                response.success, response.message = True, f"cancelled the deployment on probation: {outcome.reason}"
+                response.active = model_info(self._flow.switch.snapshot().live_model)
+                return response
         job = self._start_job(lambda: self._rollback(request.reason))
         model, response.message = job.result() if job is not None else (None, self._refuse("rollback", ""))
         response.success = model is not None
@@ -370,8 +384,12 @@ class ManagerNode(Node):
         store = self._flow.store
         state = store.state
         candidate = version_info(state.candidate, store.bundle_dir(state.candidate)) if state.candidate else ModelInfo()
+        snapshot = self._flow.switch.snapshot()
+        # On probation the candidate serves, and a rollback puts the store's active version back.
+        on_probation = snapshot.live_model is not None and snapshot.live_model.ref == state.candidate
         return deployment_status(
-            snapshot=self._flow.switch.snapshot(), previous=self._stored_info(state.previous), candidate=candidate,
+            snapshot=snapshot, previous=self._stored_info(state.active if on_probation else state.previous),
+            candidate=candidate,
             stage=self._stage, message=self._message, health=self._health, stamp=self.get_clock().now().to_msg(),
             refused=self._refused)
 

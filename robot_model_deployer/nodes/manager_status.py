@@ -53,8 +53,9 @@ def deployment_status(*, snapshot: SwitchSnapshot, previous: ModelInfo, candidat
                       refused: str = "") -> DeploymentStatus:
     """The manager's status: what serves where, the stage it is at and why.
 
-    ``previous`` is the store's rollback target (what the rollback service
-    serves), not whatever the standby node holds: that is ``standby``.
+    ``previous`` is what the rollback service serves (the store's previous
+    version; on probation, the store's active one, which the candidate
+    replaced), not whatever the standby node holds: that is ``standby``.
     ``live_node`` stays empty until a model serves, so "which node is live"
     never names a node that publishes nothing.
     """

@@ -16,7 +16,7 @@ from robot_model_deployer.msg import DeploymentStatus
 from robot_model_deployer.srv import DeployModel, ListModels, Rollback
 from robot_model_deployer.testing.models import colour_classifier
 from robot_model_deployer.testing.ros_graph import NodeProcess, wait_for
-from test_deploy_multiprocess import MANAGER, Camera, Graph, _graph, _longest_unanswered, _serving
+from test_deploy_multiprocess import FAST_ACCEPTANCE, MANAGER, Camera, Graph, _graph, _longest_unanswered, _serving
 
 
 @pytest.fixture
@@ -145,3 +145,46 @@ def test_a_cancelled_deployment_is_reported_as_cancelled_not_failed(graph: Graph
 
 def _domain(graph: Graph) -> int:
     return graph.client.context.get_domain_id()
+
+
+def _deploy_in_background(graph: Graph, bundle: Path) -> tuple[threading.Thread, dict[str, DeployModel.Response]]:
+    outcome: dict[str, DeployModel.Response] = {}
+    deploying = threading.Thread(target=lambda: outcome.setdefault("r", graph.deploy(bundle)))
+    deploying.start()
+    return deploying, outcome
+
+
+def test_rollback_during_a_deployment_cancels_it_and_restores_what_status_promised(graph: Graph) -> None:
+    assert graph.deploy(graph.bundle("v1")).accepted
+    with Camera(graph):
+        _serving(graph, "1.0.0")
+        assert graph.deploy(graph.bundle("v2", version="2.0.0")).accepted
+        _serving(graph, "2.0.0")
+        # On probation the candidate serves and previous is what a rollback serves: 2.0.0, the store's active.
+        long_probation = {"probation_seconds": 120.0}
+        statuses = len(graph.statuses)
+        deploying, outcome = _deploy_in_background(
+            graph, graph.bundle("v3", version="3.0.0", acceptance={**FAST_ACCEPTANCE, **long_probation}))
+        wait_for(lambda: any(s.stage == "probation" for s in graph.statuses[statuses:]), 60.0, "probation")
+        status = graph.status()
+        assert (status.active.version, status.candidate.version, status.previous.version) == \
+            ("3.0.0", "3.0.0", "2.0.0")
+        rolled = _rollback(graph, "operator, during probation")
+        assert rolled.success and rolled.active.version == "2.0.0", rolled.message
+        deploying.join(30.0)
+        assert not outcome["r"].accepted and "rolled back" in outcome["r"].reason
+        _serving(graph, "2.0.0")
+        status = graph.status()
+        assert (status.stage, status.active.version, status.previous.version) == ("cancelled", "2.0.0", "1.0.0")
+        assert _listed(graph)["3.0.0"][:2] == ("", False)  # cancelled, not judged bad
+
+        # In shadow nothing was swapped yet: the deployment stops and the rollback goes to the previous, 1.0.0.
+        statuses = len(graph.statuses)
+        deploying, outcome = _deploy_in_background(
+            graph, graph.bundle("v4", version="4.0.0", acceptance={**FAST_ACCEPTANCE, "shadow_frames": 100000}))
+        wait_for(lambda: any(s.stage == "shadow" for s in graph.statuses[statuses:]), 60.0, "shadow")
+        rolled = _rollback(graph, "operator, during shadow")
+        assert rolled.success and rolled.active.version == "1.0.0", rolled.message
+        deploying.join(30.0)
+        assert not outcome["r"].accepted
+        _serving(graph, "1.0.0")
