@@ -9,7 +9,9 @@ weight times 1 + 0.01 * N(0, 1)), ``--rounds`` times each, once with Fast
 DDS's defaults and once with the shipped profile (config/fastdds_large_data.xml).
 For each cell it counts false shadow refusals and false rollbacks, and gives
 each health measure's margin to its threshold (min and median over the
-deployments; negative is a failure). Then, under the shipped profile, it
+deployments; negative is a failure). Each cell runs in its own process, so
+Fast DDS reads the cell's profile when the camera's participant is made.
+Then, under the shipped profile, it
 deploys ``--rounds`` times each a slow model, a model that outputs NaN
 on the frames that come after the swap, and a constant-class model, and
 counts how many were refused (goal: all).
@@ -25,10 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -49,11 +54,13 @@ from robot_model_deployer.inference.preprocess import PixelFormat
 from robot_model_deployer.nodes.conversions import array_to_image
 from robot_model_deployer.testing import models
 from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient, stop_all
+from robot_model_deployer.validation.health import HealthThresholds
 
 MANAGER = "/model_manager"
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = {"defaults": "", "shipped": str(ROOT / "config" / "fastdds_large_data.xml")}
 DEFAULTS = AcceptanceSpec()
+RATE_ALPHA = HealthThresholds().rate_alpha
 # Frames of the live traffic after the swap before the NaN model's bad frames start.
 NAN_AFTER_FRAMES = 30
 
@@ -174,11 +181,8 @@ class Graph:
     """The node graph in separate processes, a camera and a client that deploys."""
 
     def __init__(self, work: Path, profile: str, rate: float, keys_dir: Path, domain: int) -> None:
+        # This process's own participant (the camera) was made under the same profile: see run_cell.
         env = {"FASTDDS_DEFAULT_PROFILES_FILE": profile} if profile else {}
-        if not profile:
-            os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
-        else:
-            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = profile  # this process's camera too
         logs = work / f"logs-{Path(profile).stem if profile else 'defaults'}"
         logs.mkdir(parents=True, exist_ok=True)
         self.processes = [
@@ -236,17 +240,23 @@ def margins(report: dict[str, Any]) -> dict[str, float]:
     if shadow.get("frames_judged"):
         floor = getattr(DEFAULTS, "min_live_agreement", DEFAULTS.min_top1_agreement)
         out["shadow_agreement"] = shadow["agreement"] - floor
-        reference = shadow.get("reference_latency_p99_ms") or shadow.get("live_latency_p99_ms")
+        reference = shadow.get("reference_latency_p50_ms") or shadow.get("live_latency_p50_ms")
         if reference:
-            out["shadow_latency_ms"] = DEFAULTS.allowed_latency_ms(reference) - shadow["candidate_latency_p99_ms"]
+            out["shadow_latency_ms"] = DEFAULTS.allowed_latency_ms(reference) - shadow["candidate_latency_p50_ms"]
     probation = report.get("probation") or {}
     if probation.get("state") not in (None, "skipped"):
         if probation.get("lowest_output_ratio") is not None:
-            out["probation_answered"] = probation["lowest_output_ratio"] - DEFAULTS.probation_min_answered
-        out["probation_stall_s"] = DEFAULTS.probation_stall_s - probation.get("longest_wait_s", 0.0)
-        baseline = shadow.get("live_latency_p99_ms")
-        if baseline and probation.get("latency_p99_ms"):
-            out["probation_latency_ms"] = DEFAULTS.allowed_latency_ms(baseline) - probation["latency_p99_ms"]
+            # The share's distance to the bar (the old model's share times probation_min_answered): negative
+            # alone is no failure; the window fails when the shortfall is beyond chance (the next margin).
+            out["probation_answered_share"] = probation["lowest_output_ratio"] - probation["answered_bar"]
+        if probation.get("lowest_rate_tail") is not None:
+            out["probation_answered_log10_tail_over_alpha"] = (
+                math.log10(max(probation["lowest_rate_tail"], 1e-300)) - math.log10(RATE_ALPHA))
+        out["probation_stall_s"] = probation.get("stall_limit_s", DEFAULTS.probation_stall_s) - probation.get(
+            "longest_wait_s", 0.0)
+        baseline = shadow.get("live_latency_p50_ms")
+        if baseline and probation.get("latency_p50_ms"):
+            out["probation_latency_ms"] = DEFAULTS.allowed_latency_ms(baseline) - probation["latency_p50_ms"]
     return out
 
 
@@ -281,8 +291,47 @@ def main() -> int:
     parser.add_argument("--domain", type=int, default=random.randrange(102, 200),
                         help="first ROS_DOMAIN_ID (one per cell): above the test suite's 1..101, so a test run "
                              "on this host never joins the bench's graph")
+    parser.add_argument("--cell", choices=tuple(PROFILES), help=argparse.SUPPRESS)  # one cell, in a child process
     args = parser.parse_args()
+    if args.cell:
+        print(json.dumps(run_cell(args, args.cell, args.domain)))
+        return 0
 
+    results: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "load_1min": os.getloadavg()[0]},
+                               "model": args.model, "rate_hz": args.rate, "rounds": args.rounds, "cells": {},
+                               "true_rejection": {}}
+    for cell, profile_name in enumerate(args.profiles):
+        env = {key: value for key, value in os.environ.items() if key != "FASTDDS_DEFAULT_PROFILES_FILE"}
+        if PROFILES[profile_name]:
+            env["FASTDDS_DEFAULT_PROFILES_FILE"] = PROFILES[profile_name]
+        command = [sys.executable, __file__, "--cell", profile_name, "--domain", str(args.domain + cell),
+                   "--rounds", str(args.rounds), "--rate", str(args.rate), "--model", args.model]
+        command += ["--skip-bad"] if args.skip_bad else []
+        command += ["--json"] if args.json else []
+        last = ""
+        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as child:
+            assert child.stdout is not None
+            for line in child.stdout:  # its progress as it comes, then its results as the last line
+                if last:
+                    print(last, end="", flush=True)
+                last = line
+        if child.returncode != 0 or not last.startswith("{"):
+            raise RuntimeError(f"cell {profile_name} failed (exit {child.returncode}); see its output above")
+        cell_results = json.loads(last)
+        results["cells"].update(cell_results["cells"])
+        results["true_rejection"].update(cell_results["true_rejection"])
+    results["machine"]["load_1min_after"] = os.getloadavg()[0]
+
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print_table(results)
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+def run_cell(args: argparse.Namespace, profile_name: str, domain: int) -> dict[str, Any]:
+    """One DDS configuration: the good models, then (shipped profile) the bad ones."""
     work = Path(tempfile.mkdtemp(prefix="rmd-bench-decisions-"))
     keys = generate_keypair(out_dir=work / "keys", name="bench")
     zoo = colour_zoo(work, 64) if args.model == "colour" else efficientnet_zoo(work)
@@ -292,48 +341,39 @@ def main() -> int:
     red = np.zeros((480, 640, 3), np.uint8)
     red[..., 0] = 200  # the NaN model fails on frames that are not mostly green
     versions = iter(range(2, 10**6))
-    results: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "load_1min": os.getloadavg()[0]},
-                               "model": args.model, "rate_hz": args.rate, "rounds": args.rounds, "cells": {},
-                               "true_rejection": {}}
+    results: dict[str, Any] = {"cells": {}, "true_rejection": {}}
 
     def bundle(kind: str) -> Path:
         return models.repack_bundle(zoo.kinds[kind], work, f"{next(versions)}.0.0", keys.private_key, {})
 
-    for cell, profile_name in enumerate(args.profiles):
-        graph = Graph(work, PROFILES[profile_name], args.rate, keys.public_key.parent, args.domain + cell)
-        try:
-            first, _ = graph.deploy(models.repack_bundle(zoo.kinds["identical"], work, "1.0.0",
-                                                         keys.private_key, {}))
-            if not first["accepted"]:
-                raise RuntimeError(f"first deployment refused: {first['reason']}")
-            graph.camera = Camera(graph.client, args.rate, frames, red)
-            time.sleep(3.0)  # the live node warms up on real traffic
-            for kind in ("identical", "perturbed"):
-                rows, refused, rolled, other, details = [], 0, 0, 0, []
-                for _ in range(args.rounds):
-                    outcome, report = graph.deploy(bundle(kind))
-                    where = refused_where(outcome, report)
-                    refused += where == "shadow"
-                    rolled += where == "probation"
-                    other += where == "other"
-                    rows.append(margins(report))
-                    if where != "accepted":
-                        details.append(outcome["reason"])
-                results["cells"][f"{profile_name}/{kind}"] = {
-                    "deployments": args.rounds, "false_shadow_refusals": refused, "false_rollbacks": rolled,
-                    "other_failures": other, "margins": summary(rows), "failures": details}
-                print_progress(args, f"{profile_name}/{kind}", results["cells"][f"{profile_name}/{kind}"])
-            if profile_name == "shipped" and not args.skip_bad and args.model == "colour":
-                results["true_rejection"] = true_rejections(graph, args, bundle, frames, green)
-        finally:
-            graph.close()
-
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_table(results)
-        print(json.dumps(results, indent=2))
-    return 0
+    graph = Graph(work, PROFILES[profile_name], args.rate, keys.public_key.parent, domain)
+    try:
+        first, _ = graph.deploy(models.repack_bundle(zoo.kinds["identical"], work, "1.0.0", keys.private_key, {}))
+        if not first["accepted"]:
+            raise RuntimeError(f"first deployment refused: {first['reason']}")
+        graph.camera = Camera(graph.client, args.rate, frames, red)
+        time.sleep(3.0)  # the live node warms up on real traffic
+        for kind in ("identical", "perturbed"):
+            rows, refused, rolled, other, details = [], 0, 0, 0, []
+            for _ in range(args.rounds):
+                outcome, report = graph.deploy(bundle(kind))
+                where = refused_where(outcome, report)
+                refused += where == "shadow"
+                rolled += where == "probation"
+                other += where == "other"
+                rows.append(margins(report))
+                if where != "accepted":
+                    details.append(outcome["reason"])
+            results["cells"][f"{profile_name}/{kind}"] = {
+                "deployments": args.rounds, "false_shadow_refusals": refused, "false_rollbacks": rolled,
+                "other_failures": other, "margins": summary(rows), "failures": details}
+            print_progress(args, f"{profile_name}/{kind}", results["cells"][f"{profile_name}/{kind}"])
+        if profile_name == "shipped" and not args.skip_bad and args.model == "colour":
+            results["true_rejection"] = true_rejections(graph, args, bundle, frames, green)
+    finally:
+        graph.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return results
 
 
 def true_rejections(graph: Graph, args: argparse.Namespace, bundle: Callable[[str], Path],

@@ -174,7 +174,7 @@ class DeploymentFlow:
         model = self._served(installed, artifacts)
         live = self.switch.snapshot().live_model
 
-        baseline_p99: float | None = None
+        baseline_p50: float | None = None
         if self._shadow is not None and live is not None:
             self._enter(DeploymentStage.SHADOW, f"running {ref} in shadow beside {live.label()}", progress, cancel)
             try:
@@ -187,7 +187,7 @@ class DeploymentFlow:
             self._check_cancel(cancel)
             if verdict.outcome is not ShadowOutcome.PASS:
                 return self._reject(ref, "failed shadow validation: " + "; ".join(verdict.reasons), report)
-            baseline_p99 = verdict.report.live_latency_p99_ms or None
+            baseline_p50 = verdict.report.live_latency_p50_ms or None
 
         self._enter(DeploymentStage.SWAP, f"loading {ref} on the standby perception node", progress, cancel)
         try:
@@ -199,7 +199,7 @@ class DeploymentFlow:
         if self._probation is not None and live is not None:
             self.store.set_stage(DeploymentStage.PROBATION, f"watching {ref} live")
             progress(DeploymentStage.PROBATION, 0.0, f"watching {ref} live")
-            status = self._probation.watch(manifest.acceptance, baseline_p99, cancel,
+            status = self._probation.watch(manifest.acceptance, baseline_p50, cancel,
                                            lambda f, m: progress(DeploymentStage.PROBATION, f, m))
             report["probation"] = _health_report(status)
             if status.state is not HealthState.PASSED:
@@ -343,5 +343,7 @@ def _health_report(status: HealthStatus) -> dict[str, Any]:
     return {"state": status.state.value, "reasons": list(status.reasons), "watched_s": status.watched_s,
             "inputs": status.inputs, "outputs": status.outputs, "errors": status.errors,
             "non_finite": status.non_finite, "output_ratio": status.output_ratio,
-            "latency_p99_ms": status.latency_p99_ms, "lowest_output_ratio": status.lowest_output_ratio,
-            "longest_wait_s": status.longest_wait_s}
+            "latency_p50_ms": status.latency_p50_ms, "latency_p99_ms": status.latency_p99_ms,
+            "lowest_output_ratio": status.lowest_output_ratio,
+            "answered_bar": status.answered_bar, "lowest_rate_tail": status.lowest_rate_tail,
+            "longest_wait_s": status.longest_wait_s, "stall_limit_s": status.stall_limit_s}

@@ -27,6 +27,7 @@ from robot_model_deployer.msg import InferenceError, InferenceResult, ShadowRepo
 from robot_model_deployer.nodes.conversions import report_msg_to_verdict, serialized_header_stamp_ns, stamp_ns
 from robot_model_deployer.nodes.lifecycle_client import LifecycleSlot, RemoteLifecycleNode
 from robot_model_deployer.store.state import VersionRef
+from robot_model_deployer.validation.answer_rate import AnswerTracker
 from robot_model_deployer.validation.health import DEFAULT_WALL_MARGIN_S, HealthStatus, HealthThresholds, HealthWatch
 from robot_model_deployer.validation.samples import samples_dir
 from robot_model_deployer.validation.shadow import ShadowOutcome, ShadowVerdict
@@ -121,8 +122,9 @@ class ProbationWatch:
     its threads, and that core is the live node's. The subscriptions live as
     long as the manager: destroying one from the deploy thread while an
     executor builds its wait set crashes rclpy ("cannot use Destroyable because
-    destruction was requested"). Between probations the callbacks return at
-    once; images arrive raw and are only counted by stamp. Time is the
+    destruction was requested"). Between probations the callbacks only keep
+    the old model's answered share (AnswerTracker: the bar for the next
+    probation); images arrive raw and are only counted by stamp. Time is the
     manager's (ROS time, simulated with use_sim_time).
 
     It also tells the blue/green switch when a newly activated node has
@@ -135,6 +137,7 @@ class ProbationWatch:
         self._clock = node.get_clock()
         self._lock = threading.Lock()
         self._watch: HealthWatch | None = None
+        self._answers = AnswerTracker()
         self._answered: dict[str, float] = {}  # perception node -> time.monotonic() of its last result
         # Without the process's global arguments: a global `-r __node:=NAME` would give the listener the
         # manager's own name. What it needs of them it takes from the manager: its namespace, the topics
@@ -181,6 +184,8 @@ class ProbationWatch:
         with self._lock:
             if self._watch is not None:
                 self._watch.add_input(stamp, self._now())
+            else:
+                self._answers.add_frame(stamp, self._now())
 
     def _on_result(self, msg: InferenceResult) -> None:
         finite = all(map(_finite, msg.scores)) and all(map(_finite, msg.boxes))
@@ -188,17 +193,24 @@ class ProbationWatch:
             self._answered[msg.node_name] = time.monotonic()
             if self._watch is not None:
                 self._watch.add_output(stamp_ns(msg.header.stamp), self._now(), msg.inference_ms, finite)
+            else:
+                self._answers.add_answer(stamp_ns(msg.header.stamp), self._now())
 
     def _on_error(self, msg: InferenceError) -> None:
         with self._lock:
             if self._watch is not None:
                 self._watch.add_error(stamp_ns(msg.header.stamp), self._now())
+            else:
+                self._answers.add_answer(stamp_ns(msg.header.stamp), self._now())
 
-    def watch(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None, cancel: threading.Event,
+    def watch(self, acceptance: AcceptanceSpec, baseline_latency_p50_ms: float | None, cancel: threading.Event,
               progress: Callable[[float, str], None]) -> HealthStatus:
         started = time.monotonic()
         with self._lock:
-            self._watch = HealthWatch(acceptance, baseline_latency_p99_ms, self._thresholds)
+            # Probation follows a swap from a live model: what the listener heard of it is the bar.
+            answers = self._answers.baseline(self._now(), acceptance.probation_answer_grace_s)
+            self._watch = HealthWatch(acceptance, baseline_latency_p50_ms, self._thresholds, answers)
+            self._answers = AnswerTracker()  # after probation, the next baseline is the model now live
         try:
             while True:
                 with self._lock:

@@ -12,6 +12,10 @@ answered when a result or a reported error carries its stamp, however late,
 and it is judged only once it has waited the acceptance's grace period. So
 delivery jitter (a result heard before its image, a burst of late results)
 cannot turn a model that answers every frame into a model that drops them.
+The frames judged are those the watcher heard itself; the bar for their
+answered share is the old model's, measured the same way before the swap
+(answer_rate.AnswerBaseline), and a shortfall counts only when it is beyond
+chance, so a lossy transport gives less evidence, never a false rollback.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from robot_model_deployer.bundle.manifest import AcceptanceSpec
+from robot_model_deployer.validation.answer_rate import AnswerBaseline, improbably_few
 from robot_model_deployer.validation.metrics import percentile
 from robot_model_deployer.validation.watch_clock import WatchClock
 
@@ -51,17 +56,24 @@ class HealthState(str, Enum):
 class HealthThresholds:
     """How probation measures, as opposed to what it demands (that is the bundle's AcceptanceSpec).
 
-    ``latency_samples``, ``min_latency_samples``: latency p99 is over the
+    ``latency_samples``, ``min_latency_samples``: the median latency is over the
     last this many results, judged once there are at least the minimum.
     ``max_clock_step_s``: see WatchClock. ``wall_margin_s``: wall-clock
     seconds probation may take beyond ``probation_seconds`` before it ends
-    as TIMED_OUT.
+    as TIMED_OUT. ``rate_alpha``: a window's answered count fails only when a
+    model meeting the bar would answer that few less often than this (a
+    one-sided binomial test; the window is re-judged as frames come, so the
+    chance of a false rollback per probation is a small multiple of it).
+    ``stall_gap_factor``: a stall must also last this many times the old
+    model's longest gap between answers (a lossy graph has long gaps).
     """
 
     latency_samples: int = 500
     min_latency_samples: int = 20
     max_clock_step_s: float = 1.0
     wall_margin_s: float = DEFAULT_WALL_MARGIN_S
+    rate_alpha: float = 1e-3
+    stall_gap_factor: float = 2.0
 
     def __post_init__(self) -> None:
         _require(self.latency_samples >= 1, "latency_samples", self.latency_samples, "must be at least 1")
@@ -69,6 +81,8 @@ class HealthThresholds:
                  self.min_latency_samples, f"must be between 1 and latency_samples ({self.latency_samples})")
         _require(self.max_clock_step_s > 0, "max_clock_step_s", self.max_clock_step_s, "must be > 0 seconds")
         _require(self.wall_margin_s > 0, "wall_margin_s", self.wall_margin_s, "must be > 0 seconds")
+        _require(0 < self.rate_alpha < 1, "rate_alpha", self.rate_alpha, "must be between 0 and 1")
+        _require(self.stall_gap_factor >= 1, "stall_gap_factor", self.stall_gap_factor, "must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -77,13 +91,15 @@ class HealthStatus:
 
     ``inputs``: camera frames seen (by stamp); ``outputs``, ``errors``: those
     answered with a result or with a reported error, so neither exceeds
-    ``inputs``. ``output_ratio`` is the answered share of the frames last
-    judged (None before a window was judged); ``latency_p99_ms`` is 0 before
-    any result. ``clock_idle_s``: wall-clock seconds ROS time has stood still
-    (0 while it moves, or when the caller gives no wall time).
-    ``lowest_output_ratio`` and ``longest_wait_s`` (the longest a frame has
-    gone without an answer for it or a newer frame) are the worst seen so far:
-    with the thresholds they give each measure's margin.
+    ``inputs``. ``output_ratio`` is the answered share of the heard frames
+    last judged (None before a window was judged) and ``answered_bar`` the
+    share they are held to; ``latency_p50_ms`` (judged) and ``latency_p99_ms`` are 0 before any result.
+    ``clock_idle_s``: wall-clock seconds ROS time has stood still (0 while it
+    moves, or when the caller gives no wall time). ``lowest_output_ratio``,
+    ``lowest_rate_tail`` (the smallest binomial tail probability of a window;
+    it fails below HealthThresholds.rate_alpha) and ``longest_wait_s`` (the
+    longest a frame has gone without an answer for it or a newer frame) are
+    the worst seen so far; ``stall_limit_s`` is what that wait is held to.
     """
 
     state: HealthState
@@ -95,9 +111,13 @@ class HealthStatus:
     non_finite: int
     output_ratio: float | None
     latency_p99_ms: float
+    latency_p50_ms: float = 0.0
     clock_idle_s: float = 0.0
     lowest_output_ratio: float | None = None
     longest_wait_s: float = 0.0
+    answered_bar: float = 0.0
+    lowest_rate_tail: float | None = None
+    stall_limit_s: float = 0.0
 
     @property
     def decided(self) -> bool:
@@ -108,6 +128,7 @@ class HealthStatus:
 @dataclass
 class _Frame:
     seen_s: float  # watched seconds when the frame (or its answer, if that came first) was heard of
+    heard: bool = False  # the image itself arrived (only those are judged for rate)
     answered: bool = False
     errored: bool = False
 
@@ -115,25 +136,35 @@ class _Frame:
 class HealthWatch:
     """Watches the live node during acceptance.probation_seconds after a swap.
 
-    ``baseline_latency_p99_ms`` is the old model's latency p99 (None for a
-    first deployment with no old model: latency is then not judged). The
-    first decided status is final and returned from then on. Not
-    thread-safe: call it from one callback group.
+    ``baseline_latency_p50_ms`` is the old model's latency p99 (None for a
+    first deployment with no old model: latency is then not judged).
+    ``answers``: how the old model answered the same listener before the
+    swap (None: no old model or too few frames; the bar is then
+    ``probation_min_answered`` of every heard frame and the stall limit
+    ``probation_stall_s``). The first decided status is final and returned
+    from then on. Not thread-safe: call it from one callback group.
     """
 
-    def __init__(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None,
-                 thresholds: HealthThresholds = HealthThresholds()) -> None:
-        if baseline_latency_p99_ms is not None and not (
-                math.isfinite(baseline_latency_p99_ms) and baseline_latency_p99_ms > 0):
-            raise ValueError(f"baseline_latency_p99_ms must be > 0 ms (the old model's measured p99) or None "
-                             f"when there is no old model, got {baseline_latency_p99_ms}")
+    def __init__(self, acceptance: AcceptanceSpec, baseline_latency_p50_ms: float | None,
+                 thresholds: HealthThresholds = HealthThresholds(), answers: AnswerBaseline | None = None) -> None:
+        if baseline_latency_p50_ms is not None and not (
+                math.isfinite(baseline_latency_p50_ms) and baseline_latency_p50_ms > 0):
+            raise ValueError(f"baseline_latency_p50_ms must be > 0 ms (the old model's measured p99) or None "
+                             f"when there is no old model, got {baseline_latency_p50_ms}")
         self.acceptance = acceptance
-        self.baseline_latency_p99_ms = baseline_latency_p99_ms
+        self.baseline_latency_p50_ms = baseline_latency_p50_ms
         self.thresholds = thresholds
+        self.answered_bar = acceptance.probation_min_answered * (answers.share if answers else 1.0)
+        self._bar_source = "acceptance.probation_min_answered" + (
+            f" {acceptance.probation_min_answered:.0%} of the {answers.share:.0%} the old model answered"
+            if answers else "")
+        self.stall_limit_s = max(acceptance.probation_stall_s,
+                                 thresholds.stall_gap_factor * answers.longest_gap_s if answers else 0.0)
         self._clock = WatchClock(thresholds.max_clock_step_s)
         self._frames: OrderedDict[int, _Frame] = OrderedDict()
         # Frames with no answer for them or a newer frame, oldest first: a stall is measured by their age.
         self._unanswered: deque[tuple[int, float]] = deque()
+        self._newest_heard_s = 0.0  # watched seconds of the newest frame heard: a stall grows only while frames come
         self._latencies: deque[float] = deque(maxlen=thresholds.latency_samples)
         self._inputs = 0
         self._outputs = 0
@@ -141,6 +172,7 @@ class HealthWatch:
         self._non_finite = 0
         self._output_ratio: float | None = None
         self._lowest_output_ratio: float | None = None
+        self._lowest_rate_tail: float | None = None
         self._longest_wait_s = 0.0
         self._clock_moved = (0.0, 0.0)  # (watched seconds, wall seconds) when ROS time last advanced
         self._decision: HealthStatus | None = None
@@ -148,9 +180,11 @@ class HealthWatch:
     def add_input(self, stamp_ns: int, now: float) -> None:
         """A camera frame stamped ``stamp_ns`` was heard at ``now``."""
         watched = self._observe(now)
+        self._newest_heard_s = max(self._newest_heard_s, watched)
         if stamp_ns in self._frames:
+            self._frames[stamp_ns].heard = True
             return  # its answer came first
-        self._frame(stamp_ns, watched)
+        self._frame(stamp_ns, watched).heard = True
         if len(self._unanswered) < _MAX_FRAMES:
             self._unanswered.append((stamp_ns, watched))
 
@@ -219,8 +253,10 @@ class HealthWatch:
         status = HealthStatus(
             state=state, reasons=tuple(reasons), watched_s=watched, inputs=self._inputs, outputs=self._outputs,
             errors=self._errors, non_finite=self._non_finite, output_ratio=self._output_ratio,
-            latency_p99_ms=percentile(self._latencies, 99), clock_idle_s=clock_idle_s,
-            lowest_output_ratio=self._lowest_output_ratio, longest_wait_s=self._longest_wait_s)
+            latency_p99_ms=percentile(self._latencies, 99), latency_p50_ms=percentile(self._latencies, 50),
+            clock_idle_s=clock_idle_s,
+            lowest_output_ratio=self._lowest_output_ratio, longest_wait_s=self._longest_wait_s,
+            answered_bar=self.answered_bar, lowest_rate_tail=self._lowest_rate_tail, stall_limit_s=self.stall_limit_s)
         if status.decided:
             self._decision = status
         return status
@@ -242,24 +278,25 @@ class HealthWatch:
         if watched < acceptance.probation_warm_up_s:
             return reasons
         if self._unanswered:
-            waited = watched - max(self._unanswered[0][1], acceptance.probation_warm_up_s)
+            waited = self._newest_heard_s - max(self._unanswered[0][1], acceptance.probation_warm_up_s)
             self._longest_wait_s = max(self._longest_wait_s, waited)
-            if waited > acceptance.probation_stall_s:
+            if waited > self.stall_limit_s:
                 reasons.append(f"no result for {waited:.1f} s while camera frames keep arriving "
                                f"({len(self._unanswered)} frames unanswered); allowed at most "
-                               f"{acceptance.probation_stall_s:g} s (acceptance.probation_stall_s)")
+                               f"{self.stall_limit_s:.1f} s (acceptance.probation_stall_s, or "
+                               f"{self.thresholds.stall_gap_factor:g}x the old model's longest gap between results)")
         reasons += self._rate_problems(watched)
-        if self.baseline_latency_p99_ms is not None and len(self._latencies) >= self.thresholds.min_latency_samples:
-            p99 = percentile(self._latencies, 99)
-            if p99 > acceptance.allowed_latency_ms(self.baseline_latency_p99_ms):
-                reasons.append(f"latency p99 is {p99:.1f} ms against {self.baseline_latency_p99_ms:.1f} ms for the "
-                               f"old model ({p99 / self.baseline_latency_p99_ms:.2f}x); the bundle allows at most "
+        if self.baseline_latency_p50_ms is not None and len(self._latencies) >= self.thresholds.min_latency_samples:
+            p50 = percentile(self._latencies, 50)
+            if p50 > acceptance.allowed_latency_ms(self.baseline_latency_p50_ms):
+                reasons.append(f"median latency is {p50:.1f} ms against {self.baseline_latency_p50_ms:.1f} ms for the "
+                               f"old model ({p50 / self.baseline_latency_p50_ms:.2f}x); the bundle allows at most "
                                f"{acceptance.max_latency_ratio:.2f}x or +{acceptance.latency_slack_ms:g} ms "
                                "(acceptance.max_latency_ratio, acceptance.latency_slack_ms)")
         return reasons
 
     def _rate_problems(self, watched: float) -> list[str]:
-        """Answered share of the frames whose answer is overdue, over the last window of them."""
+        """Answered share of the heard frames whose answer is overdue, over the last window of them."""
         acceptance = self.acceptance
         newest = watched - acceptance.probation_answer_grace_s
         oldest = max(newest - acceptance.probation_window_s, acceptance.probation_warm_up_s)
@@ -269,18 +306,21 @@ class HealthWatch:
                 continue
             if frame.seen_s < oldest:
                 break
-            judged += 1
-            answered += frame.answered or frame.errored
+            if frame.heard:
+                judged += 1
+                answered += frame.answered or frame.errored
         if judged < acceptance.probation_min_frames:
             return []
         self._output_ratio = answered / judged
         self._lowest_output_ratio = min(self._output_ratio, self._lowest_output_ratio or 1.0)
-        if self._output_ratio >= acceptance.probation_min_answered:
+        too_few, tail = improbably_few(answered, judged, self.answered_bar, self.thresholds.rate_alpha)
+        self._lowest_rate_tail = min(tail, self._lowest_rate_tail if self._lowest_rate_tail is not None else 1.0)
+        if not too_few:
             return []
         return [f"only {answered} of {judged} camera frames got a result within "
                 f"{acceptance.probation_answer_grace_s:g} s ({self._output_ratio:.0%}, over the last "
-                f"{min(acceptance.probation_window_s, newest - oldest):.1f} s); at least "
-                f"{acceptance.probation_min_answered:.0%} must (acceptance.probation_min_answered)"]
+                f"{min(acceptance.probation_window_s, newest - oldest):.1f} s), well below the "
+                f"{self.answered_bar:.0%} required ({self._bar_source})"]
 
     def _frame(self, stamp_ns: int, watched: float) -> _Frame:
         frame = self._frames.get(stamp_ns)

@@ -333,19 +333,20 @@ class ShadowComparator:
         return reasons
 
     def _latency_failures(self, report: ShadowReport) -> list[str]:
+        """The candidate's median latency against the reference's (or the live node's): see AcceptanceSpec."""
         spec = self.acceptance
-        candidate = report.candidate_latency_p99_ms
+        candidate = report.candidate_latency_p50_ms
         if report.reference_frames:
-            baseline, measured = report.reference_latency_p99_ms, "run beside it in the shadow node"
+            baseline, measured = report.reference_latency_p50_ms, "run beside it in the shadow node"
         else:
-            baseline, measured = report.live_latency_p99_ms, "as the live node reports it"
+            baseline, measured = report.live_latency_p50_ms, "as the live node reports it"
         if candidate <= spec.allowed_latency_ms(baseline):
             return []
         if baseline == 0:
             return [f"the live model's latency {measured} is 0 ms (inference_ms unset?), so the candidate's "
-                    f"p99 of {candidate:.1f} ms exceeds the {spec.latency_slack_ms:g} ms allowed "
+                    f"median of {candidate:.1f} ms exceeds the {spec.latency_slack_ms:g} ms allowed "
                     "(acceptance.latency_slack_ms)"]
-        return [f"latency p99 is {candidate:.1f} ms against {baseline:.1f} ms for the live model {measured} "
+        return [f"median latency is {candidate:.1f} ms against {baseline:.1f} ms for the live model {measured} "
                 f"({candidate / baseline:.2f}x); the bundle allows at most {spec.max_latency_ratio:.2f}x or "
                 f"+{spec.latency_slack_ms:g} ms (acceptance.max_latency_ratio, acceptance.latency_slack_ms)"]
 

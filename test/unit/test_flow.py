@@ -157,10 +157,10 @@ class EngineProbation:
         self.frames = frames
         self.baselines: list[float | None] = []
 
-    def watch(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None, cancel: threading.Event,
+    def watch(self, acceptance: AcceptanceSpec, baseline_latency_p50_ms: float | None, cancel: threading.Event,
               progress: Callable[[float, str], None]) -> HealthStatus:
-        self.baselines.append(baseline_latency_p99_ms)
-        watch = HealthWatch(acceptance, baseline_latency_p99_ms)
+        self.baselines.append(baseline_latency_p50_ms)
+        watch = HealthWatch(acceptance, baseline_latency_p50_ms)
         live = live_slot(self.slots).engine
         for index, image in zip(range(MAX_FRAMES), cycle(self.frames)):
             stamp_ns, now = index * 1_000_000, index * FRAME_PERIOD_S
@@ -178,9 +178,9 @@ class EngineProbation:
 class PausedClockProbation:
     """Probation whose ROS time stops after a second while the wall clock runs (a paused simulator)."""
 
-    def watch(self, acceptance: AcceptanceSpec, baseline_latency_p99_ms: float | None, cancel: threading.Event,
+    def watch(self, acceptance: AcceptanceSpec, baseline_latency_p50_ms: float | None, cancel: threading.Event,
               progress: Callable[[float, str], None]) -> HealthStatus:
-        watch = HealthWatch(acceptance, baseline_latency_p99_ms, HealthThresholds(wall_margin_s=5.0))
+        watch = HealthWatch(acceptance, baseline_latency_p50_ms, HealthThresholds(wall_margin_s=5.0))
         for tick in range(1000):
             now = min(tick * FRAME_PERIOD_S, 0.5)
             watch.add_input(tick * 1_000_000, now)

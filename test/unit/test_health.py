@@ -1,6 +1,8 @@
 """Probation health watch: every check, with times passed in."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -57,8 +59,8 @@ def test_stalled_output_is_unhealthy_after_stall_seconds_while_frames_keep_comin
     first_bad = next(i for i, s in enumerate(statuses) if s.state is HealthState.UNHEALTHY)
     # Frame 40 arrived at 2.0 s; it is a stall once it waited more than 1 s.
     assert first_bad * FRAME_S + 0.02 - 2.0 == pytest.approx(1.02, abs=0.051)
-    assert any(reason.startswith("no result for 1.0 s while camera frames keep arriving")
-               and "(acceptance.probation_stall_s)" in reason
+    assert any(re.match(r"no result for 1\.[01] s while camera frames keep arriving", reason)
+               and "allowed at most 1.0 s (acceptance.probation_stall_s" in reason
                for reason in statuses[first_bad].reasons)
     assert statuses[first_bad].decided
 
@@ -77,14 +79,25 @@ def test_results_lagging_ever_further_behind_are_a_stall_even_though_results_com
 
 def test_output_rate_drop_is_unhealthy():
     health = watch()
-    statuses = run(health, range(80), answered=lambda f: f < 40 or f % 2 == 0)
+    statuses = run(health, range(100), answered=lambda f: f < 20 or f % 2 == 0)
     bad = [s for s in statuses if s.state is HealthState.UNHEALTHY]
-    assert bad, "half the frames unanswered must fail the 80% output ratio"
-    # Frames seen from 1.0 s (the warm-up is not judged) to 0.5 s ago (the newer ones are within their grace).
-    assert bad[0].reasons == ("only 27 of 34 camera frames got a result within 0.5 s (79%, over the last 1.7 s); "
-                              "at least 80% must (acceptance.probation_min_answered)",)
-    assert bad[0].output_ratio == pytest.approx(27 / 34)
+    assert bad, "half the frames unanswered must fail the 80% bar"
+    # Frames seen from 1.0 s (the warm-up is not judged) to 0.5 s ago (the newer ones are within their grace):
+    # 10 of 20 is not beyond chance for an 80% model at rate_alpha 0.1% (0.26%); 12 of 24 is (0.09%).
+    assert bad[0].reasons == ("only 12 of 24 camera frames got a result within 0.5 s (50%, over the last 1.2 s), "
+                              "well below the 80% required (acceptance.probation_min_answered)",)
+    assert bad[0].output_ratio == pytest.approx(12 / 24)
+    assert bad[0].lowest_rate_tail < HealthThresholds().rate_alpha
     assert bad[0].outputs <= bad[0].inputs
+
+
+def test_a_shortfall_within_chance_is_healthy():
+    # 70% answered against an 80% bar: over 40-60 frames that happens to an 80% model (tail above 1%).
+    health = watch()
+    statuses = run(health, range(99), answered=lambda f: f % 10 > 2)
+    assert {s.state for s in statuses[20:]} == {HealthState.HEALTHY}
+    assert health.status(5.0).lowest_output_ratio < 0.8
+    assert health.status(5.0).state is HealthState.PASSED
 
 
 def test_skipping_frames_within_the_ratio_is_healthy():
@@ -100,11 +113,19 @@ def test_sub_millisecond_latency_within_the_slack_is_healthy():
     assert {s.state for s in statuses[40:]} == {HealthState.HEALTHY}
 
 
+def test_a_few_slow_frames_under_load_are_not_a_latency_regression():
+    # One frame in ten preempted to 40 ms: p99 is 4x the old model's, the median is not.
+    health = watch(baseline_ms=10.0, max_latency_ratio=1.5)
+    statuses = run(health, range(99), latency_ms=lambda f: 40.0 if f % 10 == 0 else 10.0)
+    assert {s.state for s in statuses[40:]} == {HealthState.HEALTHY}
+    assert health.status(5.0).latency_p99_ms == pytest.approx(40.0)
+
+
 def test_latency_regression_against_the_old_model_is_unhealthy():
     health = watch(baseline_ms=10.0, max_latency_ratio=1.5)
     statuses = run(health, range(60), latency_ms=lambda f: 16.0)
     bad = next(s for s in statuses if s.state is HealthState.UNHEALTHY)
-    assert bad.reasons == ("latency p99 is 16.0 ms against 10.0 ms for the old model (1.60x); the bundle "
+    assert bad.reasons == ("median latency is 16.0 ms against 10.0 ms for the old model (1.60x); the bundle "
                            "allows at most 1.50x or +2 ms (acceptance.max_latency_ratio, "
                            "acceptance.latency_slack_ms)",)
     # Judged after warm-up, on at least min_latency_samples results.
@@ -202,7 +223,7 @@ def test_bad_thresholds_are_refused_naming_the_field(field, value):
 
 
 def test_bad_baseline_and_latency_are_refused():
-    with pytest.raises(ValueError, match="baseline_latency_p99_ms"):
+    with pytest.raises(ValueError, match="baseline_latency_p50_ms"):
         watch(baseline_ms=0.0)
     with pytest.raises(ValueError, match="latency"):
         watch().add_output(stamp(0), 0.0, float("nan"), True)
@@ -242,7 +263,7 @@ def test_a_result_heard_before_its_image_answers_it_and_counts_once():
 
 
 def test_a_frame_is_judged_only_once_its_grace_has_passed():
-    health = watch(baseline_ms=None, probation_answer_grace_s=0.5, probation_stall_s=2.0, probation_min_answered=0.95)
+    health = watch(baseline_ms=None, probation_answer_grace_s=0.5, probation_stall_s=2.0, probation_min_answered=1.0)
     # Every result arrives 0.4 s after its frame: within the grace, so every frame is answered.
     for frame in range(100):
         now = frame * FRAME_S
@@ -252,7 +273,7 @@ def test_a_frame_is_judged_only_once_its_grace_has_passed():
         assert not health.status(now + 0.001).decided
     assert health.status(5.0).state is HealthState.PASSED
     # With a tighter grace the frames of the last 0.2 s before each judgement count as unanswered.
-    tight = watch(baseline_ms=None, probation_answer_grace_s=0.2, probation_stall_s=2.0, probation_min_answered=0.95)
+    tight = watch(baseline_ms=None, probation_answer_grace_s=0.2, probation_stall_s=2.0, probation_min_answered=1.0)
     for frame in range(100):
         now = frame * FRAME_S
         tight.add_input(stamp(frame), now)
@@ -269,7 +290,7 @@ def test_the_rate_is_not_judged_on_fewer_frames_than_probation_min_frames():
     for frame in range(20):
         now = frame * 0.25
         health.add_input(stamp(frame), now)
-        if frame % 2:
+        if frame % 4 == 0:
             health.add_output(stamp(frame), now + 0.01, 10.0, True)
         assert health.status(now + 0.02).output_ratio is None
     assert health.status(5.0).state is HealthState.PASSED
@@ -277,7 +298,7 @@ def test_the_rate_is_not_judged_on_fewer_frames_than_probation_min_frames():
     for frame in range(20):
         now = frame * 0.25
         strict.add_input(stamp(frame), now)
-        if frame % 2:
+        if frame % 4 == 0:
             strict.add_output(stamp(frame), now + 0.01, 10.0, True)
         strict.status(now + 0.02)
     assert strict.status(5.0).state is HealthState.UNHEALTHY

@@ -106,14 +106,24 @@ def test_scores_far_from_the_live_models_fail_the_distribution_check_either_way(
         is ShadowOutcome.PASS
 
 
-def test_slow_candidate_fails_on_latency_p99_against_live():
+def test_slow_candidate_fails_on_median_latency_against_live():
     shadow = classifier_shadow(max_latency_ratio=1.5)
     now = feed(shadow, range(20), lambda f: label(0), lambda f: label(0), candidate_ms=31.0, live_ms=10.0)
     verdict = shadow.verdict(now)
     assert verdict.outcome is ShadowOutcome.FAIL
     assert len(verdict.reasons) == 1
-    assert "latency p99 is 31.0 ms against 10.0 ms" in verdict.reasons[0]
+    assert "median latency is 31.0 ms against 10.0 ms" in verdict.reasons[0]
     assert "3.10x" in verdict.reasons[0] and "1.50x" in verdict.reasons[0]
+
+
+def test_a_few_preempted_candidate_frames_do_not_fail_latency():
+    shadow = classifier_shadow(max_latency_ratio=1.5)
+    for frame in range(20):
+        shadow.add_live(stamp(frame), label(0), frame * FRAME_S, 10.0)
+        shadow.add_candidate(stamp(frame), label(0), frame * FRAME_S + 0.02, 40.0 if frame % 10 == 0 else 10.0)
+    verdict = shadow.verdict(19 * FRAME_S + 0.02)
+    assert verdict.outcome is ShadowOutcome.PASS, verdict.reasons
+    assert verdict.report.candidate_latency_p99_ms > 30.0  # the tail a shared CPU gives; the median is 10 ms
 
 
 def test_latency_within_ratio_passes():
@@ -142,7 +152,7 @@ def test_slower_than_the_reference_fails_naming_it():
         shadow.add_reference(10.0)
     verdict = shadow.verdict(now)
     assert verdict.outcome is ShadowOutcome.FAIL
-    assert verdict.reasons == ("latency p99 is 31.0 ms against 10.0 ms for the live model run beside it in the "
+    assert verdict.reasons == ("median latency is 31.0 ms against 10.0 ms for the live model run beside it in the "
                                "shadow node (3.10x); the bundle allows at most 1.50x or +2 ms "
                                "(acceptance.max_latency_ratio, acceptance.latency_slack_ms)",)
 
@@ -396,20 +406,24 @@ def test_callbacks_reading_the_clock_slightly_out_of_order_neither_reset_nor_add
     assert report.frames_paired == 1
 
 
-def test_one_scheduler_hiccup_does_not_decide_the_latency_gate_but_two_slow_frames_do():
+def test_scheduler_hiccups_do_not_decide_the_latency_gate_but_a_slower_median_does():
     shadow = classifier_shadow(max_latency_ratio=1.5, shadow_frames=60)
-    now = feed(shadow, range(59), lambda f: label(0), lambda f: label(0), candidate_ms=10.0, live_ms=10.0)
-    now = feed(shadow, range(59, 60), lambda f: label(0), lambda f: label(0), candidate_ms=90.0, live_ms=10.0)
+    now = feed(shadow, range(58), lambda f: label(0), lambda f: label(0), candidate_ms=10.0, live_ms=10.0)
+    now = feed(shadow, range(58, 60), lambda f: label(0), lambda f: label(0), candidate_ms=90.0, live_ms=10.0)
     for _ in range(60):
         shadow.add_reference(10.0)
     verdict = shadow.verdict(now)
     assert verdict.outcome is ShadowOutcome.PASS, verdict.reasons
-    assert verdict.report.candidate_latency_p99_ms == pytest.approx(10.0)
+    assert verdict.report.candidate_latency_p99_ms > 40.0  # p99 would have failed it (allowed: 15 ms)
 
-    now = feed(shadow, range(60, 61), lambda f: label(0), lambda f: label(0), candidate_ms=90.0, live_ms=10.0)
-    verdict = shadow.verdict(now)
+    slower = classifier_shadow(max_latency_ratio=1.5, shadow_frames=60)
+    now = feed(slower, range(29), lambda f: label(0), lambda f: label(0), candidate_ms=10.0, live_ms=10.0)
+    now = feed(slower, range(29, 60), lambda f: label(0), lambda f: label(0), candidate_ms=16.0, live_ms=10.0)
+    for _ in range(60):
+        slower.add_reference(10.0)
+    verdict = slower.verdict(now)
     assert verdict.outcome is ShadowOutcome.FAIL
-    assert "latency p99" in verdict.reasons[0]
+    assert verdict.reasons[0].startswith("median latency is 16.0 ms against 10.0 ms")
 
 
 # Promotion on ground truth ------------------------------------------------------------
