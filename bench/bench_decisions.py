@@ -256,7 +256,8 @@ def margins(report: dict[str, Any]) -> dict[str, float]:
             "longest_wait_s", 0.0)
         baseline = shadow.get("live_latency_p50_ms")
         if baseline and probation.get("latency_p50_ms"):
-            out["probation_latency_ms"] = DEFAULTS.allowed_latency_ms(baseline) - probation["latency_p50_ms"]
+            out["probation_latency_ms"] = DEFAULTS.allowed_latency_ms(
+                baseline, DEFAULTS.probation_max_latency_ratio) - probation["latency_p50_ms"]
     return out
 
 

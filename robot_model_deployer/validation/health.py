@@ -288,11 +288,11 @@ class HealthWatch:
         reasons += self._rate_problems(watched)
         if self.baseline_latency_p50_ms is not None and len(self._latencies) >= self.thresholds.min_latency_samples:
             p50 = percentile(self._latencies, 50)
-            if p50 > acceptance.allowed_latency_ms(self.baseline_latency_p50_ms):
+            if p50 > acceptance.allowed_latency_ms(self.baseline_latency_p50_ms, acceptance.probation_max_latency_ratio):
                 reasons.append(f"median latency is {p50:.1f} ms against {self.baseline_latency_p50_ms:.1f} ms for the "
                                f"old model ({p50 / self.baseline_latency_p50_ms:.2f}x); the bundle allows at most "
-                               f"{acceptance.max_latency_ratio:.2f}x or +{acceptance.latency_slack_ms:g} ms "
-                               "(acceptance.max_latency_ratio, acceptance.latency_slack_ms)")
+                               f"{acceptance.probation_max_latency_ratio:.2f}x or +{acceptance.latency_slack_ms:g} ms "
+                               "(acceptance.probation_max_latency_ratio, acceptance.latency_slack_ms)")
         return reasons
 
     def _rate_problems(self, watched: float) -> list[str]:
