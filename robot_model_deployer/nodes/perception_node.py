@@ -4,6 +4,7 @@ configure  = load the bundle in ``model_dir`` (its fastest optimized variant
              in ``artifacts_dir`` when set) and warm the model up
 activate   = publish an InferenceResult for every image on ``results``, or
              an InferenceError on ``inference_errors`` when the frame fails
+             (and vision_msgs where installed: nodes/vision_publishers.py)
 deactivate = stop publishing (the model stays loaded: a warm standby)
 cleanup    = release the model
 
@@ -51,10 +52,11 @@ PARAMETERS = (
                   minimum=0, maximum=256),
     ParameterSpec("publish_vision_msgs", True,
                   "Also publish vision_msgs results: Detection2DArray on detections (detectors) or Classification "
-                  "on classification (classifiers). Needs vision_msgs; without it the node says so once."),
+                  "on classification (classifiers). Needs vision_msgs; without it the node says so once.",
+                  read_only=True),
     ParameterSpec("publish_label_info", True,
                   "Publish vision_msgs/LabelInfo (class map, score threshold) on label_info, transient local, "
-                  "while active. Needs vision_msgs."),
+                  "while active. Needs vision_msgs.", read_only=True),
 )
 
 
