@@ -4,6 +4,7 @@ configure  = load the bundle in ``model_dir`` (its fastest optimized variant
              in ``artifacts_dir`` when set) and warm the model up
 activate   = publish an InferenceResult for every image on ``results``, or
              an InferenceError on ``inference_errors`` when the frame fails
+             (and vision_msgs where installed: nodes/vision_publishers.py)
 deactivate = stop publishing (the model stays loaded: a warm standby)
 cleanup    = release the model
 
@@ -30,6 +31,7 @@ from robot_model_deployer.nodes.conversions import UnsupportedImageError, image_
 from robot_model_deployer.nodes.model_lifecycle import ModelLifecycleNode
 from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
+from robot_model_deployer.nodes.vision_publishers import VisionPublishers, vision_msgs_usable
 
 IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
 # Reliable: an error is one message per failed frame, and probation must hear every one.
@@ -48,6 +50,13 @@ PARAMETERS = (
     ParameterSpec("intra_op_threads", 0,
                   "CPU threads of one inference, ONNX Runtime or OpenVINO (0: the runtime decides).",
                   minimum=0, maximum=256),
+    ParameterSpec("publish_vision_msgs", True,
+                  "Also publish vision_msgs results: Detection2DArray on detections (detectors) or Classification "
+                  "on classification (classifiers). Needs vision_msgs; without it the node says so once.",
+                  read_only=True),
+    ParameterSpec("publish_label_info", True,
+                  "Publish vision_msgs/LabelInfo (class map, score threshold) on label_info, transient local, "
+                  "while active. Needs vision_msgs.", read_only=True),
 )
 
 
@@ -61,6 +70,9 @@ class PerceptionNode(ModelLifecycleNode):
         self._publisher = None
         self._error_publisher = None
         self._subscription = None
+        self._vision: VisionPublishers | None = None
+        wants_vision = self._settings["publish_vision_msgs"] or self._settings["publish_label_info"]
+        self._vision_msgs = wants_vision and vision_msgs_usable(self)
         self._serving = threading.Event()
         self._errors = 0
 
@@ -85,17 +97,25 @@ class PerceptionNode(ModelLifecycleNode):
         self._errors = 0  # counted per loaded model, as InferenceError.errors says
         self._publisher = self.create_lifecycle_publisher(InferenceResult, "results", 10)
         self._error_publisher = self.create_lifecycle_publisher(InferenceError, "inference_errors", ERRORS_QOS)
+        if self._vision_msgs:
+            self._vision = VisionPublishers(self, manifest, self._engine.labels,
+                                            results=self._settings["publish_vision_msgs"],
+                                            label_info=self._settings["publish_label_info"])
         self._subscription = self.create_subscription(Image, "image", self._on_image, self._image_qos())
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)
+        if self._vision is not None:
+            self._vision.activate()
         self._serving.set()
         self.get_logger().info("active: publishing results")
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._serving.clear()
+        if self._vision is not None:
+            self._vision.deactivate()
         self.get_logger().info("inactive: model kept warm, not publishing")
         return super().on_deactivate(state)
 
@@ -117,6 +137,8 @@ class PerceptionNode(ModelLifecycleNode):
         manifest = engine.manifest
         self._publisher.publish(prediction_to_result(
             prediction, msg.header, manifest.name, str(manifest.version), manifest.task.value, self.get_name()))
+        if self._vision is not None:
+            self._vision.publish(prediction, msg.header)
 
     def _report_error(self, msg: Image, engine: InferenceEngine, text: str) -> None:
         """Log (throttled) and publish the failure, so that probation counts it against the model."""
@@ -145,6 +167,9 @@ class PerceptionNode(ModelLifecycleNode):
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
         self._publisher = self._error_publisher = None
+        if self._vision is not None:
+            self._vision.release()
+            self._vision = None
         self._engine = None
 
 

@@ -105,6 +105,7 @@ def test_the_demo_camera_executable_publishes_frames(tmp_path: Path, processes: 
     ("shadow_node", "max_rate", "fast"),
     ("perception_node", "warmup_runs", "0"),
     ("perception_node", "image_qos", "lossy"),
+    ("perception_node", "publish_vision_msgs", "maybe"),
     ("manager_node", "trust_dir", "/no/such/keys"),
     ("manager_node", "store_dir", "/dev/null/store"),
     ("manager_node", "optimize_target", "no_such_robot"),
