@@ -254,10 +254,6 @@ def margins(report: dict[str, Any]) -> dict[str, float]:
                 math.log10(max(probation["lowest_rate_tail"], 1e-300)) - math.log10(RATE_ALPHA))
         out["probation_stall_s"] = probation.get("stall_limit_s", DEFAULTS.probation_stall_s) - probation.get(
             "longest_wait_s", 0.0)
-        baseline = shadow.get("live_latency_p50_ms")
-        if baseline and probation.get("latency_p50_ms"):
-            out["probation_latency_ms"] = DEFAULTS.allowed_latency_ms(
-                baseline, DEFAULTS.probation_max_latency_ratio) - probation["latency_p50_ms"]
     return out
 
 

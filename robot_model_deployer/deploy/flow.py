@@ -174,7 +174,6 @@ class DeploymentFlow:
         model = self._served(installed, artifacts)
         live = self.switch.snapshot().live_model
 
-        baseline_p50: float | None = None
         if self._shadow is not None and live is not None:
             self._enter(DeploymentStage.SHADOW, f"running {ref} in shadow beside {live.label()}", progress, cancel)
             try:
@@ -187,7 +186,6 @@ class DeploymentFlow:
             self._check_cancel(cancel)
             if verdict.outcome is not ShadowOutcome.PASS:
                 return self._reject(ref, "failed shadow validation: " + "; ".join(verdict.reasons), report)
-            baseline_p50 = verdict.report.live_latency_p50_ms or None
 
         self._enter(DeploymentStage.SWAP, f"loading {ref} on the standby perception node", progress, cancel)
         try:
@@ -199,7 +197,7 @@ class DeploymentFlow:
         if self._probation is not None and live is not None:
             self.store.set_stage(DeploymentStage.PROBATION, f"watching {ref} live")
             progress(DeploymentStage.PROBATION, 0.0, f"watching {ref} live")
-            status = self._probation.watch(manifest.acceptance, baseline_p50, cancel,
+            status = self._probation.watch(manifest.acceptance, cancel,
                                            lambda f, m: progress(DeploymentStage.PROBATION, f, m))
             report["probation"] = _health_report(status)
             if status.state is not HealthState.PASSED:

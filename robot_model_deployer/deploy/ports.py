@@ -47,7 +47,7 @@ class ShadowPort(Protocol):
 class ProbationPort(Protocol):
     """Watches the live node after a swap until it passes or fails probation."""
 
-    def watch(self, acceptance: AcceptanceSpec, baseline_latency_p50_ms: float | None, cancel: threading.Event,
+    def watch(self, acceptance: AcceptanceSpec, cancel: threading.Event,
               progress: Callable[[float, str], None]) -> HealthStatus:
         """Returns the status when decided, or the current one once ``cancel`` is set."""
 

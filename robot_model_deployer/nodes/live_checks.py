@@ -203,13 +203,13 @@ class ProbationWatch:
             else:
                 self._answers.add_answer(stamp_ns(msg.header.stamp), self._now())
 
-    def watch(self, acceptance: AcceptanceSpec, baseline_latency_p50_ms: float | None, cancel: threading.Event,
+    def watch(self, acceptance: AcceptanceSpec, cancel: threading.Event,
               progress: Callable[[float, str], None]) -> HealthStatus:
         started = time.monotonic()
         with self._lock:
             # Probation follows a swap from a live model: what the listener heard of it is the bar.
             answers = self._answers.baseline(self._now(), acceptance.probation_answer_grace_s)
-            self._watch = HealthWatch(acceptance, baseline_latency_p50_ms, self._thresholds, answers)
+            self._watch = HealthWatch(acceptance, self._thresholds, answers)
             self._answers = AnswerTracker()  # after probation, the next baseline is the model now live
         try:
             while True:

@@ -72,7 +72,7 @@ def test_tracker_has_no_baseline_on_too_few_frames_and_forgets_old_ones_and_old_
 def lossy_probation(answers: AnswerBaseline | None, delivered: float, seed: int) -> HealthState:
     """A graph that loses frames at random: the listener hears ``delivered`` of them, the node answers ``delivered``."""
     rng = random.Random(seed)
-    health = HealthWatch(AcceptanceSpec(probation_seconds=5.0), 10.0, answers=answers)
+    health = HealthWatch(AcceptanceSpec(probation_seconds=5.0), answers=answers)
     for frame in range(150):
         now = frame * FRAME_S
         if rng.random() < delivered:
@@ -93,7 +93,7 @@ def test_a_lossy_transport_does_not_roll_back_a_model_that_answers_like_the_old_
 
 def test_a_model_that_stops_answering_is_rolled_back_on_a_lossy_graph_too():
     old = AnswerBaseline(share=0.5, frames=200, longest_gap_s=0.3)
-    health = HealthWatch(AcceptanceSpec(probation_seconds=5.0), 10.0, answers=old)
+    health = HealthWatch(AcceptanceSpec(probation_seconds=5.0), answers=old)
     rng = random.Random(1)
     for frame in range(150):
         now = frame * FRAME_S
@@ -111,9 +111,9 @@ def test_a_model_that_stops_answering_is_rolled_back_on_a_lossy_graph_too():
 
 def test_the_stall_limit_grows_with_the_old_models_longest_gap():
     acceptance = AcceptanceSpec(probation_seconds=5.0, probation_stall_s=1.0)
-    assert HealthWatch(acceptance, 10.0).stall_limit_s == 1.0
-    assert HealthWatch(acceptance, 10.0, answers=AnswerBaseline(1.0, 100, 0.1)).stall_limit_s == 1.0
-    slow_graph = HealthWatch(acceptance, 10.0, answers=AnswerBaseline(0.2, 40, 1.2))
+    assert HealthWatch(acceptance).stall_limit_s == 1.0
+    assert HealthWatch(acceptance, answers=AnswerBaseline(1.0, 100, 0.1)).stall_limit_s == 1.0
+    slow_graph = HealthWatch(acceptance, answers=AnswerBaseline(0.2, 40, 1.2))
     assert slow_graph.stall_limit_s == pytest.approx(2.4)
     for frame in range(120):  # answers stop at 1.5 s: a 2 s gap is within 2.4 s, a longer one is not
         now = frame * FRAME_S
@@ -127,7 +127,7 @@ def test_the_stall_limit_grows_with_the_old_models_longest_gap():
 
 
 def test_answers_for_frames_never_heard_do_not_count_as_judged_frames():
-    health = HealthWatch(AcceptanceSpec(probation_seconds=5.0, probation_min_frames=10), 10.0)
+    health = HealthWatch(AcceptanceSpec(probation_seconds=5.0, probation_min_frames=10))
     for frame in range(150):
         now = frame * FRAME_S
         if frame % 2 == 0:

@@ -19,9 +19,8 @@ def stamp(frame: int) -> int:
     return 5_000_000_000 + frame * 50_000_000
 
 
-def watch(baseline_ms: float | None = 10.0, thresholds: HealthThresholds = HealthThresholds(),
-          **acceptance) -> HealthWatch:
-    return HealthWatch(AcceptanceSpec(**{"probation_seconds": 5.0, **acceptance}), baseline_ms, thresholds)
+def watch(thresholds: HealthThresholds = HealthThresholds(), **acceptance) -> HealthWatch:
+    return HealthWatch(AcceptanceSpec(**{"probation_seconds": 5.0, **acceptance}), thresholds)
 
 
 def run(health: HealthWatch, frames: range, answered=lambda f: True, latency_ms=lambda f: 10.0,
@@ -66,7 +65,7 @@ def test_stalled_output_is_unhealthy_after_stall_seconds_while_frames_keep_comin
 
 
 def test_results_lagging_ever_further_behind_are_a_stall_even_though_results_come():
-    health = watch(baseline_ms=None)
+    health = watch()
     # Each result is for a frame ever older: the node's queue grows.
     for frame in range(60):
         now = frame * FRAME_S
@@ -106,50 +105,21 @@ def test_skipping_frames_within_the_ratio_is_healthy():
     assert {s.state for s in statuses[20:]} == {HealthState.HEALTHY}
 
 
-def test_sub_millisecond_latency_within_the_slack_is_healthy():
-    # 4x slower, but 0.3 ms: scheduler noise for a tiny model, not a regression.
-    health = watch(baseline_ms=0.1, probation_max_latency_ratio=1.5)
-    statuses = run(health, range(60), latency_ms=lambda f: 0.4)
-    assert {s.state for s in statuses[40:]} == {HealthState.HEALTHY}
+def test_latency_is_reported_not_judged():
+    # 50x an old model's 10 ms and a tail of preempted frames: the shadow judged latency side by side;
+    # here a model that keeps up with the camera is healthy, whatever its latency.
+    health = watch()
+    statuses = run(health, range(99), latency_ms=lambda f: 2000.0 if f % 10 == 0 else 500.0)
+    assert {s.state for s in statuses[20:]} == {HealthState.HEALTHY}
+    final = health.status(5.0)
+    assert final.state is HealthState.PASSED
+    assert (final.latency_p50_ms, final.latency_p99_ms) == (pytest.approx(500.0), pytest.approx(2000.0))
 
 
-def test_a_few_slow_frames_under_load_are_not_a_latency_regression():
-    # One frame in ten preempted to 40 ms: p99 is 4x the old model's, the median is not.
-    health = watch(baseline_ms=10.0, probation_max_latency_ratio=1.5)
-    statuses = run(health, range(99), latency_ms=lambda f: 40.0 if f % 10 == 0 else 10.0)
-    assert {s.state for s in statuses[40:]} == {HealthState.HEALTHY}
-    assert health.status(5.0).latency_p99_ms == pytest.approx(40.0)
-
-
-def test_probation_allows_the_looser_probation_max_latency_ratio_by_default():
-    # Twice the old model's median, measured a window of time apart: load, not a regression (default 3x).
-    assert {s.state for s in run(watch(baseline_ms=10.0), range(99), latency_ms=lambda f: 20.0)[40:]} == \
-        {HealthState.HEALTHY}
-    assert any(s.state is HealthState.UNHEALTHY for s in run(watch(baseline_ms=10.0), range(99),
-                                                             latency_ms=lambda f: 35.0))
-
-
-def test_latency_regression_against_the_old_model_is_unhealthy():
-    health = watch(baseline_ms=10.0, probation_max_latency_ratio=1.5)
-    statuses = run(health, range(60), latency_ms=lambda f: 16.0)
-    bad = next(s for s in statuses if s.state is HealthState.UNHEALTHY)
-    assert bad.reasons == ("median latency is 16.0 ms against 10.0 ms for the old model (1.60x); the bundle "
-                           "allows at most 1.50x or +2 ms (acceptance.probation_max_latency_ratio, "
-                           "acceptance.latency_slack_ms)",)
-    # Judged after warm-up, on at least min_latency_samples results.
-    assert bad.watched_s >= 1.0 + 19 * FRAME_S
-
-
-def test_slow_first_frames_during_warm_up_are_forgiven():
-    health = watch(baseline_ms=10.0)
+def test_latency_of_warm_up_frames_is_left_out_of_the_report():
+    health = watch()
     run(health, range(100), latency_ms=lambda f: 200.0 if f < 10 else 10.0)
-    assert health.status(5.0).state is HealthState.PASSED
-
-
-def test_first_deployment_without_a_baseline_does_not_judge_latency():
-    health = watch(baseline_ms=None)
-    run(health, range(100), latency_ms=lambda f: 500.0)
-    assert health.status(5.0).state is HealthState.PASSED
+    assert health.status(5.0).latency_p99_ms == pytest.approx(10.0)
 
 
 def test_nan_output_is_unhealthy_at_once_even_while_warming_up():
@@ -207,7 +177,7 @@ def test_zero_probation_seconds_passes_at_once():
 
 
 def test_simulated_time_jumps_neither_end_probation_nor_fake_a_stall():
-    health = watch(baseline_ms=10.0)
+    health = watch()
     run(health, range(40))  # 0 .. 1.97 s
     # The simulator skips ahead 60 s: probation is not over, and no frame waited that long.
     assert health.status(61.97).state is HealthState.HEALTHY
@@ -222,17 +192,15 @@ def test_simulated_time_jumps_neither_end_probation_nor_fake_a_stall():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("latency_samples", 0), ("min_latency_samples", 1000), ("max_clock_step_s", 0.0),
-    ("wall_margin_s", float("inf")), ("wall_margin_s", 0.0),
+    ("latency_samples", 0), ("max_clock_step_s", 0.0), ("wall_margin_s", float("inf")), ("wall_margin_s", 0.0),
+    ("rate_alpha", 0.0), ("rate_alpha", 1.0), ("stall_gap_factor", 0.5),
 ])
 def test_bad_thresholds_are_refused_naming_the_field(field, value):
     with pytest.raises(ValueError, match=f"health threshold {field} "):
         HealthThresholds(**{field: value})
 
 
-def test_bad_baseline_and_latency_are_refused():
-    with pytest.raises(ValueError, match="baseline_latency_p50_ms"):
-        watch(baseline_ms=0.0)
+def test_a_bad_latency_is_refused():
     with pytest.raises(ValueError, match="latency"):
         watch().add_output(stamp(0), 0.0, float("nan"), True)
 
@@ -242,7 +210,7 @@ def test_bad_baseline_and_latency_are_refused():
 
 def test_results_arriving_late_in_bursts_still_count_for_their_frames():
     # Every result comes, but up to 0.4 s late and four at a time (a transport that buffers).
-    health = watch(baseline_ms=None)
+    health = watch()
     for frame in range(96):
         now = frame * FRAME_S
         health.add_input(stamp(frame), now)
@@ -258,7 +226,7 @@ def test_results_arriving_late_in_bursts_still_count_for_their_frames():
 
 
 def test_a_result_heard_before_its_image_answers_it_and_counts_once():
-    health = watch(baseline_ms=None)
+    health = watch()
     for frame in range(100):
         now = frame * FRAME_S
         health.add_output(stamp(frame), now, 10.0, True)
@@ -271,7 +239,7 @@ def test_a_result_heard_before_its_image_answers_it_and_counts_once():
 
 
 def test_a_frame_is_judged_only_once_its_grace_has_passed():
-    health = watch(baseline_ms=None, probation_answer_grace_s=0.5, probation_stall_s=2.0, probation_min_answered=1.0)
+    health = watch(probation_answer_grace_s=0.5, probation_stall_s=2.0, probation_min_answered=1.0)
     # Every result arrives 0.4 s after its frame: within the grace, so every frame is answered.
     for frame in range(100):
         now = frame * FRAME_S
@@ -281,7 +249,7 @@ def test_a_frame_is_judged_only_once_its_grace_has_passed():
         assert not health.status(now + 0.001).decided
     assert health.status(5.0).state is HealthState.PASSED
     # With a tighter grace the frames of the last 0.2 s before each judgement count as unanswered.
-    tight = watch(baseline_ms=None, probation_answer_grace_s=0.2, probation_stall_s=2.0, probation_min_answered=1.0)
+    tight = watch(probation_answer_grace_s=0.2, probation_stall_s=2.0, probation_min_answered=1.0)
     for frame in range(100):
         now = frame * FRAME_S
         tight.add_input(stamp(frame), now)
@@ -294,7 +262,7 @@ def test_a_frame_is_judged_only_once_its_grace_has_passed():
 
 def test_the_rate_is_not_judged_on_fewer_frames_than_probation_min_frames():
     # A 4 Hz camera holds 12 frames in a 3 s window: too few for a share, whatever it is.
-    health = watch(baseline_ms=None, probation_stall_s=4.0)
+    health = watch(probation_stall_s=4.0)
     for frame in range(20):
         now = frame * 0.25
         health.add_input(stamp(frame), now)
@@ -302,7 +270,7 @@ def test_the_rate_is_not_judged_on_fewer_frames_than_probation_min_frames():
             health.add_output(stamp(frame), now + 0.01, 10.0, True)
         assert health.status(now + 0.02).output_ratio is None
     assert health.status(5.0).state is HealthState.PASSED
-    strict = watch(baseline_ms=None, probation_stall_s=4.0, probation_min_frames=5)
+    strict = watch(probation_stall_s=4.0, probation_min_frames=5)
     for frame in range(20):
         now = frame * 0.25
         strict.add_input(stamp(frame), now)
@@ -313,7 +281,7 @@ def test_the_rate_is_not_judged_on_fewer_frames_than_probation_min_frames():
 
 
 def test_a_reported_error_answers_its_frame_for_the_rate_and_counts_as_an_error():
-    health = watch(baseline_ms=None, max_error_rate=0.2)
+    health = watch(max_error_rate=0.2)
     for frame in range(100):
         now = frame * FRAME_S
         health.add_input(stamp(frame), now)
@@ -330,7 +298,7 @@ def test_a_reported_error_answers_its_frame_for_the_rate_and_counts_as_an_error(
 
 
 def test_a_model_that_raises_on_every_frame_is_unhealthy_for_its_errors_not_a_stall():
-    health = watch(baseline_ms=None)
+    health = watch()
     statuses = []
     for frame in range(10):
         now = frame * FRAME_S
@@ -346,7 +314,7 @@ def test_a_model_that_raises_on_every_frame_is_unhealthy_for_its_errors_not_a_st
 
 
 def test_a_paused_clock_ends_probation_unjudged_after_the_wall_clock_limit():
-    health = watch(baseline_ms=None, thresholds=HealthThresholds(wall_margin_s=10.0))
+    health = watch(thresholds=HealthThresholds(wall_margin_s=10.0))
     run(health, range(40))  # 2 s of ROS time, then the simulator pauses at 1.97 s
     statuses = [health.status(1.97, wall_s=2.0 + tick * 0.5) for tick in range(40)]
     waiting = [s for s in statuses if not s.decided]
@@ -361,7 +329,7 @@ def test_a_paused_clock_ends_probation_unjudged_after_the_wall_clock_limit():
 
 
 def test_a_moving_clock_is_never_idle_and_passes_however_slowly_the_wall_goes():
-    health = watch(baseline_ms=None)
+    health = watch()
     for frame in range(101):
         now = frame * FRAME_S
         health.add_input(stamp(frame), now)
