@@ -16,7 +16,7 @@ from robot_model_deployer.bundle.errors import BundleError
 from robot_model_deployer.bundle.manifest import ManifestError
 from robot_model_deployer.bundle.signing import KeyFileError
 from robot_model_deployer.bundle.text import one_line
-from robot_model_deployer.cli import bundle, keys, optimize, store
+from robot_model_deployer.cli import bundle, keys, mender, optimize, store
 from robot_model_deployer.store.state import StoreError
 
 COMMANDS: tuple[ModuleType, ...] = (
@@ -24,6 +24,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     bundle,
     optimize,
     store,
+    mender,
 )
 
 EXIT_FAILED = 1
