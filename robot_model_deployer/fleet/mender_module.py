@@ -191,7 +191,7 @@ class UpdateModule:
         if identity.matches(status["active"]):
             if self.update.reinstall:
                 return f"nothing to roll back: {identity.ref} served before this update and still does"
-            reply = self._robot.rollback()
+            reply = self._robot.rollback(f"Mender rolls back artifact {self.update.artifact_name}")
             if not reply.done:
                 raise ModuleError(f"the robot did not roll {identity.ref} back: {reply.message}")
             return f"rolled {identity.ref} back: {_ref(self._robot.status()['active'])} serves ({reply.message})"

@@ -41,8 +41,8 @@ class Robot(Protocol):
     def deploy(self, bundle: Path) -> RobotReply:
         """Deploy ``bundle`` (a path on the robot) and return once it serves (probation runs on)."""
 
-    def rollback(self) -> RobotReply:
-        """Serve the store's previous version again."""
+    def rollback(self, reason: str) -> RobotReply:
+        """Serve the store's previous version again; ``reason`` goes into the store's history."""
 
     def cancel(self) -> RobotReply:
         """Stop the running deployment; the manager puts the live model back."""
@@ -58,7 +58,9 @@ class RobotCli:
             self._base += ["--namespace", namespace]
 
     def status(self) -> dict[str, Any]:
-        out = self._run("status", "--json", done_only=True)
+        code, out, err = self._call(("status", "--json"))
+        if code != EXIT_DONE:
+            raise RobotUnreachable(f"rmd robot status exited {code}: {_last_words(err) or _last_words(out)}")
         try:
             return json.loads(out)
         except ValueError:
@@ -67,21 +69,16 @@ class RobotCli:
     def deploy(self, bundle: Path) -> RobotReply:
         return self._reply("deploy", str(bundle), "--until", "live")
 
-    def rollback(self) -> RobotReply:
-        return self._reply("rollback")
+    def rollback(self, reason: str) -> RobotReply:
+        return self._reply("rollback", "--reason", reason)
 
     def cancel(self) -> RobotReply:
         return self._reply("cancel")
 
     def _reply(self, *args: str) -> RobotReply:
         code, out, err = self._call(args)
-        return RobotReply(code == EXIT_DONE, _last_words(err) or _last_words(out))
-
-    def _run(self, *args: str, done_only: bool) -> str:
-        code, out, err = self._call(args)
-        if done_only and code != EXIT_DONE:
-            raise RobotUnreachable(f"rmd robot {' '.join(args)} exited {code}: {_last_words(err) or _last_words(out)}")
-        return out
+        # The verdict: stdout when done, stderr (after any stage lines) when refused.
+        return RobotReply(code == EXIT_DONE, _last_words(out if code == EXIT_DONE else err) or _last_words(out + err))
 
     def _call(self, args: Sequence[str]) -> tuple[int, str, str]:
         command = [*self._base, *args]

@@ -62,8 +62,9 @@ class FakeRobot:
             self.last = {"outcome": "rolled_back", "version": ref, "reason": reason}
         self.candidate, self.stage = None, "idle"
 
-    def rollback(self) -> RobotReply:
+    def rollback(self, reason: str) -> RobotReply:
         self.calls.append("rollback")
+        assert reason == "Mender rolls back artifact colour_classifier-2.0.0"
         self.active, self.previous = self.previous, self.active
         return RobotReply(True, "rolled back")
 
