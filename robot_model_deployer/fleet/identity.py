@@ -28,9 +28,15 @@ class BundleIdentity:
         return f"{self.name}@{self.version}"
 
     def matches(self, model: Mapping[str, Any] | None) -> bool:
-        """True when ``model`` (a ModelInfo as ``rmd robot status --json`` prints it) is this bundle's."""
-        return model is not None and (model.get("name"), model.get("version"), model.get("model_sha256")) == \
-            (self.name, self.version, self.model_sha256)
+        """True when ``model`` (a ModelInfo as ``rmd robot status --json`` prints it) is this bundle's.
+
+        The status names a candidate without its sha256 until it serves; a
+        store holds one bundle per name@version (another with the same
+        version is refused unless forced), so name@version decides then.
+        """
+        if model is None or (model.get("name"), model.get("version")) != (self.name, self.version):
+            return False
+        return not model.get("model_sha256") or model["model_sha256"] == self.model_sha256
 
 
 def identify_bundle(path: Path) -> BundleIdentity:

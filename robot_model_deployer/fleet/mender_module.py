@@ -147,13 +147,13 @@ class UpdateModule:
 
     def install(self) -> str:
         identity = self._identity()
-        status = self._robot.status()
+        status = self._settled()
         if _running(status) and identity.matches(status["candidate"]):
             self._say(f"the robot already deploys {identity.ref} (stage {status['stage']}): waiting for it")
             status = self._wait(status, lambda s: not _running(s) or s["stage"] in LIVE_STAGES)
             if not identity.matches(status["active"]):
                 raise ModuleError(f"the robot refused {identity.ref}: {_last_reason(status, identity)}")
-            return f"{identity.ref} serves (stage {status['stage']})"
+            return f"the deployment of {identity.ref} that was already running serves now (stage {status['stage']})"
         if _running(status):
             raise ModuleError(f"the robot is busy deploying {_ref(status['candidate'])} (stage {status['stage']}); "
                               f"deploy this artifact again once that has finished")
@@ -180,7 +180,7 @@ class UpdateModule:
         if not self.update.bundle_sha256 or not self.bundle_path.is_file():
             return "already rolled back: the bundle never reached the robot"
         identity = self._identity()
-        status = self._robot.status()
+        status = self._settled()
         if _running(status) and identity.matches(status["candidate"]):
             self._say(f"cancelling the running deployment of {identity.ref} (stage {status['stage']})")
             reply = self._robot.cancel()
@@ -238,6 +238,10 @@ class UpdateModule:
                               f"{self.update.bundle_sha256}: rebuild it with `rmd mender artifact`")
         part.chmod(0o644)  # the manager may run as another user than Mender
         part.replace(self.bundle_path)
+
+    def _settled(self) -> dict[str, Any]:
+        """The status once a running deployment names its candidate (in verify it names none yet)."""
+        return self._wait(self._robot.status(), lambda s: not (_running(s) and not s.get("candidate")))
 
     def _wait(self, status: dict[str, Any], done: Callable[[dict[str, Any]], bool], what: str = "") -> dict[str, Any]:
         """Poll the status until ``done``; says each new stage (Mender's ModuleTimeoutSeconds bounds this)."""

@@ -15,9 +15,9 @@ from typing import Any, Protocol, Sequence
 
 from robot_model_deployer.bundle.text import one_line
 
+# rmd robot's exit codes (robot/outcome.py, a layer above this one, defines them for the command).
 EXIT_DONE = 0
 EXIT_REFUSED = 1
-EXIT_UNREACHABLE = 2
 
 
 class RobotUnreachable(RuntimeError):
@@ -52,7 +52,7 @@ class RobotCli:
     """Robot through ``rmd robot`` with a namespace and a per-call timeout (seconds)."""
 
     def __init__(self, *, namespace: str = "", timeout: float = 30.0,
-                 command: Sequence[str] = (sys.executable, "-m", "robot_model_deployer.cli.main")) -> None:
+                 command: Sequence[str] = (sys.executable, "-m", "robot_model_deployer.robot.main")) -> None:
         self._base = [*command, "robot", "--timeout", f"{timeout:g}"]
         if namespace:
             self._base += ["--namespace", namespace]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -221,7 +222,7 @@ def test_a_model_failing_probation_fails_commit_and_mender_rolls_back(graph: Gra
     assert "NaN" in commit["message"], commit["message"]
     assert "already rolled back" in _message(states, "ArtifactRollback")
     status = graph.status()
-    assert status.active.version == "1.0.0" and status.stage == "idle"
+    assert status.active.version == "1.0.0" and status.stage == "failed"  # rolled back in probation
     assert mender.installed_artifact() == "unprovisioned"
 
 
@@ -253,3 +254,53 @@ def test_an_unknown_mender_key_is_refused_by_mender_and_an_unknown_bundle_key_by
     assert {r.model_version for r in during} == {"1.0.0"}
     assert _models(graph) == {("1.0.0", "active")}, "a refused bundle was installed"
     assert mender.installed_artifact() == "unprovisioned"
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (the module and its rmd robot child run in their own process group)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_a_crashed_mender_client_installs_again_without_a_second_deployment(graph: Graph, mender: Mender) -> None:
+    assert graph.deploy(graph.bundle("v1")).accepted
+    long_shadow = graph.bundle("v2", version="2.0.0", acceptance={**FAST_ACCEPTANCE, "shadow_frames": 120})
+    artifact = mender.artifact(long_shadow)
+    command = ["mender", "--no-syslog", "--config", str(mender.config), "--fallback-config", "/nonexistent",
+               "--data", str(mender.data), "install", str(artifact)]
+    with Camera(graph):
+        _serving(graph, "1.0.0")
+        first = subprocess.Popen(command, env=mender.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: any(s.stage == "shadow" and s.candidate.version == "2.0.0" for s in graph.statuses), 120.0,
+                 "the robot to shadow 2.0.0")
+        # The client dies with its module and the module's rmd robot (as systemd would kill its cgroup).
+        for pid in [first.pid, *_descendants(first.pid)]:
+            os.kill(pid, signal.SIGKILL)
+        first.wait()
+        crashed = mender.states()
+        assert graph.status().stage == "shadow", "the robot's deployment should outlive the client"
+        again = mender("install", str(artifact))
+        assert again.returncode == 0, again.stderr
+        restarted = mender.states()
+        committed = mender("commit")
+        assert committed.returncode == 0, committed.stderr
+        commit_states = mender.states()
+    assert _sequence(crashed) == ["Download", "SupportsRollback"], "ArtifactInstall should not have logged an end"
+    assert _sequence(restarted) == ["Download", "SupportsRollback", "ArtifactInstall", "NeedsArtifactReboot"]
+    assert "that was already running serves now" in _message(restarted, "ArtifactInstall")
+    assert _sequence(commit_states) == ["ArtifactCommit", "Cleanup"]
+    assert _deployments_started(graph) == 2, "v1 and one deployment of v2, not two"
+    status = graph.status()
+    assert (status.active.version, status.previous.version) == ("2.0.0", "1.0.0")
+    assert mender.installed_artifact() == "colour_classifier-2.0.0"

@@ -216,16 +216,21 @@ def test_install_fails_when_the_robot_refuses_and_says_why(tmp_path: Path, robot
 
 
 def test_install_again_after_a_restart_waits_for_the_running_deployment_instead_of_starting_one(
-        tmp_path: Path, robot: FakeRobot) -> None:
+        tmp_path: Path, robot: FakeRobot, capsys: pytest.CaptureFixture) -> None:
     setup = Setup(tmp_path, robot)
     setup.spooled()
-    robot.candidate, robot.stage = setup.model, "shadow"
+    robot.stage = "verify"  # the status names no candidate until the bundle is staged, then no sha256 until it serves
+
+    def staged() -> None:
+        robot.candidate, robot.stage = {**setup.model, "model_sha256": ""}, "shadow"
 
     def swapped() -> None:
         robot.previous, robot.active, robot.stage = robot.active, setup.model, "probation"
 
-    robot.script = [lambda: None, lambda: None, swapped]
+    robot.script = [lambda: None, staged, lambda: None, swapped]
     assert setup.run("ArtifactInstall") == 0
+    assert "the deployment of colour_classifier@2.0.0 that was already running serves now (stage probation)" in \
+        capsys.readouterr().err
     assert robot.actions == [], "a second deployment was started"
     assert robot.active == setup.model
 
@@ -238,6 +243,14 @@ def test_install_is_idempotent_when_the_bundle_already_serves(tmp_path: Path, ro
     assert setup.run("ArtifactInstall") == 0
     assert robot.actions == []
     assert "already serves: nothing to install" in capsys.readouterr().err
+
+
+def test_a_bundle_of_the_same_version_with_another_model_is_not_this_one(tmp_path: Path, robot: FakeRobot) -> None:
+    identity = identify_bundle(_bundle(tmp_path))
+    model = {"name": identity.name, "version": identity.version, "model_sha256": identity.model_sha256}
+    assert identity.matches(model) and identity.matches({**model, "model_sha256": ""})
+    assert not identity.matches({**model, "model_sha256": "f" * 64})
+    assert not identity.matches({**model, "version": "2.0.1"}) and not identity.matches(None)
 
 
 def test_install_refuses_while_another_bundle_deploys(tmp_path: Path, robot: FakeRobot,
