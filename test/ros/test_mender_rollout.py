@@ -86,7 +86,10 @@ class Mender:
     def __call__(self, *args: str) -> subprocess.CompletedProcess:
         command = ["mender", "--no-syslog", "--config", str(self.config), "--fallback-config", "/nonexistent",
                    "--data", str(self.data), *args]
-        return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=400)
+        start = time.monotonic()
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=400)
+        print(f"mender {args[0]}: exit {done.returncode} after {time.monotonic() - start:.1f} s")
+        return done
 
     def installed_artifact(self) -> str:
         return self("show-artifact").stdout.strip()
@@ -304,3 +307,26 @@ def test_a_crashed_mender_client_installs_again_without_a_second_deployment(grap
     status = graph.status()
     assert (status.active.version, status.previous.version) == ("2.0.0", "1.0.0")
     assert mender.installed_artifact() == "colour_classifier-2.0.0"
+
+
+def test_mender_rollback_during_probation_puts_the_previous_model_back(graph: Graph, mender: Mender) -> None:
+    assert graph.deploy(graph.bundle("v1")).accepted
+    long_probation = graph.bundle("v2", version="2.0.0", acceptance={**FAST_ACCEPTANCE, "probation_seconds": 60.0})
+    artifact = mender.artifact(long_probation)
+    with Camera(graph):
+        _serving(graph, "1.0.0")
+        assert mender("install", str(artifact)).returncode == 0
+        mender.states()
+        _serving(graph, "2.0.0")
+        rolled_back = mender("rollback")
+        assert rolled_back.returncode == 0, rolled_back.stderr
+        states = mender.states()
+        _serving(graph, "1.0.0")
+        again = mender("rollback")
+    assert _sequence(states) == ["SupportsRollback", "ArtifactRollback", "Cleanup"]
+    assert "cancelled colour_classifier@2.0.0; colour_classifier@1.0.0 serves" in _message(states, "ArtifactRollback")
+    assert again.returncode == 2, "Mender has no update in progress after the rollback"
+    assert mender.states() == []
+    status = graph.status()
+    assert status.active.version == "1.0.0" and status.stage == "cancelled"
+    assert mender.installed_artifact() == "unprovisioned"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -370,3 +372,27 @@ def test_a_bad_setting_fails_with_what_to_fix(tmp_path: Path, environ: dict[str,
     assert setup.run("ArtifactInstall") == 1
     err = capsys.readouterr().err
     assert words in err and "/etc/default/rmd-model" in err
+
+
+SCRIPT = Path(__file__).resolve().parents[2] / "mender" / "rmd-model"
+
+
+def test_the_shipped_script_runs_the_module_with_the_configured_python(tmp_path: Path) -> None:
+    env = dict(os.environ, RMD_PYTHON=sys.executable, RMD_MODULE_DEFAULTS="/nonexistent")
+    done = subprocess.run([str(SCRIPT), "SupportsRollback", str(tmp_path)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, "Yes\n"), done.stderr
+
+
+def test_the_shipped_script_says_what_to_set_when_python_lacks_the_package(tmp_path: Path) -> None:
+    isolated = tmp_path / "python"
+    isolated.write_text(f"#!/bin/sh\nexec {sys.executable} -I \"$@\"\n")  # -I: no PYTHONPATH, no site-packages
+    isolated.chmod(0o755)
+    defaults = tmp_path / "defaults"
+    defaults.write_text(f"RMD_PYTHON={isolated}\n")
+    env = dict(os.environ, RMD_MODULE_DEFAULTS=str(defaults))
+    done = subprocess.run([str(SCRIPT), "ArtifactInstall", str(tmp_path)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "rmd-model: cannot import robot_model_deployer" in done.stderr
+    assert "set RMD_ENV or RMD_PYTHON in /etc/default/rmd-model" in done.stderr
