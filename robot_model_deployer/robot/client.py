@@ -38,6 +38,7 @@ MANAGER_NAME = "model_manager"
 CHUNK_BYTES = 1 << 20  # see bench/bench_upload.py for the measurements behind these two
 WINDOW = 4  # chunks in flight
 _POLL_S = 0.05
+_SERVICE_CHECK_S = 0.2  # how often a wait for a chunk's answer checks that the manager is still there
 
 
 class RobotClient:
@@ -201,12 +202,15 @@ class RobotClient:
                 return
 
     def _answer(self, future: Any) -> Any:
-        """A chunk's answer, or None when none came within ``timeout`` (the chunk is sent again)."""
+        """A chunk's answer; None when none came within ``timeout`` or the service went away (a restart)."""
+        client = self._clients["upload_chunk"]
         done = threading.Event()
         future.add_done_callback(lambda _: done.set())
-        if not done.wait(self.timeout):
-            self._clients["upload_chunk"].remove_pending_request(future)
-            return None
+        deadline = time.monotonic() + self.timeout
+        while not done.wait(_SERVICE_CHECK_S):
+            if time.monotonic() > deadline or not client.service_is_ready():
+                client.remove_pending_request(future)
+                return None
         return future.result()
 
     def upload_state(self, upload_id: str) -> UploadStatus.Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,12 @@ from sensor_msgs.msg import Image
 
 from robot_model_deployer.bundle.filelist import build_file_list
 from robot_model_deployer.bundle.pack import write_bundle_tar
-from robot_model_deployer.bundle.signing import load_private_key, sign_file_list
+from robot_model_deployer.bundle.signing import generate_keypair, load_private_key, sign_file_list
 from robot_model_deployer.inference.preprocess import PixelFormat
 from robot_model_deployer.msg import InferenceResult
 from robot_model_deployer.nodes.conversions import array_to_image
 from robot_model_deployer.testing.models import classifier_manifest, colour_classifier, solid_image, write_bundle
-from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient
+from robot_model_deployer.testing.ros_graph import NodeProcess, RosTestClient, next_domain_id, stop_all
 
 MANAGER = "model_manager"
 # Short gates so a deployment takes seconds (see test/ros/test_deploy_multiprocess.py for the slack).
@@ -66,13 +67,16 @@ def _padding(size: int) -> bytes:
 
 
 class LiveCamera:
-    """Publishes solid frames at ``rate`` and records, per result, the frame-to-result latency (ms)."""
+    """Publishes solid frames of ``colour`` at ``rate``; records each result's frame-to-result latency (ms)."""
 
-    def __init__(self, client: RosTestClient, rate: float = 30.0, width: int = 320, height: int = 240) -> None:
+    def __init__(self, client: RosTestClient, rate: float = 30.0, width: int = 320, height: int = 240,
+                 colour: str = "red") -> None:
         self._client = client
         self._publisher = client.node.create_publisher(Image, "/image", QoSProfile(
             depth=5, reliability=ReliabilityPolicy.RELIABLE))
-        self._frame = array_to_image(solid_image("red", width, height), PixelFormat.RGB8)
+        self.colour = colour
+        self._frames = {name: array_to_image(solid_image(name, width, height), PixelFormat.RGB8)
+                        for name in ("red", "green", "blue")}
         self._sent: dict[tuple[int, int], float] = {}
         self.results: list[tuple[float, float, InferenceResult]] = []  # (arrival, latency ms, result)
         client.node.create_subscription(InferenceResult, "/results", self._on_result, 100)
@@ -91,9 +95,10 @@ class LiveCamera:
     def _run(self) -> None:
         next_time = time.monotonic()
         while not self._stop.is_set():
-            self._frame.header.stamp = self._client.node.get_clock().now().to_msg()
-            self._sent[(self._frame.header.stamp.sec, self._frame.header.stamp.nanosec)] = time.monotonic()
-            self._publisher.publish(self._frame)
+            frame = self._frames[self.colour]
+            frame.header.stamp = self._client.node.get_clock().now().to_msg()
+            self._sent[(frame.header.stamp.sec, frame.header.stamp.nanosec)] = time.monotonic()
+            self._publisher.publish(frame)
             next_time += self._period
             self._stop.wait(max(0.0, next_time - time.monotonic()))
 
@@ -108,3 +113,49 @@ class LiveCamera:
 
     def versions_since(self, start: float) -> list[str]:
         return [result.model_version for arrival, _, result in list(self.results) if arrival >= start]
+
+
+@dataclass
+class RobotGraph:
+    """One robot's nodes in processes, a ROS client and a live camera in this process; signed bundles."""
+
+    domain: int
+    work: Path
+    keys: Path
+    processes: list[NodeProcess]
+    ros: RosTestClient
+    camera: LiveCamera
+
+    @classmethod
+    def start(cls, work: Path, **manager: Any) -> "RobotGraph":
+        domain = next_domain_id()
+        keys = work / "keys"
+        generate_keypair(out_dir=keys, name="signing")
+        processes = graph_processes(domain, work, work / "store", keys, **manager)
+        ros = RosTestClient(domain, "robot_graph_camera")
+        camera = LiveCamera(ros, width=64, height=48).__enter__()
+        return cls(domain, work, keys, processes, ros, camera)
+
+    def bundle(self, version: str, signed: bool = True, **changes: Any) -> Path:
+        return bundle_tar(self.work, version, key=self.keys / "signing.key" if signed else None, **changes)
+
+    @property
+    def manager(self) -> NodeProcess:
+        return next(p for p in self.processes if p.name == MANAGER)
+
+    def restart_manager(self, **manager: Any) -> None:
+        """Stop the manager (SIGINT) and start a new one on the same store."""
+        old = self.manager
+        old.stop()
+        old.log_path.rename(old.log_path.with_suffix(".before-restart.log"))
+        self.processes[self.processes.index(old)] = manager_process(
+            self.domain, self.work, self.work / "store", {"trust_dir": str(self.keys)}, **manager)
+
+    def logs(self) -> str:
+        logs = sorted(self.work.glob("*.log"))
+        return "\n".join(f"----- {path.name} -----\n{path.read_text(errors='replace')}" for path in logs)
+
+    def close(self) -> None:
+        self.camera.__exit__()
+        self.ros.close()
+        stop_all(self.processes)
