@@ -50,7 +50,6 @@ from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, Swa
 from robot_model_deployer.inference.model_check import MODEL_CHECK_LIMITS, IsolatedModelCheck
 from robot_model_deployer.isolation.child import ChildLimits
 from robot_model_deployer.store.model_store import STAGING_DIR, UPLOADS_DIR, ModelStore
-from robot_model_deployer.store.uploads import UploadError
 from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
 from robot_model_deployer.validation.health import DEFAULT_WALL_MARGIN_S
 from robot_model_deployer.action import Deploy
@@ -61,7 +60,7 @@ from robot_model_deployer.nodes.manager_status import (deployment_diagnostics, d
                                                        listed_models, model_info, version_info)
 from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
-from robot_model_deployer.nodes.upload_server import PARAMETERS as UPLOAD_PARAMETERS, UploadServer, upload_limits
+from robot_model_deployer.nodes.upload_server import PARAMETERS as UPLOAD_PARAMETERS, upload_server
 from robot_model_deployer.nodes.version_report import LastOutcome, keep_report, version_report
 from robot_model_deployer.srv import DeployModel, GetReport, GetStatus, ListModels, Rollback
 
@@ -140,7 +139,7 @@ class ManagerNode(Node):
         self._message = "starting"
         self._health = ""
         self._last = LastOutcome()
-        self._uploads = UploadServer(self, store.root / STAGING_DIR / UPLOADS_DIR, upload_limits(settings))
+        self._uploads = upload_server(self, store.root / STAGING_DIR / UPLOADS_DIR, settings)
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -189,7 +188,7 @@ class ManagerNode(Node):
 
     def _on_deploy(self, request: DeployModel.Request, response: DeployModel.Response) -> DeployModel.Response:
         cancel = threading.Event()
-        bundle_path, refusal = self._bundle_path(request)
+        bundle_path, refusal = self._uploads.bundle_path(request)
         job = None if refusal else self._start_job(lambda: self._deploy(bundle_path, request.force, cancel, None),
                                                    cancel)
         outcome = (self._outcome_of(job) if job is not None
@@ -219,7 +218,7 @@ class ManagerNode(Node):
             cancel.set()
         try:
             # Between goal_callback and here another request may have started one: then this goal is aborted.
-            bundle_path, refusal = self._bundle_path(goal_handle.request)
+            bundle_path, refusal = self._uploads.bundle_path(goal_handle.request)
             job = None if refusal else self._start_job(
                 lambda: self._deploy(bundle_path, goal_handle.request.force, cancel, goal_handle), cancel)
             if job is None:
@@ -255,17 +254,6 @@ class ManagerNode(Node):
         store = self._flow.store
         response.models, response.slots = listed_models(store.list_versions(), store.state, request.name)
         return response
-
-    def _bundle_path(self, request: Any) -> tuple[str, str]:
-        """The bundle a deploy request names (a path, or a finished upload's file), or why it names none."""
-        if not request.upload_id:
-            return request.bundle_path, ""
-        if request.bundle_path:
-            return "", "give a bundle_path or an upload_id, not both"
-        try:
-            return self._uploads.deployable(request.upload_id), ""
-        except UploadError as exc:
-            return "", str(exc)
 
     # Work on the deploy thread. -------------------------------------------------
 
@@ -428,6 +416,7 @@ class ManagerNode(Node):
             self._worker.shutdown(wait=False, cancel_futures=True)
             self._action.destroy()
             self._traffic.close()
+            self._uploads.close()
         super().destroy_node()
 
 

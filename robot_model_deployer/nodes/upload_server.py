@@ -5,11 +5,16 @@
   ~/upload_status  srv UploadStatus  where an upload stands (its offset), or cancel it
 
 The services have a callback group of their own, so a chunk being written
-never delays status, deploy or rollback callbacks; the write is one plain
-file write. An idle upload expires (a timer in the same group).
+never delays status, deploy or rollback callbacks. A chunk's hashing and
+its plain file write run on one thread of their own at a lower CPU priority
+(``upload_nice``), so on a busy robot the live perception node wins the CPU.
+An idle upload expires (a timer in the same group).
 """
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,10 @@ PARAMETERS = (
     ParameterSpec("upload_idle_s", _DEFAULTS.idle_seconds,
                   "Seconds an upload (unfinished, or finished and not deployed) may stay untouched before it is "
                   "deleted.", minimum=10.0, maximum=30 * 86400.0),
+    ParameterSpec("upload_nice", 10,
+                  "Nice increment of the thread that hashes and writes upload chunks (0: the manager's own "
+                  "priority); above 0 the live perception node wins the CPU over an upload.",
+                  minimum=0, maximum=19, read_only=True),
 )
 
 
@@ -48,18 +57,30 @@ def upload_limits(settings: dict[str, Any]) -> UploadLimits:
 class UploadServer:
     """Owned by the manager; ``deployable(upload_id)`` gives the deploy flow the finished file."""
 
-    def __init__(self, node: Node, root: Path, limits: UploadLimits) -> None:
+    def __init__(self, node: Node, root: Path, limits: UploadLimits, nice: int) -> None:
         self._node = node
         self.store = UploadStore(root, limits)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload",
+                                          initializer=_lower_priority, initargs=(nice,))
         group = MutuallyExclusiveCallbackGroup()
         node.create_service(UploadBegin, "~/upload_begin", self._on_begin, callback_group=group)
         node.create_service(UploadChunk, "~/upload_chunk", self._on_chunk, callback_group=group)
         node.create_service(UploadStatus, "~/upload_status", self._on_status, callback_group=group)
         node.create_timer(EXPIRY_CHECK_S, self._expire, callback_group=group)
 
-    def deployable(self, upload_id: str) -> str:
-        """The finished upload's file; raises UploadError (unknown, unfinished) with what to do next."""
-        return str(self.store.deployable(upload_id))
+    def bundle_path(self, request: Any) -> tuple[str, str]:
+        """The bundle a deploy request names (its path, or its finished upload's file), or why it names none."""
+        if not request.upload_id:
+            return request.bundle_path, ""
+        if request.bundle_path:
+            return "", "give a bundle_path or an upload_id, not both"
+        try:
+            return str(self.store.deployable(request.upload_id)), ""
+        except UploadError as exc:
+            return "", str(exc)
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
 
     def _on_begin(self, request: UploadBegin.Request, response: UploadBegin.Response) -> UploadBegin.Response:
         response.max_chunk = self.store.limits.max_chunk
@@ -76,7 +97,8 @@ class UploadServer:
 
     def _on_chunk(self, request: UploadChunk.Request, response: UploadChunk.Response) -> UploadChunk.Response:
         try:
-            info = self.store.write(request.upload_id, request.offset, memoryview(request.data), request.sha256)
+            info = self._writer.submit(self.store.write, request.upload_id, request.offset,
+                                       memoryview(request.data), request.sha256).result()
         except (UploadError, OSError) as exc:
             self._refuse(response, str(exc))
             response.offset = self._offset_of(request.upload_id)
@@ -113,6 +135,16 @@ class UploadServer:
         for upload_id in self.store.expire():
             self._node.get_logger().info(f"upload {upload_id} expired (idle over {self.store.limits.idle_seconds:g} "
                                          "s) and was deleted")
+
+
+def _lower_priority(nice: int) -> None:
+    """Linux gives each thread its own nice value: lower this one's only."""
+    if nice:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+
+def upload_server(node: Node, root: Path, settings: dict[str, Any]) -> UploadServer:
+    return UploadServer(node, root, upload_limits(settings), settings["upload_nice"])
 
 
 def _fill(response: UploadStatus.Response, info: UploadInfo) -> None:

@@ -14,8 +14,9 @@ import json
 import os
 import threading
 import time
+from collections import deque
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 import rclpy
 from action_msgs.srv import CancelGoal
@@ -34,8 +35,10 @@ from robot_model_deployer.srv import (GetReport, GetStatus, ListModels, Rollback
                                       UploadStatus)
 
 MANAGER_NAME = "model_manager"
-CHUNK_BYTES = 1 << 20  # see bench/bench_upload.py for the measurement behind it
+CHUNK_BYTES = 1 << 20  # see bench/bench_upload.py for the measurements behind these two
+WINDOW = 4  # chunks in flight
 _POLL_S = 0.05
+_SERVICE_CHECK_S = 0.2  # how often a wait for a chunk's answer checks that the manager is still there
 
 
 class RobotClient:
@@ -149,44 +152,66 @@ class RobotClient:
     def push(self, path: Path | str, progress: StageProgress | None = None) -> str:
         """Upload a bundle file; returns the upload id to deploy. Resumes an upload of the same bytes.
 
-        A chunk that gets no answer (a disconnect, a manager restart) is
-        sent again from the offset the manager reports, for up to
-        ``timeout`` seconds of silence.
+        Up to WINDOW chunks are in flight, so the manager writes one while the
+        next is on the wire. A chunk that gets no answer (a disconnect, a
+        manager restart) makes the client ask where the manager's copy ends
+        and go on from there, for up to ``timeout`` seconds of silence.
         """
         path = Path(path)
         size, sha256 = path.stat().st_size, _file_sha256(path)
         answer = self._call("upload_begin", UploadBegin.Request(name=path.name, size=size, sha256=sha256))
         if not answer.accepted:
             raise RobotRefused(answer.reason)
-        upload_id, offset, complete = answer.upload_id, answer.offset, answer.complete
-        chunk_bytes = max(1, min(CHUNK_BYTES, answer.max_chunk or CHUNK_BYTES))
         report = progress or (lambda stage, fraction, message: None)
-        with open(path, "rb") as source:
-            while not complete:
-                report("upload", offset / size if size else 1.0, f"{path.name} {offset}/{size} bytes")
-                source.seek(offset)
-                data = source.read(chunk_bytes)
-                offset, complete = self._send_chunk(upload_id, offset, data)
-        report("upload", 1.0, f"{path.name} uploaded as {upload_id}")
-        return upload_id
+        if not answer.complete:
+            chunk_bytes = max(1, min(CHUNK_BYTES, answer.max_chunk or CHUNK_BYTES))
+            with open(path, "rb") as source:
+                self._transfer(source, answer.upload_id, answer.offset, size, chunk_bytes,
+                               lambda offset: report("upload", offset / size, f"{path.name} {offset}/{size} bytes"))
+        report("upload", 1.0, f"{path.name} uploaded as {answer.upload_id}")
+        return answer.upload_id
 
-    def _send_chunk(self, upload_id: str, offset: int, data: bytes) -> tuple[int, bool]:
-        request = UploadChunk.Request(upload_id=upload_id, offset=offset, sha256=hashlib.sha256(data).hexdigest())
-        request.data = array.array("B", data)  # an array.array is taken as is; a bytes object is copied per byte
-        deadline = time.monotonic() + self.timeout
+    def _transfer(self, source: BinaryIO, upload_id: str, offset: int, size: int, chunk_bytes: int,
+                  report: Callable[[int], None]) -> None:
+        client = self._clients["upload_chunk"]
+        pending: deque[tuple[int, Any]] = deque()  # (offset, future) of each chunk in flight, oldest first
+        next_offset = offset
+        report(offset)
         while True:
-            try:
-                answer = self._call("upload_chunk", request)
-                break
-            except RobotUnreachable:
-                if time.monotonic() >= deadline:
-                    raise
-            state = self.upload_state(upload_id)  # resume: where does the manager's copy end?
-            if state.offset != offset:
-                return state.offset, state.complete
-        if not answer.accepted:
-            raise RobotRefused(answer.reason)
-        return answer.offset, answer.complete
+            while len(pending) < WINDOW and next_offset < size:
+                source.seek(next_offset)
+                data = source.read(chunk_bytes)
+                pending.append((next_offset, client.call_async(_chunk_request(upload_id, next_offset, data))))
+                next_offset += len(data)
+            sent_at, future = pending.popleft()
+            answer = self._answer(future)
+            if answer is None or (not answer.accepted and answer.offset != sent_at):
+                # No answer, or the copy ends elsewhere: drop what is in flight, resume where the copy ends.
+                for _, future in pending:
+                    client.remove_pending_request(future)
+                pending.clear()
+                state = self.upload_state(upload_id)
+                if state.complete:
+                    return
+                next_offset = state.offset
+                continue
+            if not answer.accepted:
+                raise RobotRefused(answer.reason)
+            report(answer.offset)
+            if answer.complete:
+                return
+
+    def _answer(self, future: Any) -> Any:
+        """A chunk's answer; None when none came within ``timeout`` or the service went away (a restart)."""
+        client = self._clients["upload_chunk"]
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        deadline = time.monotonic() + self.timeout
+        while not done.wait(_SERVICE_CHECK_S):
+            if time.monotonic() > deadline or not client.service_is_ready():
+                client.remove_pending_request(future)
+                return None
+        return future.result()
 
     def upload_state(self, upload_id: str) -> UploadStatus.Response:
         """Where an upload stands on the robot; RobotRefused when the robot does not know the id."""
@@ -300,6 +325,12 @@ class RobotClient:
                 for subscription in subscriptions:
                     self.node.destroy_subscription(subscription)
         return stop
+
+
+def _chunk_request(upload_id: str, offset: int, data: bytes) -> UploadChunk.Request:
+    request = UploadChunk.Request(upload_id=upload_id, offset=offset, sha256=hashlib.sha256(data).hexdigest())
+    request.data = array.array("B", data)  # taken as is; a bytes object is checked byte by byte (rosidl_python#156)
+    return request
 
 
 def _file_sha256(path: Path) -> str:
