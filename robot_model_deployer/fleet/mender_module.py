@@ -112,7 +112,7 @@ class Update:
 
 
 class UpdateModule:
-    """One run of the module: ``run(state)`` does that state's work and returns the exit code."""
+    """One run of the module: ``run(state)`` does that state's work and says what it did."""
 
     def __init__(self, update: Update | None, config: ModuleConfig, robot: Robot,
                  say: Callable[[str], None], sleep: Callable[[float], None] = time.sleep) -> None:
@@ -228,10 +228,14 @@ class UpdateModule:
         spool = self._config.spool_dir
         spool.mkdir(parents=True, exist_ok=True)
         part = spool / f"{self.update.bundle_sha256}.tar.part"
-        with open(stream, "rb") as source, open(part, "wb") as target:
-            sha, _ = hash_stream(source, target.write)
-            target.flush()
-            os.fsync(target.fileno())
+        try:
+            with open(stream, "rb") as source, open(part, "wb") as target:
+                sha, _ = hash_stream(source, target.write)
+                target.flush()
+                os.fsync(target.fileno())
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
         if sha != self.update.bundle_sha256:
             part.unlink()
             raise ModuleError(f"the artifact's bundle has sha256 {sha}, its meta-data says "
