@@ -81,4 +81,6 @@ cd "$root"
   --event-handlers console_direct- \
   --cmake-args -DPython3_EXECUTABLE="$venv/bin/python" -DBUILD_TESTING=OFF \
   > "$work/build.log" 2>&1 || { tail -n 40 "$work/build.log"; say "colcon build failed; full log: $work/build.log"; exit 1; }
+# Mender's client and artifact tool for the fleet tests (installed as root only; see the script).
+bash "$root/scripts/setup_mender.sh"
 say "ready: source scripts/env.sh to use it in a shell"

@@ -16,7 +16,7 @@ from robot_model_deployer.bundle.errors import BundleError
 from robot_model_deployer.bundle.manifest import ManifestError
 from robot_model_deployer.bundle.signing import KeyFileError
 from robot_model_deployer.bundle.text import one_line
-from robot_model_deployer.cli import bundle, keys, optimize, store
+from robot_model_deployer.cli import bundle, keys, mender, optimize, store
 from robot_model_deployer.store.state import StoreError
 
 COMMANDS: tuple[ModuleType, ...] = (
@@ -24,23 +24,25 @@ COMMANDS: tuple[ModuleType, ...] = (
     bundle,
     optimize,
     store,
+    mender,
 )
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Sequence[ModuleType] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``commands`` (COMMANDS when None; robot.main adds the groups that talk ROS)."""
     parser = argparse.ArgumentParser(prog="rmd", description="Make keys; pack, sign, verify, inspect and optimize robot model bundles; look into a robot's store.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in COMMANDS:
+    for command in COMMANDS if commands is None else commands:
         command.add_parser(subparsers)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, commands: Sequence[ModuleType] | None = None) -> int:
     """Run one ``rmd`` command; returns the process exit code (argparse exits 2 on bad usage)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(commands).parse_args(argv)
     # Core modules log warnings (e.g. an unsigned bundle accepted); show them as rmd's own.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("rmd: %(message)s"))

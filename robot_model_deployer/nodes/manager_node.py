@@ -6,6 +6,8 @@ Interfaces (under the node's name, e.g. /model_manager/deploy):
   ~/rollback       srv  Rollback     (manual rollback to the warm previous model)
   ~/list_models    srv  ListModels
   ~/get_status     srv  GetStatus
+  ~/get_report     srv  GetReport    (one version's record, history and last deployment report)
+  ~/upload_*       srv  UploadBegin, UploadChunk, UploadStatus (nodes/upload_server.py); deploy by upload_id
   ~/status         DeploymentStatus  (transient local)
   /diagnostics     diagnostic_msgs/DiagnosticArray (1 Hz)
 
@@ -47,7 +49,7 @@ from robot_model_deployer.optimize.targets import TargetProfile, load_target_pro
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
 from robot_model_deployer.inference.model_check import MODEL_CHECK_LIMITS, IsolatedModelCheck
 from robot_model_deployer.isolation.child import ChildLimits
-from robot_model_deployer.store.model_store import ModelStore
+from robot_model_deployer.store.model_store import STAGING_DIR, UPLOADS_DIR, ModelStore
 from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
 from robot_model_deployer.validation.health import DEFAULT_WALL_MARGIN_S
 from robot_model_deployer.action import Deploy
@@ -58,7 +60,9 @@ from robot_model_deployer.nodes.manager_status import (deployment_diagnostics, d
                                                        listed_models, model_info, version_info)
 from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
-from robot_model_deployer.srv import DeployModel, GetStatus, ListModels, Rollback
+from robot_model_deployer.nodes.upload_server import PARAMETERS as UPLOAD_PARAMETERS, upload_server
+from robot_model_deployer.nodes.version_report import LastOutcome, keep_report, version_report
+from robot_model_deployer.srv import DeployModel, GetReport, GetStatus, ListModels, Rollback
 
 T = TypeVar("T")
 DEFAULT_STORE = str(Path.home() / ".local" / "share" / "robot_model_deployer" / "store")
@@ -118,7 +122,7 @@ class ManagerNode(Node):
 
     def __init__(self, node_name: str = "model_manager", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        settings = declare_parameters(self, PARAMETERS)
+        settings = declare_parameters(self, PARAMETERS + UPLOAD_PARAMETERS)
         # Every setting is read before anything starts, so a refused one leaves no thread or listener behind.
         store, flow_settings, target = _open_store(settings), _flow_settings(settings), _optimize_target(settings)
         self._traffic = ProbationWatch(self, settings["probation_wall_margin_s"])
@@ -134,6 +138,8 @@ class ManagerNode(Node):
         self._stage = DeploymentStage.IDLE
         self._message = "starting"
         self._health = ""
+        self._last = LastOutcome()
+        self._uploads = upload_server(self, store.root / STAGING_DIR / UPLOADS_DIR, settings)
 
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -145,6 +151,8 @@ class ManagerNode(Node):
         quick = MutuallyExclusiveCallbackGroup()
         self.create_service(GetStatus, "~/get_status", self._on_get_status, callback_group=quick)
         self.create_service(ListModels, "~/list_models", self._on_list_models, callback_group=quick)
+        self.create_service(GetReport, "~/get_report", lambda request, response: version_report(
+            self._flow.store, request, response), callback_group=quick)
         self._action = ActionServer(self, Deploy, "~/deploy_bundle", execute_callback=self._execute_goal,
                                     goal_callback=self._on_goal, cancel_callback=self._on_cancel,
                                     callback_group=requests)
@@ -180,9 +188,11 @@ class ManagerNode(Node):
 
     def _on_deploy(self, request: DeployModel.Request, response: DeployModel.Response) -> DeployModel.Response:
         cancel = threading.Event()
-        job = self._start_job(lambda: self._deploy(request.bundle_path, request.force, cancel, None), cancel)
+        bundle_path, refusal = self._uploads.bundle_path(request)
+        job = None if refusal else self._start_job(lambda: self._deploy(bundle_path, request.force, cancel, None),
+                                                   cancel)
         outcome = (self._outcome_of(job) if job is not None
-                   else DeployOutcome(False, self._refuse("deploy", request.bundle_path)))
+                   else DeployOutcome(False, refusal or self._refuse("deploy", bundle_path)))
         response.accepted, response.reason = outcome.accepted, outcome.reason
         response.model = model_info(outcome.model)
         return response
@@ -208,10 +218,11 @@ class ManagerNode(Node):
             cancel.set()
         try:
             # Between goal_callback and here another request may have started one: then this goal is aborted.
-            job = self._start_job(lambda: self._deploy(goal_handle.request.bundle_path, goal_handle.request.force,
-                                                       cancel, goal_handle), cancel)
+            bundle_path, refusal = self._uploads.bundle_path(goal_handle.request)
+            job = None if refusal else self._start_job(
+                lambda: self._deploy(bundle_path, goal_handle.request.force, cancel, goal_handle), cancel)
             if job is None:
-                outcome = DeployOutcome(False, self._refuse("Deploy goal", goal_handle.request.bundle_path))
+                outcome = DeployOutcome(False, refusal or self._refuse("Deploy goal", bundle_path))
             else:
                 outcome = self._outcome_of(job)
         finally:
@@ -335,6 +346,11 @@ class ManagerNode(Node):
         outcome = replace(outcome, reason=one_line(outcome.reason))
         if outcome.rolled_back or outcome.cancelled:
             self._health = ""  # the model put back was not judged by this probation
+        self._last = LastOutcome.of_deployment(outcome)
+        try:
+            keep_report(self._flow.store, outcome)
+        except OSError as exc:
+            self.get_logger().warning(f"cannot keep the deployment report: {exc}")
         ended = DeploymentStage.IDLE if outcome.accepted else \
             DeploymentStage.CANCELLED if outcome.cancelled else DeploymentStage.FAILED
         self._set_stage(ended, outcome.reason)
@@ -356,6 +372,7 @@ class ManagerNode(Node):
             return None, message
         message = f"rolled back to {model.label()} ({reason or 'no reason given'})"
         self._health = ""  # probation judged the model that no longer serves
+        self._last = LastOutcome("rolled_back", str(model.ref), message)
         self._set_stage(DeploymentStage.IDLE, message)
         self.get_logger().warning(message)
         return model, message
@@ -387,11 +404,11 @@ class ManagerNode(Node):
         snapshot = self._flow.switch.snapshot()
         # On probation the candidate serves, and a rollback puts the store's active version back.
         on_probation = snapshot.live_model is not None and snapshot.live_model.ref == state.candidate
-        return deployment_status(
+        return self._last.fill(deployment_status(
             snapshot=snapshot, previous=self._stored_info(state.active if on_probation else state.previous),
             candidate=candidate,
             stage=self._stage, message=self._message, health=self._health, stamp=self.get_clock().now().to_msg(),
-            refused=self._refused)
+            refused=self._refused))
 
     def _stored_info(self, ref: VersionRef | None) -> ModelInfo:
         """A slot's version as the store has it; status still names it when its record is damaged."""
@@ -417,6 +434,7 @@ class ManagerNode(Node):
             self._worker.shutdown(wait=False, cancel_futures=True)
             self._action.destroy()
             self._traffic.close()
+            self._uploads.close()
         super().destroy_node()
 
 

@@ -42,6 +42,7 @@ from robot_model_deployer.store.state import DeploymentStage, EventKind, StoreEr
 STATE_NAME = "state.json"
 VERSIONS_DIR = "versions"
 STAGING_DIR = "staging"
+UPLOADS_DIR = "uploads"  # staging/uploads/ survives the wipe: unfinished uploads resume after a restart
 INSTALL_RECORD = "install.json"
 DEFAULT_FREE_SPACE_MARGIN = 64 << 20
 
@@ -102,7 +103,7 @@ class ModelStore:
         root = Path(root)
         for directory in (root, root / VERSIONS_DIR, root / STAGING_DIR):
             directory.mkdir(parents=True, exist_ok=True)
-        _wipe(root / STAGING_DIR)
+        _wipe(root / STAGING_DIR, keep=UPLOADS_DIR)
         (root / (STATE_NAME + TEMP_SUFFIX)).unlink(missing_ok=True)
         state_path = root / STATE_NAME
         state = StoreState.from_bytes(state_path.read_bytes(), str(state_path)) if state_path.exists() \
@@ -418,9 +419,11 @@ class ModelStore:
         self._state = state
 
 
-def _wipe(directory: Path) -> None:
-    """Remove everything inside ``directory`` (read-only bundle files included)."""
+def _wipe(directory: Path, keep: str = "") -> None:
+    """Remove everything inside ``directory`` (read-only bundle files included) but the entry ``keep``."""
     for entry in directory.iterdir():
+        if keep and entry.name == keep:
+            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:

@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Bundle upload over ROS 2 (rmd robot push) against a plain file copy, and what it costs the live path.
+
+Measures, in one run on this machine, for each transport (Fast DDS defaults,
+and config/fastdds_large_data.xml), each in a fresh child process because
+Fast DDS reads its profile once per process:
+- MB/s of `RobotClient.push` (a client in its own process, as `rmd robot
+  push` runs) for a 50 MB and a 200 MB bundle into a manager in another
+  process, next to a copy of the same file on the same disk (copy + fsync);
+- chunk sizes (64 KiB, 256 KiB, 1 MiB) and chunks in flight (1, the
+  client's WINDOW) on the 50 MB bundle;
+- the live perception node's frame-to-result latency p50/p99 (camera at
+  --rate) while steady, during each upload, and during a shadow run.
+
+    source scripts/env.sh
+    python bench/bench_upload.py [--sizes 50 200] [--rate 30] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+TRANSPORTS = {"fastdds_default": None, "fastdds_large_data_profile": REPO / "config" / "fastdds_large_data.xml"}
+MB = 1_000_000
+SWEEP = ((64, None), (256, None), (None, 1))  # (chunk KiB, chunks in flight) besides the client's own, on 50 MB
+
+
+def _summary(latencies: list[float]) -> dict[str, float]:
+    from robot_model_deployer.validation.metrics import percentile
+    return {"p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2),
+            "frames": len(latencies)}
+
+
+def plain_copy(source: Path) -> float:
+    """Seconds to copy ``source`` next to itself and fsync it (the disk's own speed for these bytes)."""
+    target = source.with_suffix(".copy")
+    start = time.monotonic()
+    shutil.copyfile(source, target)
+    with open(target, "rb") as copied:
+        os.fsync(copied.fileno())
+    seconds = time.monotonic() - start
+    target.unlink()
+    return seconds
+
+
+def upload_in_child(bundle: Path, domain: int, chunk_kib: int | None, window: int | None) -> dict[str, Any]:
+    """One push from a client process of its own; returns its timing (monotonic, comparable across processes)."""
+    command = [sys.executable, __file__, "--uploader", str(bundle)]
+    if chunk_kib:
+        command += ["--chunk-kib", str(chunk_kib)]
+    if window:
+        command += ["--window", str(window)]
+    child = subprocess.run(command, env=dict(os.environ, ROS_DOMAIN_ID=str(domain)), capture_output=True,
+                           text=True)
+    if child.returncode:
+        raise RuntimeError(f"uploader failed:\n{child.stderr}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def uploader(bundle: Path, chunk_kib: int | None, window: int | None) -> dict[str, Any]:
+    from robot_model_deployer.robot import client as robot_client
+
+    if chunk_kib:
+        robot_client.CHUNK_BYTES = chunk_kib << 10
+    if window:
+        robot_client.WINDOW = window
+    with robot_client.RobotClient(timeout=60.0) as client:
+        client.status()  # discovery done before the clock starts
+        start = time.monotonic()
+        upload_id = client.push(bundle)
+        end = time.monotonic()
+        client.drop_upload(upload_id)  # the next push of these bytes must not find them there
+    return {"start": start, "end": end, "seconds": end - start, "chunk_bytes": robot_client.CHUNK_BYTES,
+            "window": robot_client.WINDOW}
+
+
+def cell(sizes_mb: list[int], rate: float, steady_s: float) -> dict[str, Any]:
+    """Everything measured under one transport (this process's FASTDDS_DEFAULT_PROFILES_FILE)."""
+    from robot_model_deployer.robot.client import RobotClient
+    from robot_model_deployer.testing.robot_graph import LiveCamera, bundle_tar, graph_processes
+    from robot_model_deployer.testing.ros_graph import RosTestClient, next_domain_id, stop_all, wait_for
+
+    domain = next_domain_id()
+    work = Path(tempfile.mkdtemp(prefix="rmd-bench-upload-"))
+    processes = graph_processes(domain, work, work / "store", None)
+    camera_client = RosTestClient(domain, "bench_camera")
+    robot = RobotClient(timeout=60.0, domain_id=domain)
+    out: dict[str, Any] = {"uploads": [], "sweep": []}
+    try:
+        first = robot.deploy(bundle_path=str(bundle_tar(work, "1.0.0")))
+        if not first.accepted:
+            raise RuntimeError(f"first deployment refused: {first.reason}")
+        with LiveCamera(camera_client, rate) as camera:
+            wait_for(lambda: "1.0.0" in camera.versions_since(time.monotonic() - 1.0), 30.0, "live results")
+            start = time.monotonic()
+            time.sleep(steady_s)
+            out["steady"] = _summary(camera.latencies_between(start, time.monotonic()))
+            for size in sizes_mb:
+                bundle = bundle_tar(work, f"9.{size}.0", padding_bytes=size * MB)
+                measured = _measure_upload(bundle, domain, camera, None, None)
+                measured["copy_mb_s"] = round(bundle.stat().st_size / MB / plain_copy(bundle), 1)
+                out["uploads"].append(measured)
+                if size == min(sizes_mb):
+                    out["sweep"] = [_measure_upload(bundle, domain, camera, kib, window) for kib, window in SWEEP]
+                bundle.unlink()
+            out["shadow"] = _measure_shadow(robot, work, camera)
+        out["live_versions_served"] = sorted(set(camera.versions_since(0.0)))
+    finally:
+        robot.close()
+        camera_client.close()
+        stop_all(processes)
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _measure_upload(bundle: Path, domain: int, camera: Any, chunk_kib: int | None,
+                    window: int | None) -> dict[str, Any]:
+    timing = upload_in_child(bundle, domain, chunk_kib, window)
+    size = bundle.stat().st_size
+    return {"mb": round(size / MB, 1), "chunk_kib": timing["chunk_bytes"] >> 10, "window": timing["window"],
+            "seconds": round(timing["seconds"], 2), "mb_s": round(size / MB / timing["seconds"], 1),
+            "live_during": _summary(camera.latencies_between(timing["start"], timing["end"]))}
+
+
+def _measure_shadow(robot: Any, work: Path, camera: Any) -> dict[str, Any]:
+    """The live path while the shadow node runs a candidate on the same frames (its 150-frame shadow run)."""
+    from robot_model_deployer.testing.robot_graph import QUICK_ACCEPTANCE, bundle_tar
+
+    window: dict[str, float] = {}
+
+    def progress(stage: str, fraction: float, message: str) -> None:
+        if stage == "shadow":
+            window.setdefault("start", time.monotonic())
+        elif "start" in window:
+            window.setdefault("end", time.monotonic())
+
+    bundle = bundle_tar(work, "2.0.0", acceptance={**QUICK_ACCEPTANCE, "shadow_frames": 150})
+    outcome = robot.deploy(bundle_path=str(bundle), progress=progress)
+    end = window.get("end", time.monotonic())
+    return {"deployed": outcome.accepted, "seconds": round(end - window.get("start", end), 1),
+            **_summary(camera.latencies_between(window.get("start", end), end))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200], help="bundle sizes in MB")
+    parser.add_argument("--rate", type=float, default=30.0, help="camera rate in Hz")
+    parser.add_argument("--steady-s", type=float, default=8.0, help="seconds of steady state measured")
+    parser.add_argument("--json", action="store_true", help="print only the JSON")
+    parser.add_argument("--cell", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--uploader", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--chunk-kib", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--window", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.uploader:
+        print(json.dumps(uploader(args.uploader, args.chunk_kib, args.window)))
+        return 0
+    if args.cell:
+        print(json.dumps(cell(args.sizes, args.rate, args.steady_s)))
+        return 0
+
+    results: dict[str, Any] = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
+                                           "python": platform.python_version(), "load": os.getloadavg()},
+                               "rate_hz": args.rate, "transports": {}}
+    for transport, profile in TRANSPORTS.items():
+        env = dict(os.environ)
+        env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+        if profile is not None:
+            env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+        child = subprocess.run([sys.executable, __file__, "--cell", "--rate", str(args.rate), "--steady-s",
+                                str(args.steady_s), "--sizes", *map(str, args.sizes)],
+                               env=env, capture_output=True, text=True)
+        if child.returncode:
+            print(child.stderr, file=sys.stderr)
+            return 1
+        results["transports"][transport] = json.loads(child.stdout.strip().splitlines()[-1])
+    if not args.json:
+        _print_table(results)
+    print(json.dumps(results, indent=None if args.json else 2))
+    return 0
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    machine = results["machine"]
+    print(f"{machine['cpu']} ({machine['cores']} cores, load {machine['load'][0]:.1f}), camera "
+          f"{results['rate_hz']:g} Hz 320x240, live model: tiny colour classifier")
+    print(f"{'transport':28} {'what':26} {'MB/s':>7} {'copy MB/s':>10} {'push/copy':>9} {'live p50':>9} "
+          f"{'live p99':>9} {'p99/steady':>10}")
+    for transport, cell_result in results["transports"].items():
+        steady = cell_result["steady"]
+        rows = [("steady", None, None, steady)]
+        for upload in cell_result["uploads"]:
+            rows.append((f"push {upload['mb']:g} MB, {upload['chunk_kib']} KiB x{upload['window']}", upload["mb_s"],
+                         upload["copy_mb_s"], upload["live_during"]))
+        for upload in cell_result["sweep"]:
+            rows.append((f"push {upload['mb']:g} MB, {upload['chunk_kib']} KiB x{upload['window']}", upload["mb_s"], None,
+                         upload["live_during"]))
+        rows.append((f"shadow run ({cell_result['shadow']['seconds']:g} s)", None, None, cell_result["shadow"]))
+        for what, mb_s, copy_mb_s, live in rows:
+            ratio = live["p99_ms"] / steady["p99_ms"] if steady["p99_ms"] else float("nan")
+            print(f"{transport:28} {what:26} {_cell(mb_s):>7} {_cell(copy_mb_s):>10} "
+                  f"{_cell(mb_s / copy_mb_s if mb_s and copy_mb_s else None, '.3f'):>9} {live['p50_ms']:9.2f} "
+                  f"{live['p99_ms']:9.2f} {ratio:10.2f}")
+
+
+def _cell(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
