@@ -36,7 +36,9 @@ from robot_model_deployer.srv import (GetReport, GetStatus, ListModels, Rollback
 
 MANAGER_NAME = "model_manager"
 CHUNK_BYTES = 1 << 20  # see bench/bench_upload.py for the measurements behind these two
-WINDOW = 1  # chunks in flight: more overlapped transfer, but made the live node's p99 2-4x worse (bench)
+# Chunks in flight. bench_upload on a loaded 2-core machine: 4 was not reliably faster than 1, and the
+# live node's p99 during a push varied more with 4 (2-4x steady in two runs of three).
+WINDOW = 1
 MAX_RESYNCS = 5  # times in a row the client asks the offset again before it gives up
 _POLL_S = 0.05
 _SERVICE_CHECK_S = 0.2  # how often a wait for a chunk's answer checks that the manager is still there
