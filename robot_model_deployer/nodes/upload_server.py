@@ -21,7 +21,7 @@ from typing import Any
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
-from robot_model_deployer.nodes.parameters import ParameterSpec
+from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError
 from robot_model_deployer.srv import UploadBegin, UploadChunk, UploadStatus
 from robot_model_deployer.store.uploads import UploadError, UploadInfo, UploadLimits, UploadStore
 
@@ -144,7 +144,10 @@ def _lower_priority(nice: int) -> None:
 
 
 def upload_server(node: Node, root: Path, settings: dict[str, Any]) -> UploadServer:
-    return UploadServer(node, root, upload_limits(settings), settings["upload_nice"])
+    try:
+        return UploadServer(node, root, upload_limits(settings), settings["upload_nice"])
+    except OSError as exc:
+        raise ParameterValueError(f"parameter store_dir: cannot open the upload area {root}: {exc}") from None
 
 
 def _fill(response: UploadStatus.Response, info: UploadInfo) -> None:

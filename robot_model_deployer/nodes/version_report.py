@@ -70,6 +70,16 @@ def version_report(store: ModelStore, request: GetReport.Request, response: GetR
     if ref is None:
         response.found, response.reason = False, why
         return response
+    try:
+        response.report_json = json.dumps(_report(store, ref), default=str)
+    except (StoreError, OSError, ValueError) as exc:  # a damaged record: say so, keep serving
+        response.found, response.reason = False, one_line(f"{ref}'s record cannot be read: {exc}")
+        return response
+    response.found = True
+    return response
+
+
+def _report(store: ModelStore, ref: VersionRef) -> dict[str, Any]:
     state = store.state
     installed = store.installed(ref)
     slot = next((name for name in ("active", "previous", "candidate") if getattr(state, name) == ref), "")
@@ -84,8 +94,7 @@ def version_report(store: ModelStore, request: GetReport.Request, response: GetR
                     if e.ref == ref],
         "deployment": json.loads(report_path.read_text()) if report_path.is_file() else None,
     }
-    response.found, response.report_json = True, json.dumps(report, default=str)
-    return response
+    return report
 
 
 def _find(store: ModelStore, text: str) -> tuple[VersionRef | None, str]:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from robot_model_deployer.robot.client import RobotClient
-from robot_model_deployer.robot.outcome import Outcome
-from robot_model_deployer.srv import UploadBegin, UploadChunk
+from robot_model_deployer.robot.outcome import Outcome, RobotRefused
+from robot_model_deployer.srv import DeployModel, UploadBegin, UploadChunk
 from robot_model_deployer.store.model_store import STAGING_DIR, UPLOADS_DIR
 from robot_model_deployer.testing.robot_graph import RobotGraph
 from robot_model_deployer.testing.ros_graph import wait_for
@@ -98,8 +98,27 @@ def test_refusals_over_the_wire_leave_nothing_behind(graph: RobotGraph, robot: R
     assert not unknown.accepted and "unknown upload id" in unknown.reason, unknown.reason
     refused = robot.deploy(upload_id=begin.upload_id)
     assert not refused.accepted and "finish it first" in refused.reason
+    by_service = graph.ros.call(DeployModel, "/model_manager/deploy", DeployModel.Request(upload_id="f" * 32))
+    assert not by_service.accepted and "unknown upload id" in by_service.reason, by_service.reason
     robot.drop_upload(begin.upload_id)
     assert list(uploads_dir(graph).iterdir()) == []
+
+
+def test_upload_quotas_are_manager_parameters(tmp_path: Path) -> None:
+    graph = RobotGraph.start(tmp_path, upload_max_mb=1, upload_max_concurrent=1)
+    try:
+        with RobotClient(timeout=30.0, domain_id=graph.domain) as robot:
+            with pytest.raises(RobotRefused, match="upload_max_mb"):
+                robot.push(graph.bundle("1.0.0", padding_bytes=2 << 20))
+            first = robot._call("upload_begin", UploadBegin.Request(name="a.tar", size=10, sha256="a" * 64))
+            assert first.accepted
+            with pytest.raises(RobotRefused, match="upload_max_concurrent"):
+                robot.push(graph.bundle("1.0.1"))
+            robot.drop_upload(first.upload_id)
+            assert robot.deploy(upload_id=robot.push(graph.bundle("1.0.2"))).accepted
+        assert list(uploads_dir(graph).iterdir()) != []  # the finished one stays until it expires
+    finally:
+        graph.close()
 
 
 def test_a_push_resumes_after_the_client_disconnects(graph: RobotGraph, robot: RobotClient) -> None:
