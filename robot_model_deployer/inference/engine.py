@@ -75,10 +75,12 @@ class InferenceEngine:
                                      f"{first_line(exc)}") from None
         self._input = self._check_input()
         self._extra_feeds = self._size_feed()
+        self._order_error: OutputSpecError | None = None
         try:
             self._outputs = self._output_names()
         except OutputSpecError as exc:
-            raise ModelLoadError(f"{self.model_path.name}: {exc}", exc.section) from None
+            # Raised after one run, unless the layout check explains it better (e.g. "looks like YOLOv8").
+            self._outputs, self._order_error = [o.name for o in self.session.get_outputs()], exc
         self._preprocess = Preprocessor(manifest.input)
         self.layout_guess: Guess | None = None
         """The layout the outputs look like (set by warm_up), for advice when values are wrong."""
@@ -150,12 +152,15 @@ class InferenceEngine:
                                           classes, self.manifest.labels)
             if mismatch is not None:
                 raise OutputSpecError(mismatch.message, mismatch.section)
+            if self._order_error is not None:
+                raise self._order_error
             return
         try:
             classify(outputs[0], self.manifest.classification, ())
         except OutputSpecError as exc:
             guess = self.layout_guess
-            raise OutputSpecError(f"{exc}; {guess.advice()}" if guess else str(exc), exc.section) from None
+            advice = f"; {guess.advice(Task.CLASSIFICATION)}" if guess else ""
+            raise OutputSpecError(f"{exc}{advice}", exc.section) from None
         count = int(np.size(outputs[0]))
         if classes is not None and count != classes:
             raise OutputSpecError(f"model scores {count} classes but the labels file {self.manifest.labels} "
@@ -175,8 +180,9 @@ class InferenceEngine:
         elif len(inputs) == 1:
             model_input = inputs[0]
         elif any(i.name == ORIG_TARGET_SIZES for i in inputs):
+            task = "" if self.manifest.task is Task.DETECTION else "set task: detection and "
             raise ModelLoadError(f"model takes {', '.join(i.name for i in inputs)}, like an RT-DETR / D-FINE "
-                                 "export: set task: detection and detection.format: rtdetr", "detection")
+                                 f"export: {task}set detection.format: rtdetr", "detection")
         else:
             raise ModelLoadError(f"model has {len(inputs)} inputs; name the image input in manifest input.name")
         if model_input.type != _ORT_TYPES[spec.dtype]:
