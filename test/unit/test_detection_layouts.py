@@ -95,11 +95,8 @@ def test_layouts_without_nms_keep_overlapping_boxes_the_model_chose(tmp_path: Pa
         assert len(InferenceEngine.from_bundle(load_bundle_dir(capped)).infer(image).scores) == 1
 
 
-@pytest.mark.parametrize("declared", FORMATS)
-@pytest.mark.parametrize("actual", FORMATS)
+@pytest.mark.parametrize(("actual", "declared"), [(a, d) for a in FORMATS for d in FORMATS if a != d])
 def test_a_wrong_declaration_is_refused_with_the_right_format(tmp_path: Path, actual: str, declared: str) -> None:
-    if actual == declared:
-        pytest.skip("the right declaration")
     with pytest.raises(ModelCheckError) as refused:
         check_model(bundle(tmp_path, actual, declared))
     message = str(refused.value)
