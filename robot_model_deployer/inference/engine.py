@@ -99,6 +99,16 @@ class InferenceEngine:
         """The model input the preprocessed image is fed to (for benchmarks that skip pre-processing)."""
         return self._input
 
+    @property
+    def extra_feeds(self) -> dict[str, np.ndarray]:
+        """Inputs fed beside the image on every run (RT-DETR's orig_target_sizes), for callers that run the
+        session themselves (calibration, benchmarks)."""
+        return dict(self._extra_feeds)
+
+    def feeds(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """Every input of one run on a preprocessed image tensor."""
+        return {self._input: tensor, **self._extra_feeds}
+
     def infer(self, image: np.ndarray, pixel_format: PixelFormat = PixelFormat.RGB8) -> Prediction:
         """Pre-process, run and post-process one HxW(xC) uint8 image."""
         start = time.perf_counter()
@@ -119,7 +129,7 @@ class InferenceEngine:
         return self._decode(self._run(tensor)), transform
 
     def _run(self, tensor: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(self._outputs, {self._input: tensor, **self._extra_feeds})
+        return self.session.run(self._outputs, self.feeds(tensor))
 
     def _decode(self, outputs: Sequence[np.ndarray]) -> Candidates:
         spec = self.manifest.input
