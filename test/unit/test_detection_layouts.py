@@ -6,10 +6,12 @@ saturated square filling one cell is one box of its colour, score 1.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from robot_model_deployer.bundle.errors import ModelCheckError
 from robot_model_deployer.bundle.loader import load_bundle_dir
@@ -38,9 +40,6 @@ def labels_for(fmt: str) -> tuple[str, ...]:
 
 def bundle(tmp_path: Path, fmt: str, declared: str | None = None, labels: tuple[str, ...] | None = None,
            images: dict[str, np.ndarray] | None = None, **overrides) -> Path:
-    from PIL import Image
-    import io
-
     extra = {}
     for name, image in (images or {}).items():
         buffer = io.BytesIO()
@@ -78,7 +77,7 @@ def test_rtdetr_boxes_scale_with_orig_target_sizes_the_engine_feeds(tmp_path: Pa
     engine = InferenceEngine.from_bundle(load_bundle_dir(bundle(tmp_path, "rtdetr")))
     image = np.zeros((64, 64, 3), np.uint8)
     image[16:32, 48:64, 0] = 255
-    candidates, _ = engine.candidates(image)
+    candidates = engine.candidates(image)
     best = int(np.argmax(candidates.scores))
     np.testing.assert_allclose(candidates.boxes[best], [48, 16, 64, 32], atol=1e-4)
 
