@@ -94,9 +94,10 @@ def yolov8_layout(size: int = 64, cell: int = 16) -> onnx.ModelProto:
                    [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 7, g.count])])
 
 
-def end2end_layout(size: int = 64, cell: int = 16) -> onnx.ModelProto:
+def end2end_layout(size: int = 64, cell: int = 16, normalized: bool = False) -> onnx.ModelProto:
+    """``normalized``: boxes in [0, 1] instead of pixels (a layout the end2end decoder must not accept)."""
     g = _Graph(size, cell)
-    geometry = g.constant("geometry", _geometry(size, cell, corners=True, normalized=False))
+    geometry = g.constant("geometry", _geometry(size, cell, corners=True, normalized=normalized))
     g.node("Cast", ["best_class"], "class_float", to=TensorProto.FLOAT)
     g.node("Concat", [geometry, "best", "class_float"], "grid", axis=1)
     g.flat("grid", 6, "output0", transpose=True)

@@ -177,3 +177,15 @@ def test_boxes_wholly_in_the_letterbox_padding_are_not_reported(tmp_path: Path) 
     prediction = InferenceEngine.from_bundle(load_bundle_dir(root)).infer(image)
     assert prediction.labels == ("blue",)
     np.testing.assert_allclose(prediction.boxes, [[0, 0, 16, 16]], atol=1e-4)
+
+
+def test_normalized_boxes_read_as_pixels_are_refused(tmp_path: Path) -> None:
+    from robot_model_deployer.testing.detector_layouts import end2end_layout
+
+    root = bundle(tmp_path, "end2end", images={"red": square("red", 64, 16)})
+    (root / "model.onnx").write_bytes(end2end_layout(normalized=True).SerializeToString())
+    with pytest.raises(ModelCheckError) as refused:
+        check_model(root)
+    message = str(refused.value)
+    assert "boxes on validation image validation/red.png all lie within [0, 1], but detection.format end2end " \
+           "reads them in input pixels (64x64): they look normalized" in message

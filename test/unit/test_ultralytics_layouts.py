@@ -163,3 +163,13 @@ def test_a_wrong_labels_file_for_a_yolov8_export_is_refused(tmp_path: Path) -> N
         check_model(root)
     assert "holds 80 class scores but labels.txt lists 79 classes" in str(refused.value)
     assert "manifest's labels section" in str(refused.value)
+
+
+def test_ultralytics_rtdetr_export_read_as_end2end_is_refused_for_normalized_boxes(tmp_path: Path) -> None:
+    # Ultralytics 8.4 exports RT-DETR as [1, 300, 6] of normalized cx, cy, w, h, score, class: the
+    # shape of end2end, but not its pixels. The values tell them apart.
+    model = export_yolo("rtdetr-l", IMGSZ)
+    root = yolo_bundle(tmp_path / "rtdetr", model, "end2end", COCO_SIZED, score_threshold=0.0)
+    with pytest.raises(ModelCheckError) as refused:
+        check_model(root)
+    assert "all lie within [0, 1], but detection.format end2end reads them in input pixels" in str(refused.value)
