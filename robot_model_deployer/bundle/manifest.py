@@ -42,6 +42,29 @@ class ResizeMode(str, Enum):
     CENTER_CROP = "center_crop"
 
 
+class LetterboxAlign(str, Enum):
+    """Where a letterboxed image sits: ``center`` pads both sides evenly (Ultralytics), ``top_left`` pads only
+    right and bottom (TF Object Detection's keep_aspect_ratio_resizer with pad_to_max_dimension)."""
+
+    CENTER = "center"
+    TOP_LEFT = "top_left"
+
+
+class Interpolation(str, Enum):
+    """The resampling a model was trained with; the same name means different pixels in different libraries.
+
+    ``pil_bilinear``: Pillow's bilinear, which antialiases when downscaling (torchvision's PIL transforms).
+    ``opencv_*``: ``cv2.resize`` with INTER_LINEAR (Ultralytics, most robot pipelines, close to TF's
+    bilinear without antialias), INTER_NEAREST, INTER_AREA or INTER_CUBIC.
+    """
+
+    PIL_BILINEAR = "pil_bilinear"
+    OPENCV_LINEAR = "opencv_linear"
+    OPENCV_NEAREST = "opencv_nearest"
+    OPENCV_AREA = "opencv_area"
+    OPENCV_CUBIC = "opencv_cubic"
+
+
 class ColorOrder(str, Enum):
     RGB = "rgb"
     BGR = "bgr"
@@ -80,9 +103,12 @@ class InputSpec:
     """How a camera image becomes the model's input tensor.
 
     Pixels are scaled by ``scale`` (after colour conversion), then
-    normalised per channel: ``(x * scale - mean) / std``. The mean and std
-    defaults are one neutral value per channel (read from a manifest, a
-    gray input gets one of each; built in code, it must pass its own).
+    normalised per channel: ``(x * scale - mean) / std``; a uint8 input gets
+    the resized pixels as they are. The mean and std defaults are one neutral
+    value per channel (read from a manifest, a gray input gets one of each;
+    built in code, it must pass its own). ``interpolation`` defaults to
+    Pillow's bilinear, what every bundle before the field was served with, so
+    an old bundle keeps its meaning; ``rmd bundle init`` writes the exporter's.
     """
 
     MEAN_PER_CHANNEL: ClassVar[float] = 0.0
@@ -99,6 +125,8 @@ class InputSpec:
     mean: tuple[float, ...] = (MEAN_PER_CHANNEL,) * 3
     std: tuple[float, ...] = (STD_PER_CHANNEL,) * 3
     letterbox_fill: int = 114
+    letterbox_align: LetterboxAlign = LetterboxAlign.CENTER
+    interpolation: Interpolation = Interpolation.PIL_BILINEAR
 
     def __post_init__(self) -> None:
         for name, values in (("mean", self.mean), ("std", self.std)):
@@ -320,18 +348,30 @@ def manifest_from_dict(data: Mapping[str, Any], source: str = MANIFEST_NAME) -> 
 def _input_spec(r: FieldReader) -> InputSpec:
     color = r.enum("color_order", ColorOrder)
     channels = InputSpec.channels_for(color)
+    resize = r.enum("resize", ResizeMode)
+    if resize is not ResizeMode.LETTERBOX and r.given("letterbox_align"):
+        raise r.error("letterbox_align", f"only applies to resize: letterbox (resize is {resize.value}); "
+                                         "drop it or set input.resize: letterbox")
+    dtype = r.enum("dtype", TensorType)
+    if dtype is TensorType.UINT8:
+        for key in ("scale", "mean", "std"):
+            if r.given(key):
+                raise r.error(key, "does not apply to dtype uint8 (the model gets the resized pixels as they "
+                                   "are); drop it, or set input.dtype to the model's float type")
     spec = InputSpec(
         width=r.integer("width", required=True, minimum=1, maximum=8192),
         height=r.integer("height", required=True, minimum=1, maximum=8192),
         name=r.string("name"),
-        resize=r.enum("resize", ResizeMode),
+        resize=resize,
         color_order=color,
         layout=r.enum("layout", Layout),
-        dtype=r.enum("dtype", TensorType),
+        dtype=dtype,
         scale=r.number("scale", minimum=0.0, exclusive_minimum=True),
         mean=r.numbers("mean", length=channels, default=(InputSpec.MEAN_PER_CHANNEL,) * channels),
         std=r.numbers("std", length=channels, positive=True, default=(InputSpec.STD_PER_CHANNEL,) * channels),
         letterbox_fill=r.integer("letterbox_fill", minimum=0, maximum=255),
+        letterbox_align=r.enum("letterbox_align", LetterboxAlign),
+        interpolation=r.enum("interpolation", Interpolation),
     )
     r.reject_unknown()
     return spec

@@ -286,7 +286,7 @@ def inputs_contradict(tmp: Path, keys: Keys) -> Path:
 
 
 def wrong_input_dtype(tmp: Path, keys: Keys) -> Path:
-    files = _files(**{MANIFEST_NAME: _manifest(input={**classifier_manifest()["input"], "dtype": "uint8"})})
+    files = _files(**{MANIFEST_NAME: _manifest(input={**classifier_manifest()["input"], "dtype": "uint8", "scale": None})})
     return write_tar(tmp / "wrong-dtype.tar", standard_members(files, keys.private))
 
 
