@@ -101,8 +101,10 @@ def input_section(survey: ModelSurvey, size: tuple[int, int] | None, size_source
     if height and width:
         section["width"], section["height"] = Value(width, "from the model's input shape"), Value(height)
     elif size is not None:
-        section["width"], section["height"] = Value(size[1], f"{size_source}; the graph leaves it open"), \
-            Value(size[0])
+        # From the exporter's metadata it is a fact; from a convention, a choice.
+        guessed = not size_source.startswith("from ")
+        section["width"] = Value(size[1], f"{size_source}; the graph leaves it open", choice=guessed)
+        section["height"] = Value(size[0], choice=guessed)
     else:
         section["width"] = Value(DEFAULT_SIZE, "the model accepts any size: set the size it was trained at",
                                  choice=True)
@@ -255,7 +257,7 @@ def _classifier(survey: ModelSurvey) -> Draft:
                          "224, a crop rmd takes from the whole short side)", choice=True),
             interpolation=Value("pil_bilinear", "torchvision's PIL transforms", choice=True),
             scale=Value(1.0 / 255.0), mean=Value(list(IMAGENET_MEAN), "ImageNet mean and std", choice=True),
-            std=Value(list(IMAGENET_STD), choice=True))
+            std=Value(list(IMAGENET_STD), "ImageNet mean and std", choice=True))
     else:
         draft = Draft(f"TensorFlow / Keras-style classifier (NHWC), output {list(survey.outputs[0].shape)}",
                       Task.CLASSIFICATION)
