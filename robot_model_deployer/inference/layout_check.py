@@ -91,12 +91,12 @@ def _check_classes(manifest: Manifest, classes: int, shape: list[int], labels: S
                              "class count is right")
 
 
-def _check_scores(output: np.ndarray, classes: int) -> None:
+def _check_scores(output: np.ndarray, classes: int, fix: str = "") -> None:
     scores = np.asarray(output)[0, 4:4 + classes]
     if scores.size and (float(scores.min()) < -1e-3 or float(scores.max()) > 1.0 + 1e-3):
         raise LayoutMismatch(f"class scores range {float(scores.min()):.3g}..{float(scores.max()):.3g}, outside "
-                             "[0, 1]: export the model with its sigmoid (Ultralytics exports do), or check the "
-                             "task and detection section")
+                             "[0, 1]: " + (fix or "export the model with its sigmoid (Ultralytics exports do), or "
+                                                  "check the task and detection section"))
 
 
 def _instances(manifest: Manifest, outputs: Sequence[np.ndarray], shapes: list[list[int]],
@@ -135,4 +135,8 @@ def _pose(manifest: Manifest, outputs: Sequence[np.ndarray], shapes: list[list[i
             raise LayoutMismatch(f"output {shape} with the {len(labels)} labels leaves {spare} keypoint values: set "
                                  f"pose.keypoints: {spare // pose.values_per_keypoint}")
     _check_classes(manifest, classes, shape, labels, values)
-    _check_scores(outputs[0], classes)
+    # Keypoint values read as class scores leave [0, 1]: suggest the count that one class would leave.
+    spare = shape[1] - 4 - max(len(labels), 1)
+    fits = spare > 0 and spare % pose.values_per_keypoint == 0 and spare // pose.values_per_keypoint != pose.keypoints
+    _check_scores(outputs[0], classes, f"{max(len(labels), 1)} class(es) leave {spare} keypoint values: set "
+                                       f"pose.keypoints: {spare // pose.values_per_keypoint}" if fits else "")
