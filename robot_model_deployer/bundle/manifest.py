@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Mapping
 
+from robot_model_deployer.bundle.dense_specs import (InstanceSpec, PoseSpec, SegmentationSpec,
+                                                     instance_spec, pose_spec, segmentation_spec)
 from robot_model_deployer.bundle.fields import FieldReader
 from robot_model_deployer.bundle.semver import SemVer
 from robot_model_deployer.bundle.strict_yaml import StrictYamlError, load_strict_yaml
@@ -32,8 +34,18 @@ def is_model_name(text: str) -> bool:
 
 
 class Task(str, Enum):
+    """What a model says about an image; names follow Ultralytics' tasks (classify, detect, segment, pose).
+
+    ``segmentation`` is semantic (a class per pixel, DeepLabV3 style),
+    ``instance_segmentation`` a box and a mask per object (YOLOv8-seg),
+    ``pose`` a box and keypoints per object (YOLOv8-pose).
+    """
+
     CLASSIFICATION = "classification"
     DETECTION = "detection"
+    SEGMENTATION = "segmentation"
+    INSTANCE_SEGMENTATION = "instance_segmentation"
+    POSE = "pose"
 
 
 class ResizeMode(str, Enum):
@@ -219,7 +231,9 @@ class AcceptanceSpec:
 
     Two gates ask two questions. *Equivalence* (optimize stage): does an
     optimized variant still say what its own FP32 says? ``min_top1_agreement``,
-    ``min_detection_f1`` and ``max_score_drift`` are for it, strict. And the
+    ``min_detection_f1``, ``min_mask_iou`` (both segmentation tasks),
+    ``min_keypoint_oks`` (pose) and ``max_score_drift`` are for it, strict
+    (validation.metrics.TASK_MEASURES says which task uses which). And the
     FP32 model itself must reach ``min_accuracy`` against validation.expected
     (top-1 accuracy, or box F1 at IoU 0.5; 0: the bundle states none).
     *Promotion* (shadow stage): is the new version at least as good as the
@@ -253,6 +267,8 @@ class AcceptanceSpec:
     min_detection_f1: float = 0.95
     max_score_drift: float = 0.1
     min_accuracy: float = 0.0
+    min_mask_iou: float = 0.9
+    min_keypoint_oks: float = 0.9
     max_regression: float = 0.02
     min_live_agreement: float = 0.5
     max_distribution_ratio: float = 2.0
@@ -293,6 +309,9 @@ class Manifest:
     input: InputSpec
     classification: ClassificationSpec = field(default_factory=ClassificationSpec)
     detection: DetectionSpec = field(default_factory=DetectionSpec)
+    segmentation: SegmentationSpec = field(default_factory=SegmentationSpec)
+    instances: InstanceSpec = field(default_factory=InstanceSpec)
+    pose: PoseSpec = field(default_factory=PoseSpec)
     labels: str = ""
     description: str = ""
     calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
@@ -353,6 +372,9 @@ def manifest_from_dict(data: Mapping[str, Any], source: str = MANIFEST_NAME) -> 
         input=_input_spec(r.section("input", InputSpec, required=True)),
         classification=_classification_spec(r.section("classification", ClassificationSpec)),
         detection=_detection_spec(r.section("detection", DetectionSpec)),
+        segmentation=segmentation_spec(r.section("segmentation", SegmentationSpec)),
+        instances=instance_spec(r.section("instances", InstanceSpec)),
+        pose=pose_spec(r.section("pose", PoseSpec)),
         calibration=_calibration_spec(r.section("calibration", CalibrationSpec)),
         validation=_validation_spec(r.section("validation", ValidationSpec)),
         acceptance=_acceptance_spec(r.section("acceptance", AcceptanceSpec)),
@@ -441,6 +463,8 @@ def _acceptance_spec(r: FieldReader) -> AcceptanceSpec:
         min_detection_f1=r.number("min_detection_f1", minimum=0.0, maximum=1.0),
         max_score_drift=r.number("max_score_drift", minimum=0.0, maximum=1.0),
         min_accuracy=r.number("min_accuracy", minimum=0.0, maximum=1.0),
+        min_mask_iou=r.number("min_mask_iou", minimum=0.0, maximum=1.0),
+        min_keypoint_oks=r.number("min_keypoint_oks", minimum=0.0, maximum=1.0),
         max_regression=r.number("max_regression", minimum=0.0, maximum=1.0),
         min_live_agreement=r.number("min_live_agreement", minimum=0.0, maximum=1.0),
         max_distribution_ratio=r.number("max_distribution_ratio", minimum=1.0),

@@ -1,6 +1,7 @@
 """An ONNX Runtime session wrapped with the bundle's pre- and post-processing."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -10,6 +11,8 @@ import onnxruntime as ort
 
 from robot_model_deployer.bundle.loader import BundleDir
 from robot_model_deployer.bundle.manifest import Manifest, Task, TensorType
+from robot_model_deployer.inference.dense import DENSE_TASKS, decode_dense
+from robot_model_deployer.inference.layout_check import LayoutMismatch, check_dense_layout
 from robot_model_deployer.inference.postprocess import OutputSpecError, Prediction, classify, detect
 from robot_model_deployer.inference.preprocess import PixelFormat, Preprocessor
 
@@ -19,6 +22,10 @@ _ORT_TYPES = {TensorType.FLOAT32: "tensor(float)", TensorType.FLOAT16: "tensor(f
 
 class ModelLoadError(ValueError):
     """The model file cannot be served as the manifest describes it."""
+
+
+class OutputLayoutError(ModelLoadError):
+    """The model's outputs do not fit the declared layout; the message names the manifest field to fix."""
 
 
 class ModelSession(Protocol):
@@ -90,6 +97,9 @@ class InferenceEngine:
         if self.manifest.task is Task.CLASSIFICATION:
             top = classify(outputs[0], self.manifest.classification, self.labels)
             return Prediction(top.class_ids, top.scores, top.labels, inference_ms=_ms_since(start))
+        if self.manifest.task in DENSE_TASKS:
+            dense = decode_dense(outputs, self.manifest, self.labels, transform, image.shape[1], image.shape[0])
+            return dataclasses.replace(dense, inference_ms=_ms_since(start))
         boxes, scores, class_ids, labels = detect(outputs, self.manifest.detection, self.labels,
                                                   spec.width, spec.height)
         boxes = transform.boxes_to_image(boxes, image.shape[1], image.shape[0])
@@ -100,8 +110,13 @@ class InferenceEngine:
         spec = self.manifest.input
         frame = np.full((spec.height, spec.width, 3), 127, dtype=np.uint8)
         try:
+            if self.manifest.task in DENSE_TASKS:
+                tensor = self._preprocess(frame, PixelFormat.RGB8)[0]
+                check_dense_layout(self.manifest, self.session.run(self._outputs, {self._input: tensor}), self.labels)
             for _ in range(max(1, runs)):
                 self.infer(frame)
+        except LayoutMismatch as exc:
+            raise OutputLayoutError(f"{self.model_path.name}: {exc}") from None
         except OutputSpecError as exc:
             raise ModelLoadError(f"{self.model_path.name}: {exc}") from None
         except Exception as exc:
@@ -144,6 +159,15 @@ class InferenceEngine:
         names = [o.name for o in self.session.get_outputs()]
         if self.manifest.task is Task.CLASSIFICATION:
             wanted = [self.manifest.classification.output_name] if self.manifest.classification.output_name else []
+        elif self.manifest.task is Task.SEGMENTATION:
+            wanted = [self.manifest.segmentation.output_name] if self.manifest.segmentation.output_name else []
+        elif self.manifest.task is Task.INSTANCE_SEGMENTATION:
+            det, protos = self.manifest.detection, self.manifest.instances.protos_output
+            wanted = [n for n in (det.boxes_output, protos) if n]
+            if protos and not det.boxes_output:
+                # The protos go second; the detections are the other output.
+                others = [n for n in names if n != protos]
+                wanted = others[:1] + [protos]
         else:
             det = self.manifest.detection
             wanted = [n for n in (det.boxes_output, det.scores_output) if n]

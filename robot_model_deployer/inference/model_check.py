@@ -16,7 +16,7 @@ from pathlib import Path
 from robot_model_deployer.bundle.errors import BundleError, BundleFormatError, ModelCheckError
 from robot_model_deployer.bundle.loader import load_bundle_dir
 from robot_model_deployer.bundle.text import one_line
-from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
+from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError, OutputLayoutError
 from robot_model_deployer.isolation.child import ChildError, ChildFailure, ChildLimits, run_in_child
 
 MODEL_CHECK_LIMITS = ChildLimits(memory_mb=2048, seconds=60.0)
@@ -57,6 +57,8 @@ def check_model(root: str | Path) -> None:
         raise BundleFormatError(str(exc)) from None
     try:
         InferenceEngine.from_bundle(bundle, warmup_runs=1)
+    except OutputLayoutError as exc:  # its message names the manifest field to fix
+        raise ModelCheckError(f"model check failed: {exc}; fix it and rebuild the bundle") from None
     except ModelLoadError as exc:
         raise ModelCheckError(f"model check failed: {exc}; fix the model or the manifest's input section "
                               "and rebuild the bundle") from None

@@ -3,7 +3,10 @@
 configure  = load the bundle in ``model_dir`` (its fastest optimized variant
              in ``artifacts_dir`` when set) and warm the model up
 activate   = publish an InferenceResult for every image on ``results``, or
-             an InferenceError on ``inference_errors`` when the frame fails
+             an InferenceError on ``inference_errors`` when the frame fails;
+             segmentation, instance segmentation and pose models also
+             publish their task's topic (nodes.task_outputs: ``segmentation``,
+             ``instances``, ``keypoints``)
 deactivate = stop publishing (the model stays loaded: a warm standby)
 cleanup    = release the model
 
@@ -30,6 +33,7 @@ from robot_model_deployer.nodes.conversions import UnsupportedImageError, image_
 from robot_model_deployer.nodes.model_lifecycle import ModelLifecycleNode
 from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
+from robot_model_deployer.nodes.task_outputs import TaskOutputs
 
 IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
 # Reliable: an error is one message per failed frame, and probation must hear every one.
@@ -60,6 +64,7 @@ class PerceptionNode(ModelLifecycleNode):
         self._engine: InferenceEngine | None = None
         self._publisher = None
         self._error_publisher = None
+        self._task_outputs: TaskOutputs | None = None
         self._subscription = None
         self._serving = threading.Event()
         self._errors = 0
@@ -85,6 +90,7 @@ class PerceptionNode(ModelLifecycleNode):
         self._errors = 0  # counted per loaded model, as InferenceError.errors says
         self._publisher = self.create_lifecycle_publisher(InferenceResult, "results", 10)
         self._error_publisher = self.create_lifecycle_publisher(InferenceError, "inference_errors", ERRORS_QOS)
+        self._task_outputs = TaskOutputs(self, manifest, self._engine.labels)
         self._subscription = self.create_subscription(Image, "image", self._on_image, self._image_qos())
         return super().on_configure(state)
 
@@ -117,6 +123,7 @@ class PerceptionNode(ModelLifecycleNode):
         manifest = engine.manifest
         self._publisher.publish(prediction_to_result(
             prediction, msg.header, manifest.name, str(manifest.version), manifest.task.value, self.get_name()))
+        self._task_outputs.publish(prediction, msg.header)
 
     def _report_error(self, msg: Image, engine: InferenceEngine, text: str) -> None:
         """Log (throttled) and publish the failure, so that probation counts it against the model."""
@@ -145,6 +152,9 @@ class PerceptionNode(ModelLifecycleNode):
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
         self._publisher = self._error_publisher = None
+        if self._task_outputs is not None:
+            self._task_outputs.release()
+            self._task_outputs = None
         self._engine = None
 
 
