@@ -7,8 +7,12 @@ read back with that reader before this returns, so the two cannot drift.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image
 
 from robot_model_deployer.bundle.errors import BundleError
 from robot_model_deployer.bundle.filelist import FILE_LIST_NAME, SIGNATURE_NAME, write_file_list
@@ -22,25 +26,48 @@ from robot_model_deployer.inference.preprocess import PixelFormat
 from robot_model_deployer.validation.labelled import load_bundle_image, load_expected_outputs
 
 MAX_TRUTH_BYTES = 16 << 20
+EXPECTED_DIR = "expected"
+"""Where label and mask PNGs of expected outputs go, relative to the bundle root (beside validation.expected)."""
 
 
-def entry_of(task: Task, prediction: Prediction) -> dict[str, Any]:
-    """One image's expected output: the top class, or every box as [x1, y1, x2, y2, class_id] in image pixels."""
+def entry_of(task: Task, prediction: Prediction, root: Path, stem: str) -> dict[str, Any]:
+    """One image's expected output in the validation.expected format; label and mask PNGs go under
+    ``root``/EXPECTED_DIR, named after ``stem``.
+
+    Classification: the top class. Boxes: [x1, y1, x2, y2, class_id] in image
+    pixels, plus one mask PNG per box (instance segmentation) or the
+    keypoints (pose). Segmentation: a class-id PNG at the image's size.
+    """
     if task is Task.CLASSIFICATION:
         return {"class_id": int(prediction.class_ids[0])}
-    if task is Task.DETECTION:
-        return {"boxes": [[round(float(v), 2) for v in box] + [int(c)]
-                          for box, c in zip(prediction.boxes, prediction.class_ids)]}
-    raise BundleError(f"rmd cannot write expected outputs for task {task.value} yet; write validation.expected "
-                      "by hand (docs/bundle-format.md)")
+    if task is Task.SEGMENTATION:
+        return {"label_image": _write_png(root, f"{stem}.png", prediction.label_image)}
+    entry: dict[str, Any] = {"boxes": [[round(float(v), 2) for v in box] + [int(c)]
+                                       for box, c in zip(prediction.boxes, prediction.class_ids)]}
+    if task is Task.INSTANCE_SEGMENTATION:
+        entry["masks"] = [_write_png(root, f"{stem}-{i}.png", mask.astype(np.uint8) * 255)
+                          for i, mask in enumerate(prediction.masks)]
+    elif task is Task.POSE:
+        entry["keypoints"] = [[[round(float(v), 3) for v in point] for point in person]
+                              for person in prediction.keypoints]
+    return entry
+
+
+def _write_png(root: Path, name: str, pixels: np.ndarray) -> str:
+    relative = f"{EXPECTED_DIR}/{name}"
+    (root / EXPECTED_DIR).mkdir(exist_ok=True)
+    wide = pixels.dtype == np.uint16 and int(pixels.max(initial=0)) > 255
+    Image.fromarray(pixels.astype(np.uint16 if wide else np.uint8)).save(root / relative)
+    return relative
 
 
 def fp32_entries(bundle: BundleDir) -> dict[str, dict[str, Any]]:
-    """The bundle model's own answers on its validation images, by bundle path."""
+    """The bundle model's own answers on its validation images, by bundle path (PNGs written into the bundle)."""
     engine = InferenceEngine.from_bundle(bundle, warmup_runs=1)
     task = bundle.manifest.task
-    return {image: entry_of(task, engine.infer(load_bundle_image(bundle.path(image)), PixelFormat.RGB8))
-            for image in bundle.manifest.validation.images}
+    return {image: entry_of(task, engine.infer(load_bundle_image(bundle.path(image)), PixelFormat.RGB8),
+                            bundle.root, f"{index:04d}")
+            for index, image in enumerate(bundle.manifest.validation.images)}
 
 
 def read_truth(path: Path) -> dict[str, Any]:
@@ -78,12 +105,15 @@ def write_expected(bundle: BundleDir, entries: Mapping[str, Any]) -> Path:
 
 
 def recompute_expected(root: Path, truth: Path | None = None) -> tuple[Path, int, bool]:
-    """``rmd bundle expected``: rewrite validation.expected (from ``truth``, else FP32) and files.json.
+    """``rmd bundle expected``: rewrite validation.expected (from ``truth``, else FP32, replacing the PNGs
+    under EXPECTED_DIR) and files.json.
 
     Returns the file, the image count and whether a signature had to go
     (it signed the old files.json).
     """
     bundle = load_bundle_dir(root)
+    if truth is None:
+        shutil.rmtree(root / EXPECTED_DIR, ignore_errors=True)  # the PNGs of the outputs being replaced
     entries = read_truth(truth) if truth is not None else fp32_entries(bundle)
     path = write_expected(bundle, entries)
     signature = root / SIGNATURE_NAME

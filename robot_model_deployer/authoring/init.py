@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robot_model_deployer.authoring.expected import fp32_entries, read_truth, write_expected
-from robot_model_deployer.authoring.manifest_text import CHOICE, BundleLayout, render_manifest
+from robot_model_deployer.authoring.manifest_text import BundleLayout, render_manifest
 from robot_model_deployer.authoring.recognise import Draft, recognise
 from robot_model_deployer.bundle.errors import BundleError
 from robot_model_deployer.bundle.extract import ExtractionLimits
@@ -39,6 +39,7 @@ class InitResult:
     validation: int
     expected_from_truth: bool
     choices: tuple[str, ...]
+    """The input and layout fields that are conventions, not read from the model (thresholds always are)."""
 
 
 def init_bundle(*, model: Path, images: Path, out: Path, labels: Path | None = None, truth: Path | None = None,
@@ -88,7 +89,7 @@ def init_bundle(*, model: Path, images: Path, out: Path, labels: Path | None = N
     choices = tuple(f"{section}.{key}" for section, fields in draft.sections.items()
                     for key, value in fields.items() if value.choice)
     return InitResult(out, draft, len(copied[CALIBRATION_DIR]), len(copied[VALIDATION_DIR]), truth is not None,
-                      choices + (f"(and the other lines marked {CHOICE})",))
+                      choices)
 
 
 def scan_images(folder: Path) -> list[str]:

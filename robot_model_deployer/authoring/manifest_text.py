@@ -48,7 +48,7 @@ def _post_choices(task: Task) -> dict[str, dict[str, Value]]:
     if task is Task.CLASSIFICATION:
         return {"classification": {"top_k": Value(ClassificationSpec.top_k, "how many classes a result lists",
                                                   choice=True)}}
-    if task is Task.DETECTION:
+    if task in (Task.DETECTION, Task.INSTANCE_SEGMENTATION, Task.POSE):
         return {"detection": {
             "score_threshold": Value(DetectionSpec.score_threshold, "boxes below this score are dropped", choice=True),
             "iou_threshold": Value(DetectionSpec.iou_threshold, "NMS overlap, where the layout needs NMS", choice=True),

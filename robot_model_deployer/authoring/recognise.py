@@ -20,7 +20,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_SIZE = 640
 # Ultralytics' metadata task -> our task value; a value this rmd has no Task for is refused by name.
 ULTRALYTICS_TASKS = {"detect": "detection", "classify": "classification", "segment": "instance_segmentation",
-                     "pose": "keypoints"}
+                     "pose": "pose", "semantic": "segmentation"}
 ULTRALYTICS_KEYS = ("task", "names", "imgsz", "stride")
 TF_SSD_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 
@@ -159,6 +159,25 @@ def _ultralytics(survey: ModelSurvey) -> Draft:
     if task is Task.DETECTION:
         draft.sections["detection"] = {"format": Value(_ultralytics_format(survey, len(labels), meta).value,
                                                        "from the output shape")}
+    elif task is Task.INSTANCE_SEGMENTATION:
+        protos = next((o for o in survey.outputs if len(o.shape) == 4), None)  # [1, M, H/4, W/4]
+        if protos is None or not isinstance(protos.shape[1], int):
+            raise RecognitionError(f"{export}: no [1, M, H, W] mask protos output among "
+                                   f"{[list(o.shape) for o in survey.outputs]}")
+        draft.sections["instances"] = {
+            "mask_coefficients": Value(protos.shape[1], f"channels of the protos output {list(protos.shape)}"),
+            "protos_output": Value(protos.name)}
+    elif task is Task.POSE:
+        kpt_shape = literal(meta.get("kpt_shape", ""))
+        if not (isinstance(kpt_shape, list) and len(kpt_shape) == 2 and all(isinstance(v, int) for v in kpt_shape)):
+            raise RecognitionError(f"{export}: metadata kpt_shape {meta.get('kpt_shape')!r} is not [K, V]")
+        draft.sections["pose"] = {"keypoints": Value(kpt_shape[0], "from metadata kpt_shape"),
+                                  "values_per_keypoint": Value(kpt_shape[1])}
+    elif task is Task.SEGMENTATION:
+        out = survey.outputs[0]
+        ids = len(out.shape) == 3 or out.dtype.startswith("int") or survey.output_ops.get(out.name) == "ArgMax"
+        draft.sections["segmentation"] = {"format": Value("class_ids" if ids else "logits",
+                                                          f"from the output {list(out.shape)} {out.dtype}")}
     return draft
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from robot_model_deployer.authoring.expected import recompute_expected
 from robot_model_deployer.authoring.init import init_bundle
+from robot_model_deployer.authoring.manifest_text import CHOICE
 from robot_model_deployer.bundle.extract import inspect_bundle
 from robot_model_deployer.bundle.pack import create_bundle, sign_bundle
 from robot_model_deployer.bundle.signing import TrustStore
@@ -106,7 +107,8 @@ def _init(args: argparse.Namespace) -> int:
     source = "ground truth" if result.expected_from_truth else "FP32 outputs"
     print(f"wrote {result.root}: {result.draft.task.value}, {result.draft.export}; {result.calibration} calibration "
           f"and {result.validation} validation images, expected outputs from {source}")
-    print(f"check the choices in {result.root / 'manifest.yaml'}: {', '.join(result.choices)}; then "
+    guessed = f"{', '.join(result.choices)} and the thresholds" if result.choices else "the thresholds"
+    print(f"check the lines marked {CHOICE} in {result.root / 'manifest.yaml'} ({guessed}); then "
           f"rmd bundle create {result.root} -o BUNDLE.tar")
     return 0
 

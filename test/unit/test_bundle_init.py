@@ -134,7 +134,7 @@ def test_rmd_bundle_expected_recomputes_and_rewrites_files_json(tmp_path: Path, 
     images = image_folder(tmp_path / "images")
     assert rmd(["bundle", "init", str(torch_classifier), "--images", str(images), "-o", str(tmp_path / "b"),
                 "--labels", str(labels_file(tmp_path))]) == 0
-    assert "check the choices in" in capsys.readouterr().out
+    assert "check the lines marked CHOICE in" in capsys.readouterr().out
     expected = tmp_path / "b" / "expected.yaml"
     good = expected.read_text()
     expected.write_text(good.replace('"class_id": 0', '"class_id": 2'))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+import yaml
 from onnx import TensorProto, helper
 
 from robot_model_deployer.authoring.init import init_bundle
@@ -17,7 +18,7 @@ from robot_model_deployer.inference.model_check import check_model
 from robot_model_deployer.inference.model_survey import survey_model
 from robot_model_deployer.optimize.pipeline import FP32_FALLBACK, optimize_bundle
 from robot_model_deployer.store.model_store import ModelStore
-from robot_model_deployer.testing.yolo_export import export_yolo, require_ultralytics
+from robot_model_deployer.testing.yolo_export import DrivenHead, export_yolo, require_ultralytics
 
 from test_bundle_init import CPU_ONLY, image_folder
 
@@ -52,13 +53,45 @@ def test_without_metadata_the_output_shape_still_gives_the_layout_but_as_a_choic
     assert "[1, 4+C, N] with C = 3" in fmt.note and draft.labels == ()
 
 
-@pytest.mark.parametrize("arch, task", [("yolov8n-seg", "instance_segmentation"), ("yolov8n-pose", "keypoints")])
-def test_ultralytics_tasks_this_rmd_cannot_serve_are_refused_by_name(arch: str, task: str) -> None:
-    survey = survey_model(export_yolo(arch, 128, nc=3))
-    if task in {t.value for t in Task}:
-        pytest.skip(f"this rmd serves {task}; its recognition is tested with the task")
-    with pytest.raises(RecognitionError, match=f"this rmd has no '{task}' task, so it cannot serve this model"):
-        recognise(survey)
+def test_ultralytics_pose_and_semantic_exports_get_their_sections_from_metadata_and_outputs() -> None:
+    pose = recognise(survey_model(export_yolo("yolov8n-pose", 128, nc=3)))
+    assert pose.task is Task.POSE
+    assert (pose.sections["pose"]["keypoints"].value, pose.sections["pose"]["values_per_keypoint"].value) == (17, 3)
+    semantic = recognise(survey_model(export_yolo("yolo26n-sem", 128, nc=3)))
+    assert semantic.task is Task.SEGMENTATION and semantic.sections["segmentation"]["format"].value == "class_ids"
+
+
+def test_an_ultralytics_task_this_rmd_does_not_serve_is_refused_by_name(tmp_path: Path) -> None:
+    model = onnx.load(str(export_yolo("yolov8n", 320, nc=3)))
+    next(p for p in model.metadata_props if p.key == "task").value = "obb"
+    onnx.save(model, tmp_path / "obb.onnx")
+    with pytest.raises(RecognitionError, match="Ultralytics obb export .*: this rmd has no 'obb' task, so it cannot "
+                                               "serve this model"):
+        recognise(survey_model(tmp_path / "obb.onnx"))
+
+
+def test_yolov8_seg_becomes_a_bundle_with_mask_expectations_that_verifies_ingests_and_is_gated(tmp_path: Path) -> None:
+    """The real YOLOv8n-seg graph (seeded weights, a driven head: 4x4 boxes of class 1 at stride 32): masks and
+    protos read from the outputs, FP32 masks as PNGs."""
+    model = export_yolo("yolov8n-seg", 128, nc=3, head=DrivenHead(class_id=1))
+    result = init_bundle(model=model, images=image_folder(tmp_path / "images",
+                                                                                            size=96),
+                         out=tmp_path / "bundle", calibration=3, validation=3)
+    manifest = load_bundle_dir(result.root).manifest
+    assert manifest.task is Task.INSTANCE_SEGMENTATION
+    assert (manifest.instances.mask_coefficients, manifest.instances.protos_output) == (32, "output1")
+    expected = yaml.safe_load((result.root / "expected.yaml").read_text())
+    masks = [m for entry in expected.values() for m in entry["masks"]]
+    assert masks and all((result.root / m).is_file() for m in masks)
+    assert sum(len(entry["boxes"]) for entry in expected.values()) == len(masks)
+    assert {box[4] for entry in expected.values() for box in entry["boxes"]} == {1}
+    tar = tmp_path / "b.tar"
+    create_bundle(source=result.root, output=tar)
+    verify_bundle(bundle=tar, trust=None, model_check=check_model, allow_unsigned=True)
+    installed = ModelStore.open(tmp_path / "store").ingest(tar, trust=None, model_check=check_model,
+                                                           allow_unsigned=True)
+    report = optimize_bundle(installed.bundle, CPU_ONLY, tmp_path / "out")
+    assert report.variant(FP32_FALLBACK).accepted
 
 
 def test_rtdetr_official_export_is_recognised_by_its_inputs_and_outputs(tmp_path: Path) -> None:
