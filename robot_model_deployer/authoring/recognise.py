@@ -202,7 +202,7 @@ def _is_tf_ssd(survey: ModelSurvey) -> bool:
 
 def _tf_ssd(survey: ModelSurvey) -> Draft:
     draft = Draft("TF Object Detection API export (detection_boxes, detection_scores, detection_classes outputs)",
-                  Task.DETECTION, labels_note="TF OD class ids start at 1 (label map ids)")
+                  Task.DETECTION, labels_note="TF OD class ids start at 1 (label map ids): make line 1 a placeholder for id 0")
     draft.sections["input"] = input_section(
         survey, None, "",
         resize=Value("stretch", "fixed_shape_resizer, as SSD configs use; keep_aspect_ratio_resizer exports: "

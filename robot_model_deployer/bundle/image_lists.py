@@ -32,11 +32,13 @@ def is_pattern(entry: str) -> bool:
 
 
 def resolve_images(entries: Iterable[str], listed: Iterable[str], field: str) -> tuple[str, ...]:
-    """The sorted files ``entries`` name among ``listed`` bundle paths; each entry must name at least one.
+    """The files ``entries`` name among ``listed`` bundle paths, de-duplicated, in entry order.
 
-    A listed path is taken as itself; otherwise an entry with ``*`` or ``?``
-    is a glob, and any other entry a folder whose image files (IMAGE_SUFFIXES,
-    at any depth) it names. Paths are de-duplicated, in entry order.
+    A listed path is taken as itself; an entry with ``*`` or ``?`` is a glob
+    (its matches sorted; matching nothing is an error); any other entry is a
+    folder whose image files (IMAGE_SUFFIXES, at any depth, sorted) it names,
+    or, if it has none, a file path kept as it is for the caller's check
+    that every named file is listed (which says it is missing).
     """
     paths = sorted(set(listed))
     present = set(paths)
@@ -49,11 +51,11 @@ def resolve_images(entries: Iterable[str], listed: Iterable[str], field: str) ->
             matched = [p for p in paths if _parts_match(parts, p.split("/"))]
         else:
             prefix = entry.rstrip("/") + "/"
-            matched = [p for p in paths if p.startswith(prefix) and p.lower().endswith(IMAGE_SUFFIXES)]
+            # No folder of images by that name: a file, which the caller's file check reports as missing.
+            matched = [p for p in paths if p.startswith(prefix) and p.lower().endswith(IMAGE_SUFFIXES)] or [entry]
         if not matched:
-            what = "glob" if is_pattern(entry) else "file or folder"
-            raise ImageListError(f"{field}: '{entry}' names no {what} the bundle lists (folders name the "
-                                 f"{', '.join(IMAGE_SUFFIXES)} files under them); add the images or fix the entry")
+            raise ImageListError(f"{field}: '{entry}' matches no file the bundle lists; add the images or fix "
+                                 "the glob")
         for path in matched:
             chosen[path] = None
         if len(chosen) > MAX_IMAGES:

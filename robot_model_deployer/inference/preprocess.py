@@ -4,12 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from robot_model_deployer.bundle.manifest import (ColorOrder, InputSpec, Interpolation, Layout, LetterboxAlign,
                                                   ResizeMode, TensorType)
+from robot_model_deployer.inference.opencv import cv2
 
 
 class PixelFormat(str, Enum):

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import yaml
 from onnx import TensorProto, helper
+from PIL import Image
 
 from robot_model_deployer.authoring.init import init_bundle
 from robot_model_deployer.authoring.recognise import RecognitionError, recognise
@@ -142,3 +144,48 @@ def test_ultralytics_detector_manifest_reads_as_the_exporter_preprocesses(tmp_pa
     spec = parse_manifest(text).input
     assert (spec.resize, spec.letterbox_align, spec.letterbox_fill, spec.interpolation, spec.scale) == (
         ResizeMode.LETTERBOX, LetterboxAlign.CENTER, 114, Interpolation.OPENCV_LINEAR, pytest.approx(1 / 255))
+
+
+@pytest.mark.parametrize("arch", ["yolov8n", "yolo11n"])
+def test_yolo_detector_and_a_folder_become_a_bundle_that_deploys_and_gives_the_right_boxes(
+        tmp_path: Path, arch: str) -> None:
+    """Driven head (every stride-32 cell one box of class 2): init, verify, ingest, the optimize gate, then the
+    served boxes on 640x480 frames are those cells mapped back through Ultralytics' letterbox."""
+    from robot_model_deployer.inference.engine import InferenceEngine
+    from test_ultralytics_layouts import tiled_cells
+
+    model = export_yolo(arch, 320, nc=3, head=DrivenHead(class_id=2))
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(2)
+    for index in range(6):
+        Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(images / f"{index}.jpg")
+    result = init_bundle(model=model, images=images, out=tmp_path / "bundle", calibration=3, validation=3)
+    manifest = load_bundle_dir(result.root).manifest
+    assert manifest.detection.format.value == "yolov8" and result.choices == ()
+    manifest_text = (result.root / "manifest.yaml").read_text().replace("max_detections: 100", "max_detections: 300")
+    (result.root / "manifest.yaml").write_text(manifest_text)  # the author raises a choice: 100 cells, all kept
+    assert rmd_ok(["bundle", "expected", str(result.root)])
+    tar = tmp_path / "b.tar"
+    create_bundle(source=result.root, output=tar)
+    verify_bundle(bundle=tar, trust=None, model_check=check_model, allow_unsigned=True)
+    installed = ModelStore.open(tmp_path / "store").ingest(tar, trust=None, model_check=check_model,
+                                                           allow_unsigned=True)
+    report = optimize_bundle(installed.bundle, CPU_ONLY, tmp_path / "out")
+    assert report.variant(FP32_FALLBACK).accepted
+    engine = report.chosen_variant.artifact.open_engine(tmp_path / "out", installed.bundle.manifest,
+                                                        installed.bundle.labels, warmup_runs=1)
+    assert isinstance(engine, InferenceEngine)
+    frame = np.asarray(Image.open(images / "0.jpg").convert("RGB"))
+    prediction = engine.infer(frame)
+    want = tiled_cells(640, 480, 320)  # cells in the letterbox padding clip to empty boxes at the edge
+    order = np.lexsort((prediction.boxes[:, 0], prediction.boxes[:, 1]))
+    expected_order = np.lexsort((want[:, 0], want[:, 1]))
+    assert set(prediction.labels) == {"2"}
+    np.testing.assert_allclose(prediction.boxes[order], want[expected_order], atol=1.0)
+
+
+def rmd_ok(argv: list[str]) -> bool:
+    from robot_model_deployer.cli.main import main
+
+    return main(argv) == 0
