@@ -9,13 +9,15 @@ image's size and keypoints its pixel coordinates.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
 
 from robot_model_deployer.bundle.dense_specs import SegmentationFormat
-from robot_model_deployer.bundle.manifest import DetectionSpec, Manifest, Task
-from robot_model_deployer.inference.postprocess import OutputSpecError, Prediction, label_for, non_max_suppression
+from robot_model_deployer.bundle.manifest import DetectionFormat, DetectionSpec, Manifest, Task
+from robot_model_deployer.inference.detection import Candidates, select
+from robot_model_deployer.inference.postprocess import OutputSpecError, Prediction, label_for
 from robot_model_deployer.inference.preprocess import ImageTransform
 
 DENSE_TASKS = frozenset({Task.SEGMENTATION, Task.INSTANCE_SEGMENTATION, Task.POSE})
@@ -91,21 +93,12 @@ def _select(rows: np.ndarray, classes: int, spec: DetectionSpec) -> tuple[np.nda
     class_scores = rows[:, 4:4 + classes]
     class_ids = class_scores.argmax(axis=1).astype(np.int32)
     scores = class_scores[np.arange(len(rows)), class_ids]
-    kept = np.flatnonzero(scores >= spec.score_threshold)
-    centre, size = rows[kept, :2], rows[kept, 2:4]
-    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
-    scores, class_ids = scores[kept], class_ids[kept]
-    if spec.class_agnostic_nms:
-        keep = non_max_suppression(boxes, scores, spec.iou_threshold, spec.max_detections)
-    else:
-        # Offsetting by class would need a bound on box coordinates; per class needs none.
-        parts = [members[non_max_suppression(boxes[members], scores[members], spec.iou_threshold,
-                                             spec.max_detections)]
-                 for members in (np.flatnonzero(class_ids == c) for c in np.unique(class_ids))]
-        keep = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        keep = keep[np.lexsort((keep, -scores[keep]))][:spec.max_detections]
-    return (boxes[keep].astype(np.float32), scores[keep].astype(np.float32), class_ids[keep],
-            rows[kept[keep], 4 + classes:])
+    centre, size = rows[:, :2], rows[:, 2:4]
+    candidates = Candidates(np.concatenate([centre - size / 2, centre + size / 2], axis=1).astype(np.float32),
+                            scores.astype(np.float32), class_ids, np.arange(len(rows), dtype=np.int64))
+    # The rows are YOLOv8's whatever detection.format says: these tasks have one layout each.
+    kept = select(candidates, dataclasses.replace(spec, format=DetectionFormat.YOLOV8))
+    return kept.boxes, kept.scores, kept.class_ids, rows[kept.index, 4 + classes:]
 
 
 def sample_to_image(grid: np.ndarray, transform: ImageTransform, input_width: int, input_height: int,
