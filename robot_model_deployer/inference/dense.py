@@ -9,13 +9,15 @@ image's size and keypoints its pixel coordinates.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
 
 from robot_model_deployer.bundle.dense_specs import SegmentationFormat
-from robot_model_deployer.bundle.manifest import DetectionSpec, Manifest, Task
-from robot_model_deployer.inference.postprocess import OutputSpecError, Prediction, label_for, non_max_suppression
+from robot_model_deployer.bundle.manifest import DetectionFormat, DetectionSpec, Manifest, Task
+from robot_model_deployer.inference.detection import Candidates, select
+from robot_model_deployer.inference.postprocess import OutputSpecError, Prediction, label_for
 from robot_model_deployer.inference.preprocess import ImageTransform
 
 DENSE_TASKS = frozenset({Task.SEGMENTATION, Task.INSTANCE_SEGMENTATION, Task.POSE})
@@ -33,6 +35,9 @@ def decode_dense(outputs: Sequence[np.ndarray], manifest: Manifest, labels: Sequ
     classes = rows.shape[1] - 4 - _extra_values(manifest)
     boxes, scores, class_ids, extras = _select(rows, classes, manifest.detection)
     image_boxes = transform.boxes_to_image(boxes, image_width, image_height)
+    # A box wholly in the letterbox padding (or cropped away) says nothing about the image.
+    inside = (image_boxes[:, 2] > image_boxes[:, 0]) & (image_boxes[:, 3] > image_boxes[:, 1])
+    scores, class_ids, extras, image_boxes = scores[inside], class_ids[inside], extras[inside], image_boxes[inside]
     names = tuple(label_for(int(i), labels) for i in class_ids)
     if manifest.task is Task.INSTANCE_SEGMENTATION:
         if len(outputs) < 2:
@@ -91,21 +96,12 @@ def _select(rows: np.ndarray, classes: int, spec: DetectionSpec) -> tuple[np.nda
     class_scores = rows[:, 4:4 + classes]
     class_ids = class_scores.argmax(axis=1).astype(np.int32)
     scores = class_scores[np.arange(len(rows)), class_ids]
-    kept = np.flatnonzero(scores >= spec.score_threshold)
-    centre, size = rows[kept, :2], rows[kept, 2:4]
-    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
-    scores, class_ids = scores[kept], class_ids[kept]
-    if spec.class_agnostic_nms:
-        keep = non_max_suppression(boxes, scores, spec.iou_threshold, spec.max_detections)
-    else:
-        # Offsetting by class would need a bound on box coordinates; per class needs none.
-        parts = [members[non_max_suppression(boxes[members], scores[members], spec.iou_threshold,
-                                             spec.max_detections)]
-                 for members in (np.flatnonzero(class_ids == c) for c in np.unique(class_ids))]
-        keep = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        keep = keep[np.lexsort((keep, -scores[keep]))][:spec.max_detections]
-    return (boxes[keep].astype(np.float32), scores[keep].astype(np.float32), class_ids[keep],
-            rows[kept[keep], 4 + classes:])
+    centre, size = rows[:, :2], rows[:, 2:4]
+    candidates = Candidates(np.concatenate([centre - size / 2, centre + size / 2], axis=1).astype(np.float32),
+                            scores.astype(np.float32), class_ids, np.arange(len(rows), dtype=np.int64))
+    # The rows are YOLOv8's whatever detection.format says: these tasks have one layout each.
+    kept = select(candidates, dataclasses.replace(spec, format=DetectionFormat.YOLOV8))
+    return kept.boxes, kept.scores, kept.class_ids, rows[kept.index, 4 + classes:]
 
 
 def sample_to_image(grid: np.ndarray, transform: ImageTransform, input_width: int, input_height: int,
@@ -131,7 +127,12 @@ def _grid_index(size: int, scale: float, offset: float, input_size: int, grid_si
 def instance_masks(coefficients: np.ndarray, protos: np.ndarray, image_boxes: np.ndarray, transform: ImageTransform,
                    input_width: int, input_height: int, image_width: int, image_height: int,
                    threshold: float) -> np.ndarray:
-    """(N, H, W) bool masks in image pixels: sigmoid(coefficients . protos), bilinear, inside each box only."""
+    """(N, H, W) bool masks in image pixels: sigmoid(coefficients . protos), bilinear, inside each box only.
+
+    Bilinear sampling is a linear map along each axis, so each box's patch is
+    two small matrix products (rows x protos x columns), never a full-image
+    array per object.
+    """
     protos = np.asarray(protos, dtype=np.float32)
     if protos.ndim != 4 or protos.shape[0] != 1 or protos.shape[1] != coefficients.shape[1]:
         raise OutputSpecError(f"mask protos must be [1, {coefficients.shape[1]}, H/4, W/4], got {list(protos.shape)}")
@@ -141,28 +142,31 @@ def instance_masks(coefficients: np.ndarray, protos: np.ndarray, image_boxes: np
         return masks
     logits = coefficients.astype(np.float32) @ protos[0].reshape(channels, -1)
     probabilities = (1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))).reshape(-1, proto_h, proto_w)
+    # Image pixel centres in proto coordinates, then each axis's bilinear weights.
+    px = ((np.arange(image_width) + 0.5) * transform.scale_x + transform.offset_x) * proto_w / input_width - 0.5
+    py = ((np.arange(image_height) + 0.5) * transform.scale_y + transform.offset_y) * proto_h / input_height - 0.5
+    columns, rows = _bilinear_weights(px, proto_w), _bilinear_weights(py, proto_h)
     for index, (x1, y1, x2, y2) in enumerate(image_boxes):
-        cols = np.arange(int(np.floor(x1)), int(np.ceil(x2)))
-        rows = np.arange(int(np.floor(y1)), int(np.ceil(y2)))
-        if not len(cols) or not len(rows):
+        x0, y0 = max(int(np.floor(x1)), 0), max(int(np.floor(y1)), 0)
+        x_end, y_end = min(int(np.ceil(x2)), image_width), min(int(np.ceil(y2)), image_height)
+        if x_end <= x0 or y_end <= y0:
             continue
-        px = ((cols + 0.5) * transform.scale_x + transform.offset_x) * proto_w / input_width - 0.5
-        py = ((rows + 0.5) * transform.scale_y + transform.offset_y) * proto_h / input_height - 0.5
-        patch = _bilinear(probabilities[index], py, px)
-        masks[index, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = patch > threshold
+        patch = rows[y0:y_end] @ probabilities[index] @ columns[x0:x_end].T
+        masks[index, y0:y_end, x0:x_end] = patch > threshold
     return masks
 
 
-def _bilinear(grid: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """``grid`` sampled at rows ``ys`` x columns ``xs`` (fractional grid coordinates, edges clamped)."""
-    height, width = grid.shape
-    ys, xs = np.clip(ys, 0, height - 1), np.clip(xs, 0, width - 1)
-    y0, x0 = np.floor(ys).astype(np.int64), np.floor(xs).astype(np.int64)
-    y1, x1 = np.minimum(y0 + 1, height - 1), np.minimum(x0 + 1, width - 1)
-    wy, wx = (ys - y0)[:, None], (xs - x0)[None, :]
-    top = grid[y0[:, None], x0[None, :]] * (1 - wx) + grid[y0[:, None], x1[None, :]] * wx
-    bottom = grid[y1[:, None], x0[None, :]] * (1 - wx) + grid[y1[:, None], x1[None, :]] * wx
-    return top * (1 - wy) + bottom * wy
+def _bilinear_weights(coordinates: np.ndarray, size: int) -> np.ndarray:
+    """(len(coordinates), size) weights that sample a grid axis of ``size`` at fractional coordinates (clamped)."""
+    clamped = np.clip(coordinates, 0, size - 1)
+    low = np.floor(clamped).astype(np.int64)
+    high = np.minimum(low + 1, size - 1)
+    fraction = (clamped - low).astype(np.float32)
+    weights = np.zeros((len(coordinates), size), np.float32)
+    positions = np.arange(len(coordinates))
+    np.add.at(weights, (positions, low), 1 - fraction)
+    np.add.at(weights, (positions, high), fraction)
+    return weights
 
 
 def keypoints_to_image(keypoints: np.ndarray, transform: ImageTransform, image_width: int,

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -114,8 +114,11 @@ class QuantizedModel:
 
 
 def quantize_model(model_path: str | Path, output_path: str | Path, calibration: Sequence[np.ndarray],
-                   input_name: str, config: QuantizationConfig) -> QuantizedModel:
+                   input_name: str, config: QuantizationConfig,
+                   extra_feeds: Mapping[str, np.ndarray] | None = None) -> QuantizedModel:
     """Quantize ``model_path`` into ``output_path`` (QDQ), calibrated on preprocessed tensors.
+
+    ``extra_feeds``: inputs fed beside the image on every run (RT-DETR's orig_target_sizes).
 
     ``calibration`` holds model-input tensors made by the bundle's own
     Preprocessor, so the ranges are the ones the robot will see. Scratch
@@ -147,7 +150,7 @@ def quantize_model(model_path: str | Path, output_path: str | Path, calibration:
 
             def get_next(self) -> dict[str, np.ndarray] | None:
                 tensor = next(self._items, None)
-                return None if tensor is None else {input_name: tensor}
+                return None if tensor is None else {input_name: tensor, **(extra_feeds or {})}
 
         activation, weight = _QUANT_TYPES[config.scheme]
         extra: dict[str, object] = {"ActivationSymmetric": config.symmetric_activations, "WeightSymmetric": True}

@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from robot_model_deployer.inference.postprocess import Prediction, box_iou
+from robot_model_deployer.inference.detection import box_iou
+from robot_model_deployer.inference.postprocess import Prediction
 
 # Objects of one class overlapping at least this much (box IoU, mask IoU) are the same object.
 MATCH_THRESHOLD = 0.5

@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 
 from robot_model_deployer.bundle.manifest import Task
-from robot_model_deployer.inference.postprocess import Prediction, box_iou
+from robot_model_deployer.inference.detection import box_iou
+from robot_model_deployer.inference.postprocess import Prediction
 from robot_model_deployer.validation.dense_metrics import (GateMeasure, TaskMeasure, Tally, instance_tally,
                                                            pose_tally, semantic_tally)
 

@@ -249,7 +249,7 @@ def malformed_manifest(tmp: Path, keys: Keys) -> Path:
 
 
 def manifest_bad_field(tmp: Path, keys: Keys) -> Path:
-    files = _files(**{MANIFEST_NAME: _manifest(task="segmentation")})
+    files = _files(**{MANIFEST_NAME: _manifest(task="semantic")})
     return write_tar(tmp / "bad-field.tar", standard_members(files, keys.private))
 
 

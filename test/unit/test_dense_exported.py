@@ -16,11 +16,13 @@ import pytest
 from bundle_helpers import Keys, make_keys, signed_tar
 from robot_model_deployer.bundle.errors import ModelCheckError
 from robot_model_deployer.bundle.loader import load_bundle_dir
+from robot_model_deployer.bundle.manifest import Task
 from robot_model_deployer.cli.main import main
 from robot_model_deployer.inference.engine import InferenceEngine
 from robot_model_deployer.inference.model_check import check_model
 from robot_model_deployer.testing.models import write_bundle
 from robot_model_deployer.testing.yolo_export import DrivenHead, export_yolo, require_ultralytics
+from robot_model_deployer.validation.metrics import labelled_score
 
 SIZE = 128
 COARSE = 32  # the coarsest stride: 4 x 4 driven boxes at 128
@@ -63,17 +65,20 @@ def tiles(image_width: int, image_height: int) -> list[list[float]]:
 
 
 def test_yolov8_seg_gives_one_mask_per_driven_box_inside_its_box(tmp_path: Path, exported) -> None:
+    """And FP32 agrees with itself: boxes in the letterbox padding once made identical outputs disagree."""
     served = engine(tmp_path, exported["seg"], manifest("instance_segmentation",
                                                         detection={"score_threshold": 0.5, "iou_threshold": 0.5}))
     image = np.random.default_rng(1).integers(0, 255, (96, 256, 3), dtype=np.uint8)
     prediction = served.infer(image)
     assert set(prediction.labels) == {"b"} and (prediction.scores > 0.99).all()
     got = sorted(map(tuple, np.round(prediction.boxes, 3).tolist()))
-    # Tiles wholly in the letterbox padding come back as zero-height boxes at the image's edge.
-    want = sorted(tuple(round(v, 3) for v in (box[0], min(max(box[1], 0), 96), box[2], max(min(box[3], 96), 0)))
-                  for box in tiles(256, 96))
+    # Tiles wholly in the letterbox padding say nothing about the image: they are dropped.
+    want = sorted(tuple(round(v, 3) for v in (box[0], max(box[1], 0), box[2], min(box[3], 96)))
+                  for box in tiles(256, 96) if box[3] > 0 and box[1] < 96)
     assert got == want
     assert prediction.masks.shape == (len(want), 96, 256) and prediction.masks.any()
+    again = served.infer(image)
+    assert labelled_score(Task.INSTANCE_SEGMENTATION, [again], [prediction]) == 1.0
     for box, mask in zip(prediction.boxes, prediction.masks):
         outside = mask.copy()
         outside[int(np.floor(box[1])):int(np.ceil(box[3])), int(np.floor(box[0])):int(np.ceil(box[2]))] = False
@@ -82,9 +87,10 @@ def test_yolov8_seg_gives_one_mask_per_driven_box_inside_its_box(tmp_path: Path,
 
 def test_yolov8_pose_gives_17_keypoints_per_box_in_image_pixels(tmp_path: Path, exported) -> None:
     served = engine(tmp_path, exported["pose"], manifest("pose", detection={"score_threshold": 0.5}))
-    image = np.random.default_rng(2).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    image = np.random.default_rng(2).integers(0, 255, (96, 128, 3), dtype=np.uint8)  # 16 rows of padding each side
     prediction = served.infer(image)
-    assert len(prediction.scores) == (SIZE // COARSE) ** 2
+    assert labelled_score(Task.POSE, [served.infer(image)], [prediction]) == 1.0
+    assert len(prediction.scores) == (SIZE // COARSE) ** 2  # every tile reaches into the image
     assert prediction.keypoints.shape == (len(prediction.scores), 17, 3)
     assert ((prediction.keypoints[..., :2] >= 0) & (prediction.keypoints[..., :2] <= SIZE)).all()
     assert ((prediction.keypoints[..., 2] >= 0) & (prediction.keypoints[..., 2] <= 1)).all()

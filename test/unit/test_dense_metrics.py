@@ -157,3 +157,13 @@ def test_gate_refuses_keypoints_that_moved(tmp_path: Path) -> None:
     assert not result.passed and result.keypoint_oks < 0.9
     assert "acceptance.min_keypoint_oks" in result.reason
     assert check_variant(Task.POSE, reference, reference, AcceptanceSpec()).keypoint_oks == 1.0
+
+
+def test_disagreement_samples_keep_keypoints_and_mask_sizes() -> None:
+    from robot_model_deployer.validation.samples import prediction_record
+
+    keypoints = np.array([[[2, 2, 1], [8, 8, 0.5]]], np.float32)
+    assert prediction_record(pose([[0, 0, 10, 10]], keypoints))["keypoints"] == [[[2, 2, 1], [8, 8, 0.5]]]
+    mask = np.zeros((8, 8), bool)
+    mask[:2, :3] = True
+    assert prediction_record(instances([[0, 0, 3, 2]], [mask]))["mask_pixels"] == [6]
