@@ -136,8 +136,11 @@ class InferenceEngine:
             return dataclasses.replace(dense, inference_ms=_ms_since(start))
         kept = select(self._decode(outputs), self.manifest.detection)
         boxes = transform.boxes_to_image(kept.boxes, image.shape[1], image.shape[0])
-        labels = tuple(label_for(int(i), self.labels) for i in kept.class_ids)
-        return Prediction(kept.class_ids, kept.scores, labels, boxes, inference_ms=_ms_since(start))
+        # A box wholly in the letterbox padding (or off the crop) clips to nothing: not a detection in the image.
+        inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        class_ids, scores, boxes = kept.class_ids[inside], kept.scores[inside], boxes[inside]
+        labels = tuple(label_for(int(i), self.labels) for i in class_ids)
+        return Prediction(class_ids, scores, labels, boxes, inference_ms=_ms_since(start))
 
     def candidates(self, image: np.ndarray,
                    pixel_format: PixelFormat = PixelFormat.RGB8) -> tuple[Candidates, ImageTransform]:

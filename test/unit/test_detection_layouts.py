@@ -166,3 +166,15 @@ def test_rtdetr_inputs_without_the_rtdetr_format_say_so(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError) as refused:
         InferenceEngine.from_bundle(load_bundle_dir(bundle(tmp_path, "rtdetr", "yolov8")))
     assert "like an RT-DETR / D-FINE export: set detection.format: rtdetr" in str(refused.value)
+
+
+def test_boxes_wholly_in_the_letterbox_padding_are_not_reported(tmp_path: Path) -> None:
+    # A white fill makes the padded cells score 1 in every channel; they lie outside the image.
+    manifest = manifest_for("yolov8")
+    manifest["input"] = {**manifest["input"], "letterbox_fill": 255}
+    root = write_bundle(tmp_path / "fill", model_for("yolov8"), manifest)
+    image = np.zeros((32, 64, 3), np.uint8)  # letterboxed into rows 16..48 of the 64x64 input
+    image[0:16, 0:16, 2] = 255
+    prediction = InferenceEngine.from_bundle(load_bundle_dir(root)).infer(image)
+    assert prediction.labels == ("blue",)
+    np.testing.assert_allclose(prediction.boxes, [[0, 0, 16, 16]], atol=1e-4)
