@@ -152,7 +152,7 @@ def test_yolo_detector_and_a_folder_become_a_bundle_that_deploys_and_gives_the_r
     """Driven head (every stride-32 cell one box of class 2): init, verify, ingest, the optimize gate, then the
     served boxes on 640x480 frames are those cells mapped back through Ultralytics' letterbox."""
     from robot_model_deployer.inference.engine import InferenceEngine
-    from test_ultralytics_layouts import tiled_cells
+    from test_ultralytics_layouts import sorted_rows, tiled_cells
 
     model = export_yolo(arch, 320, nc=3, head=DrivenHead(class_id=2))
     images = tmp_path / "images"
@@ -173,16 +173,17 @@ def test_yolo_detector_and_a_folder_become_a_bundle_that_deploys_and_gives_the_r
                                                            allow_unsigned=True)
     report = optimize_bundle(installed.bundle, CPU_ONLY, tmp_path / "out")
     assert report.variant(FP32_FALLBACK).accepted
-    engine = report.chosen_variant.artifact.open_engine(tmp_path / "out", installed.bundle.manifest,
-                                                        installed.bundle.labels, warmup_runs=1)
-    assert isinstance(engine, InferenceEngine)
     frame = np.asarray(Image.open(images / "0.jpg").convert("RGB"))
-    prediction = engine.infer(frame)
-    want = tiled_cells(640, 480, 320)  # cells in the letterbox padding clip to empty boxes at the edge
-    order = np.lexsort((prediction.boxes[:, 0], prediction.boxes[:, 1]))
-    expected_order = np.lexsort((want[:, 0], want[:, 1]))
-    assert set(prediction.labels) == {"2"}
-    np.testing.assert_allclose(prediction.boxes[order], want[expected_order], atol=1.0)
+    want = sorted_rows(tiled_cells(640, 480, 320))  # cells wholly in the letterbox padding are not reported
+    fp32 = InferenceEngine.from_bundle(installed.bundle, warmup_runs=1).infer(frame)
+    assert set(fp32.labels) == {"2"}
+    np.testing.assert_allclose(sorted_rows(fp32.boxes), want, atol=0.05)
+    chosen = report.chosen_variant
+    served = chosen.artifact.open_engine(tmp_path / "out", installed.bundle.manifest, installed.bundle.labels,
+                                         warmup_runs=1).infer(frame)
+    # The variant the gate chose (INT8 where it passed) keeps every box within a pixel or two.
+    assert set(served.labels) == {"2"}
+    np.testing.assert_allclose(sorted_rows(served.boxes), want, atol=2.5)
 
 
 def rmd_ok(argv: list[str]) -> bool:
