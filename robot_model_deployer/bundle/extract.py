@@ -25,6 +25,7 @@ from robot_model_deployer.bundle.errors import (BundleFormatError, IntegrityErro
                                                 bundle_error_from)
 from robot_model_deployer.bundle.filelist import (FILE_LIST_NAME, MAX_FILE_LIST_BYTES, SIGNATURE_NAME, FileList,
                                                   check_bundle_path, hash_stream, parse_file_list, walk_bundle_dir)
+from robot_model_deployer.bundle.image_lists import resolve_manifest_images
 from robot_model_deployer.bundle.loader import MAX_MANIFEST_BYTES
 from robot_model_deployer.bundle.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest
 from robot_model_deployer.bundle.safe_io import copy_checked, open_regular_file, read_regular_file, write_new_file
@@ -132,6 +133,9 @@ class BundleReader(ABC):
         except ManifestError as exc:
             raise BundleFormatError(str(exc)) from None
         listed = self.header.file_list.by_path()
+        manifest = resolve_manifest_images(manifest, listed,
+                                           lambda problem: BundleFormatError(f"{self.source}: {MANIFEST_NAME}: "
+                                                                             f"{problem}"))
         for relative in manifest.referenced_files():
             if relative not in listed:
                 raise IntegrityError(f"{MANIFEST_NAME} names {relative}, which {FILE_LIST_NAME} does not list; "

@@ -62,6 +62,10 @@ class FieldReader:
                 f"(misspelt, or written for a newer schema); known: {', '.join(sorted(self._seen))}"
             )
 
+    def given(self, key: str) -> bool:
+        """Whether the file sets ``key`` (to anything but null), for fields that only apply with others."""
+        return self._data.get(key) is not None
+
     def section(self, key: str, schema: type, required: bool = False) -> "FieldReader":
         """A reader for the nested mapping ``key`` (absent: an empty one, so all of ``schema``'s defaults)."""
         value = self._get(key, required)

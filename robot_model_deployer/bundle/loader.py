@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robot_model_deployer.bundle.errors import BundleError
+from robot_model_deployer.bundle.filelist import walk_bundle_dir
+from robot_model_deployer.bundle.image_lists import resolve_manifest_images
 from robot_model_deployer.bundle.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest
 
 MAX_MANIFEST_BYTES = 1 << 20
@@ -45,6 +47,7 @@ def load_bundle_dir(path: str | Path) -> BundleDir:
         raise BundleError(f"{manifest_path} is not UTF-8 text") from None
     except ManifestError as exc:
         raise BundleError(str(exc)) from None
+    manifest = _resolved_images(root, manifest, manifest_path)
     resolved_root = root.resolve()
     for relative in manifest.referenced_files():
         target = root / relative
@@ -63,3 +66,16 @@ def load_bundle_dir(path: str | Path) -> BundleDir:
         if not labels:
             raise BundleError(f"labels file {manifest.labels} is empty")
     return BundleDir(root=root, manifest=manifest, labels=labels)
+
+
+def _resolved_images(root: Path, manifest: Manifest, manifest_path: Path) -> Manifest:
+    """Folders and globs in the image lists resolved against the files under ``root``.
+
+    The directory is walked (symlinks and special files refused, names
+    checked as in an archive) only when an entry is not a plain file.
+    """
+    entries = manifest.calibration.images + manifest.validation.images
+    if all((root / entry).is_file() for entry in entries):
+        return manifest
+    return resolve_manifest_images(manifest, walk_bundle_dir(root),
+                                   lambda problem: BundleError(f"{manifest_path}: {problem}"))

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Mapping
 
+from robot_model_deployer.bundle.dense_specs import (InstanceSpec, PoseSpec, SegmentationSpec,
+                                                     instance_spec, pose_spec, segmentation_spec)
 from robot_model_deployer.bundle.fields import FieldReader
 from robot_model_deployer.bundle.semver import SemVer
 from robot_model_deployer.bundle.strict_yaml import StrictYamlError, load_strict_yaml
@@ -32,14 +34,47 @@ def is_model_name(text: str) -> bool:
 
 
 class Task(str, Enum):
+    """What a model says about an image; names follow Ultralytics' tasks (classify, detect, segment, pose).
+
+    ``segmentation`` is semantic (a class per pixel, DeepLabV3 style),
+    ``instance_segmentation`` a box and a mask per object (YOLOv8-seg),
+    ``pose`` a box and keypoints per object (YOLOv8-pose).
+    """
+
     CLASSIFICATION = "classification"
     DETECTION = "detection"
+    SEGMENTATION = "segmentation"
+    INSTANCE_SEGMENTATION = "instance_segmentation"
+    POSE = "pose"
 
 
 class ResizeMode(str, Enum):
     STRETCH = "stretch"
     LETTERBOX = "letterbox"
     CENTER_CROP = "center_crop"
+
+
+class LetterboxAlign(str, Enum):
+    """Where a letterboxed image sits: ``center`` pads both sides evenly (Ultralytics), ``top_left`` pads only
+    right and bottom (TF Object Detection's keep_aspect_ratio_resizer with pad_to_max_dimension)."""
+
+    CENTER = "center"
+    TOP_LEFT = "top_left"
+
+
+class Interpolation(str, Enum):
+    """The resampling a model was trained with; the same name means different pixels in different libraries.
+
+    ``pil_bilinear``: Pillow's bilinear, which antialiases when downscaling (torchvision's PIL transforms).
+    ``opencv_*``: ``cv2.resize`` with INTER_LINEAR (Ultralytics, most robot pipelines, close to TF's
+    bilinear without antialias), INTER_NEAREST, INTER_AREA or INTER_CUBIC.
+    """
+
+    PIL_BILINEAR = "pil_bilinear"
+    OPENCV_LINEAR = "opencv_linear"
+    OPENCV_NEAREST = "opencv_nearest"
+    OPENCV_AREA = "opencv_area"
+    OPENCV_CUBIC = "opencv_cubic"
 
 
 class ColorOrder(str, Enum):
@@ -99,9 +134,12 @@ class InputSpec:
     """How a camera image becomes the model's input tensor.
 
     Pixels are scaled by ``scale`` (after colour conversion), then
-    normalised per channel: ``(x * scale - mean) / std``. The mean and std
-    defaults are one neutral value per channel (read from a manifest, a
-    gray input gets one of each; built in code, it must pass its own).
+    normalised per channel: ``(x * scale - mean) / std``; a uint8 input gets
+    the resized pixels as they are. The mean and std defaults are one neutral
+    value per channel (read from a manifest, a gray input gets one of each;
+    built in code, it must pass its own). ``interpolation`` defaults to
+    Pillow's bilinear, what every bundle before the field was served with, so
+    an old bundle keeps its meaning; ``rmd bundle init`` writes the exporter's.
     """
 
     MEAN_PER_CHANNEL: ClassVar[float] = 0.0
@@ -118,6 +156,8 @@ class InputSpec:
     mean: tuple[float, ...] = (MEAN_PER_CHANNEL,) * 3
     std: tuple[float, ...] = (STD_PER_CHANNEL,) * 3
     letterbox_fill: int = 114
+    letterbox_align: LetterboxAlign = LetterboxAlign.CENTER
+    interpolation: Interpolation = Interpolation.PIL_BILINEAR
 
     def __post_init__(self) -> None:
         for name, values in (("mean", self.mean), ("std", self.std)):
@@ -191,7 +231,9 @@ class AcceptanceSpec:
 
     Two gates ask two questions. *Equivalence* (optimize stage): does an
     optimized variant still say what its own FP32 says? ``min_top1_agreement``,
-    ``min_detection_f1`` and ``max_score_drift`` are for it, strict. And the
+    ``min_detection_f1``, ``min_mask_iou`` (both segmentation tasks),
+    ``min_keypoint_oks`` (pose) and ``max_score_drift`` are for it, strict
+    (validation.metrics.TASK_MEASURES says which task uses which). And the
     FP32 model itself must reach ``min_accuracy`` against validation.expected
     (top-1 accuracy, or box F1 at IoU 0.5; 0: the bundle states none).
     *Promotion* (shadow stage): is the new version at least as good as the
@@ -236,6 +278,8 @@ class AcceptanceSpec:
     min_detection_f1: float = 0.95
     max_score_drift: float = 0.1
     min_accuracy: float = 0.0
+    min_mask_iou: float = 0.9
+    min_keypoint_oks: float = 0.9
     max_regression: float = 0.02
     min_live_agreement: float = 0.5
     max_distribution_ratio: float = 2.0
@@ -276,6 +320,9 @@ class Manifest:
     input: InputSpec
     classification: ClassificationSpec = field(default_factory=ClassificationSpec)
     detection: DetectionSpec = field(default_factory=DetectionSpec)
+    segmentation: SegmentationSpec = field(default_factory=SegmentationSpec)
+    instances: InstanceSpec = field(default_factory=InstanceSpec)
+    pose: PoseSpec = field(default_factory=PoseSpec)
     labels: str = ""
     description: str = ""
     calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
@@ -336,6 +383,9 @@ def manifest_from_dict(data: Mapping[str, Any], source: str = MANIFEST_NAME) -> 
         input=_input_spec(r.section("input", InputSpec, required=True)),
         classification=_classification_spec(r.section("classification", ClassificationSpec)),
         detection=_detection_spec(r.section("detection", DetectionSpec)),
+        segmentation=segmentation_spec(r.section("segmentation", SegmentationSpec)),
+        instances=instance_spec(r.section("instances", InstanceSpec)),
+        pose=pose_spec(r.section("pose", PoseSpec)),
         calibration=_calibration_spec(r.section("calibration", CalibrationSpec)),
         validation=_validation_spec(r.section("validation", ValidationSpec)),
         acceptance=_acceptance_spec(r.section("acceptance", AcceptanceSpec)),
@@ -351,18 +401,30 @@ def manifest_from_dict(data: Mapping[str, Any], source: str = MANIFEST_NAME) -> 
 def _input_spec(r: FieldReader) -> InputSpec:
     color = r.enum("color_order", ColorOrder)
     channels = InputSpec.channels_for(color)
+    resize = r.enum("resize", ResizeMode)
+    if resize is not ResizeMode.LETTERBOX and r.given("letterbox_align"):
+        raise r.error("letterbox_align", f"only applies to resize: letterbox (resize is {resize.value}); "
+                                         "drop it or set input.resize: letterbox")
+    dtype = r.enum("dtype", TensorType)
+    if dtype is TensorType.UINT8:
+        for key in ("scale", "mean", "std"):
+            if r.given(key):
+                raise r.error(key, "does not apply to dtype uint8 (the model gets the resized pixels as they "
+                                   "are); drop it, or set input.dtype to the model's float type")
     spec = InputSpec(
         width=r.integer("width", required=True, minimum=1, maximum=8192),
         height=r.integer("height", required=True, minimum=1, maximum=8192),
         name=r.string("name"),
-        resize=r.enum("resize", ResizeMode),
+        resize=resize,
         color_order=color,
         layout=r.enum("layout", Layout),
-        dtype=r.enum("dtype", TensorType),
+        dtype=dtype,
         scale=r.number("scale", minimum=0.0, exclusive_minimum=True),
         mean=r.numbers("mean", length=channels, default=(InputSpec.MEAN_PER_CHANNEL,) * channels),
         std=r.numbers("std", length=channels, positive=True, default=(InputSpec.STD_PER_CHANNEL,) * channels),
         letterbox_fill=r.integer("letterbox_fill", minimum=0, maximum=255),
+        letterbox_align=r.enum("letterbox_align", LetterboxAlign),
+        interpolation=r.enum("interpolation", Interpolation),
     )
     r.reject_unknown()
     return spec
@@ -412,6 +474,8 @@ def _acceptance_spec(r: FieldReader) -> AcceptanceSpec:
         min_detection_f1=r.number("min_detection_f1", minimum=0.0, maximum=1.0),
         max_score_drift=r.number("max_score_drift", minimum=0.0, maximum=1.0),
         min_accuracy=r.number("min_accuracy", minimum=0.0, maximum=1.0),
+        min_mask_iou=r.number("min_mask_iou", minimum=0.0, maximum=1.0),
+        min_keypoint_oks=r.number("min_keypoint_oks", minimum=0.0, maximum=1.0),
         max_regression=r.number("max_regression", minimum=0.0, maximum=1.0),
         min_live_agreement=r.number("min_live_agreement", minimum=0.0, maximum=1.0),
         max_distribution_ratio=r.number("max_distribution_ratio", minimum=1.0),

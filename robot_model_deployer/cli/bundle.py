@@ -1,10 +1,13 @@
-"""``rmd bundle``: create, sign, verify and inspect bundle files."""
+"""``rmd bundle``: init, create, sign, verify and inspect bundle files; recompute expected outputs."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
+from robot_model_deployer.authoring.expected import recompute_expected
+from robot_model_deployer.authoring.init import init_bundle
+from robot_model_deployer.authoring.manifest_text import CHOICE
 from robot_model_deployer.bundle.extract import inspect_bundle
 from robot_model_deployer.bundle.pack import create_bundle, sign_bundle
 from robot_model_deployer.bundle.signing import TrustStore
@@ -39,6 +42,25 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     verify.add_argument("--check-timeout", type=float, default=MODEL_CHECK_LIMITS.seconds, metavar="SECONDS",
                         help="time the model check may take to load and run the model (default: %(default)s)")
     verify.set_defaults(run=_verify)
+
+    init = verbs.add_parser("init", help="write a bundle directory from an ONNX file and a folder of images")
+    init.add_argument("model", type=Path, help="the ONNX file (Ultralytics, torchvision-style, TF exports, ...)")
+    init.add_argument("--images", type=Path, required=True, help="folder of images, split into calibration and "
+                      "validation sets")
+    init.add_argument("--labels", type=Path, help="class names, one per line (default: the model's metadata)")
+    init.add_argument("--truth", type=Path, help="ground truth: YAML/JSON mapping image paths (relative to "
+                      "--images) to the validation.expected format; default: the model's own FP32 outputs")
+    init.add_argument("-o", "--output", type=Path, required=True, help="bundle directory to create (must not exist)")
+    init.add_argument("--name", help="model name (default: from the model's file name)")
+    init.add_argument("--version", default="0.1.0", help="bundle version (default: %(default)s)")
+    init.add_argument("--calibration", type=int, default=32, metavar="N", help="calibration images (default: %(default)s)")
+    init.add_argument("--validation", type=int, default=100, metavar="N", help="validation images (default: %(default)s)")
+    init.set_defaults(run=_init)
+
+    expected = verbs.add_parser("expected", help="recompute a bundle directory's validation.expected and files.json")
+    expected.add_argument("directory", type=Path, help="bundle directory")
+    expected.add_argument("--truth", type=Path, help="ground truth by bundle path (default: FP32 outputs)")
+    expected.set_defaults(run=_expected)
 
     inspect = verbs.add_parser("inspect", help="show manifest, files and signer key (checks the files, not the signature)")
     inspect.add_argument("bundle", type=Path)
@@ -75,6 +97,26 @@ def _verify(args: argparse.Namespace) -> int:
     signer = f"signed by trusted key {verified.key_id}" if verified.signed else "UNSIGNED"
     print(f"OK {manifest.name} {manifest.version} ({manifest.task.value}): {len(verified.file_list.files)} files, "
           f"{verified.file_list.total_size} bytes, {signer}, model loads")
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    result = init_bundle(model=args.model, images=args.images, out=args.output, labels=args.labels, truth=args.truth,
+                         name=args.name, version=args.version, calibration=args.calibration,
+                         validation=args.validation)
+    source = "ground truth" if result.expected_from_truth else "FP32 outputs"
+    print(f"wrote {result.root}: {result.draft.task.value}, {result.draft.export}; {result.calibration} calibration "
+          f"and {result.validation} validation images, expected outputs from {source}")
+    guessed = f"{', '.join(result.choices)} and the thresholds" if result.choices else "the thresholds"
+    print(f"check the lines marked {CHOICE} in {result.root / 'manifest.yaml'} ({guessed}); then "
+          f"rmd bundle create {result.root} -o BUNDLE.tar")
+    return 0
+
+
+def _expected(args: argparse.Namespace) -> int:
+    path, images, unsigned = recompute_expected(args.directory, args.truth)
+    print(f"wrote {path} for {images} validation images and rewrote files.json"
+          + ("; the old signature.json was removed (it signed the old files.json)" if unsigned else ""))
     return 0
 
 

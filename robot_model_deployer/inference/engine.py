@@ -1,6 +1,7 @@
 """An ONNX Runtime session wrapped with the bundle's pre- and post-processing."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -10,7 +11,9 @@ import onnxruntime as ort
 
 from robot_model_deployer.bundle.loader import BundleDir
 from robot_model_deployer.bundle.manifest import DetectionFormat, Manifest, Task, TensorType
+from robot_model_deployer.inference.dense import DENSE_TASKS, decode_dense
 from robot_model_deployer.inference.detection import Candidates, decode_detections, output_order, select
+from robot_model_deployer.inference.layout_check import LayoutMismatch, check_dense_layout
 from robot_model_deployer.inference.layouts import ORIG_TARGET_SIZES, Guess, detection_mismatch, guess_layout
 from robot_model_deployer.inference.postprocess import OutputSpecError, Prediction, classify, label_for
 from robot_model_deployer.inference.preprocess import PixelFormat, Preprocessor
@@ -29,6 +32,17 @@ class ModelLoadError(ValueError):
     def __init__(self, message: str, section: str = "input") -> None:
         super().__init__(message)
         self.section = section
+
+
+class OutputLayoutError(ModelLoadError):
+    """The model's outputs do not fit the declared layout; the message names the manifest field to fix."""
+
+
+# The manifest section (and its field naming an output) that each non-detection task reads its outputs by.
+_OUTPUT_FIELDS = {Task.CLASSIFICATION: ("classification", "output_name"),
+                  Task.SEGMENTATION: ("segmentation", "output_name"),
+                  Task.INSTANCE_SEGMENTATION: ("instances", "protos_output"),
+                  Task.POSE: ("pose", "")}
 
 
 class ModelSession(Protocol):
@@ -117,6 +131,9 @@ class InferenceEngine:
         if self.manifest.task is Task.CLASSIFICATION:
             top = classify(outputs[0], self.manifest.classification, self.labels)
             return Prediction(top.class_ids, top.scores, top.labels, inference_ms=_ms_since(start))
+        if self.manifest.task in DENSE_TASKS:
+            dense = decode_dense(outputs, self.manifest, self.labels, transform, image.shape[1], image.shape[0])
+            return dataclasses.replace(dense, inference_ms=_ms_since(start))
         kept = select(self._decode(outputs), self.manifest.detection)
         boxes = transform.boxes_to_image(kept.boxes, image.shape[1], image.shape[0])
         # A box wholly in the letterbox padding (or off the crop) clips to nothing: not a detection in the image.
@@ -144,6 +161,8 @@ class InferenceEngine:
             self._check_layout(self._run(self._preprocess(frame, PixelFormat.RGB8)[0]))
             for _ in range(max(1, runs)):
                 self.infer(frame)
+        except LayoutMismatch as exc:
+            raise OutputLayoutError(f"{self.model_path.name}: {exc}", _OUTPUT_FIELDS[self.manifest.task][0]) from None
         except OutputSpecError as exc:
             raise ModelLoadError(f"{self.model_path.name}: {exc}", exc.section) from None
         except ModelLoadError:
@@ -158,6 +177,9 @@ class InferenceEngine:
         shapes = [(name, tuple(np.shape(o))) for name, o in zip(self._outputs, outputs)]
         classes = len(self.labels) if self.labels else None
         self.layout_guess = guess_layout(inputs, shapes, spec.width, spec.height, classes)
+        if self.manifest.task in DENSE_TASKS:
+            check_dense_layout(self.manifest, outputs, self.labels)
+            return
         if self.manifest.task is Task.DETECTION:
             mismatch = detection_mismatch(self.manifest.detection, inputs, shapes, spec.width, spec.height,
                                           classes, self.manifest.labels)
@@ -226,13 +248,18 @@ class InferenceEngine:
 
     def _output_names(self) -> list[str]:
         names = [o.name for o in self.session.get_outputs()]
-        if self.manifest.task is Task.DETECTION:
+        task = self.manifest.task
+        if task is Task.DETECTION:
             return output_order(self.manifest.detection, names)
-        output = self.manifest.classification.output_name
+        section, field = _OUTPUT_FIELDS[task]
+        output = getattr(getattr(self.manifest, section), field) if field else ""
         if output and output not in names:
-            raise ModelLoadError(f"model has no output named '{output}' (classification.output_name; it has "
-                                 f"{', '.join(names)})", "classification")
-        return ([output] if output else []) + [n for n in names if n != output]
+            raise ModelLoadError(f"model has no output named '{output}' ({section}.{field}; it has "
+                                 f"{', '.join(names)})", section)
+        others = [n for n in names if n != output]
+        if task is Task.INSTANCE_SEGMENTATION and output:
+            return others[:1] + [output] + others[1:]  # the protos go second, after the detections
+        return ([output] if output else []) + others
 
 
 def _ms_since(start: float) -> float:

@@ -20,7 +20,7 @@ from robot_model_deployer.bundle.errors import BundleError, BundleFormatError, M
 from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
 from robot_model_deployer.bundle.manifest import DetectionFormat, Task
 from robot_model_deployer.bundle.text import one_line
-from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
+from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError, OutputLayoutError
 from robot_model_deployer.isolation.child import ChildError, ChildFailure, ChildLimits, run_in_child
 
 MODEL_CHECK_LIMITS = ChildLimits(memory_mb=2048, seconds=60.0)
@@ -67,6 +67,8 @@ def check_model(root: str | Path) -> None:
         engine = InferenceEngine.from_bundle(bundle, warmup_runs=1)
         if bundle.manifest.task is Task.DETECTION:
             check_detector_values(engine, bundle)
+    except OutputLayoutError as exc:  # its message names the manifest field to fix
+        raise ModelCheckError(f"model check failed: {exc}; fix it and rebuild the bundle") from None
     except ModelLoadError as exc:
         raise ModelCheckError(f"model check failed: {exc}; fix the model or the manifest's {exc.section} section "
                               "and rebuild the bundle") from None

@@ -15,7 +15,11 @@ class Prediction:
 
     Classification: top-k entries, best first, ``boxes`` empty.
     Detection: one entry per box, ``boxes`` is (N, 4) x1, y1, x2, y2 in
-    image pixels.
+    image pixels. Instance segmentation adds ``masks``, (N, H, W) bool in
+    image pixels; pose adds ``keypoints``, (N, K, 3) x, y in image pixels and
+    a visibility score. Semantic segmentation: ``label_image`` (H, W) uint16
+    class ids in image pixels, and one entry per class present (its share of
+    the pixels as score, no boxes).
     """
 
     class_ids: np.ndarray
@@ -23,9 +27,13 @@ class Prediction:
     labels: tuple[str, ...]
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     inference_ms: float = 0.0
+    masks: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), bool))
+    label_image: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.uint16))
+    keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 3), np.float32))
 
     def is_finite(self) -> bool:
-        return bool(np.isfinite(self.scores).all() and np.isfinite(self.boxes).all())
+        return bool(np.isfinite(self.scores).all() and np.isfinite(self.boxes).all()
+                    and np.isfinite(self.keypoints).all())
 
 
 class OutputSpecError(ValueError):

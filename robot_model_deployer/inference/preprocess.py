@@ -7,7 +7,9 @@ from enum import Enum
 import numpy as np
 from PIL import Image
 
-from robot_model_deployer.bundle.manifest import ColorOrder, InputSpec, Layout, ResizeMode, TensorType
+from robot_model_deployer.bundle.manifest import (ColorOrder, InputSpec, Interpolation, Layout, LetterboxAlign,
+                                                  ResizeMode, TensorType)
+from robot_model_deployer.inference.opencv import cv2
 
 
 class PixelFormat(str, Enum):
@@ -43,18 +45,32 @@ class ImageTransform:
 
 
 _NUMPY_DTYPES = {TensorType.FLOAT32: np.float32, TensorType.FLOAT16: np.float16, TensorType.UINT8: np.uint8}
-_GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_OPENCV_FLAGS = {Interpolation.OPENCV_LINEAR: cv2.INTER_LINEAR, Interpolation.OPENCV_NEAREST: cv2.INTER_NEAREST,
+                 Interpolation.OPENCV_AREA: cv2.INTER_AREA, Interpolation.OPENCV_CUBIC: cv2.INTER_CUBIC}
+# (camera pixel format, wanted colour order) -> cv2.cvtColor code; absent: the pixels are already in order.
+_COLOR_CODES = {
+    (PixelFormat.RGB8, ColorOrder.BGR): cv2.COLOR_RGB2BGR, (PixelFormat.BGR8, ColorOrder.RGB): cv2.COLOR_BGR2RGB,
+    (PixelFormat.RGB8, ColorOrder.GRAY): cv2.COLOR_RGB2GRAY, (PixelFormat.BGR8, ColorOrder.GRAY): cv2.COLOR_BGR2GRAY,
+    (PixelFormat.MONO8, ColorOrder.RGB): cv2.COLOR_GRAY2RGB, (PixelFormat.MONO8, ColorOrder.BGR): cv2.COLOR_GRAY2BGR,
+}
 
 
 class Preprocessor:
-    """Resizes, converts colour, normalises and lays out one image."""
+    """Resizes, converts colour, normalises and lays out one image.
+
+    Colour conversion and resizing are OpenCV's (Pillow's bilinear only when
+    the manifest asks for it); normalisation writes straight into the
+    output layout, so a frame is copied as few times as possible.
+    """
 
     def __init__(self, spec: InputSpec) -> None:
         self.spec = spec
         channels = spec.channels
-        std = np.asarray(spec.std, dtype=np.float32).reshape(1, 1, channels)
+        std = np.asarray(spec.std, dtype=np.float32)
         self._multiplier = (np.float32(spec.scale) / std).astype(np.float32)
-        self._bias = (np.asarray(spec.mean, dtype=np.float32).reshape(1, 1, channels) / std).astype(np.float32)
+        self._bias = (np.asarray(spec.mean, dtype=np.float32) / std).astype(np.float32)
+        if spec.layout is Layout.NCHW:
+            self._multiplier, self._bias = self._multiplier.reshape(channels, 1, 1), self._bias.reshape(channels, 1, 1)
         self._dtype = _NUMPY_DTYPES[spec.dtype]
 
     def __call__(self, image: np.ndarray, pixel_format: PixelFormat) -> tuple[np.ndarray, ImageTransform]:
@@ -71,22 +87,16 @@ class Preprocessor:
                 f"pixel format {pixel_format.value} needs {channels} channel(s) "
                 f"({'HxW or HxWx1' if channels == 1 else 'HxWx3'}), got an image of shape {image.shape}"
             )
-        image = self._convert_color(image, pixel_format)
+        image = self._convert_color(np.ascontiguousarray(image), pixel_format)
         resized, transform = self._resize(image)
-        tensor = self._normalise(resized)
-        if self.spec.layout is Layout.NCHW:
-            tensor = tensor.transpose(2, 0, 1)
-        return np.ascontiguousarray(tensor[None]), transform
+        return self._tensor(resized), transform
 
     def _convert_color(self, image: np.ndarray, pixel_format: PixelFormat) -> np.ndarray:
-        want = self.spec.color_order
-        if pixel_format is PixelFormat.MONO8:
-            return image if want is ColorOrder.GRAY else np.repeat(image[:, :, :1], 3, axis=2)
-        if want is ColorOrder.GRAY:
-            rgb = image if pixel_format is PixelFormat.RGB8 else image[:, :, ::-1]
-            return (rgb.astype(np.float32) @ _GRAY_WEIGHTS).round().astype(np.uint8)[:, :, None]
-        same_order = (pixel_format is PixelFormat.RGB8) == (want is ColorOrder.RGB)
-        return image if same_order else image[:, :, ::-1]
+        code = _COLOR_CODES.get((pixel_format, self.spec.color_order))
+        if code is None:
+            return image
+        converted = cv2.cvtColor(image, code)
+        return converted[:, :, None] if converted.ndim == 2 else converted
 
     def _resize(self, image: np.ndarray) -> tuple[np.ndarray, ImageTransform]:
         height, width = image.shape[:2]
@@ -94,30 +104,44 @@ class Preprocessor:
         mode = self.spec.resize
         if mode is ResizeMode.STRETCH:
             sx, sy = target_w / width, target_h / height
-            return _resize(image, target_w, target_h), ImageTransform(sx, sy, 0.0, 0.0)
+            return self._resized(image, target_w, target_h), ImageTransform(sx, sy, 0.0, 0.0)
         if mode is ResizeMode.LETTERBOX:
             scale = min(target_w / width, target_h / height)
             new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-            pad_x, pad_y = (target_w - new_w) // 2, (target_h - new_h) // 2
-            canvas = np.full((target_h, target_w, image.shape[2]), self.spec.letterbox_fill, dtype=np.uint8)
-            canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = _resize(image, new_w, new_h)
+            if self.spec.letterbox_align is LetterboxAlign.CENTER:
+                pad_x, pad_y = (target_w - new_w) // 2, (target_h - new_h) // 2
+            else:
+                pad_x = pad_y = 0
+            fill = (self.spec.letterbox_fill,) * 4
+            canvas = cv2.copyMakeBorder(self._resized(image, new_w, new_h), pad_y, target_h - new_h - pad_y, pad_x,
+                                        target_w - new_w - pad_x, cv2.BORDER_CONSTANT, value=fill)
+            if canvas.ndim == 2:
+                canvas = canvas[:, :, None]
             return canvas, ImageTransform(new_w / width, new_h / height, float(pad_x), float(pad_y))
         scale = max(target_w / width, target_h / height)
         new_w, new_h = max(target_w, round(width * scale)), max(target_h, round(height * scale))
         crop_x, crop_y = (new_w - target_w) // 2, (new_h - target_h) // 2
-        resized = _resize(image, new_w, new_h)[crop_y:crop_y + target_h, crop_x:crop_x + target_w]
+        resized = self._resized(image, new_w, new_h)[crop_y:crop_y + target_h, crop_x:crop_x + target_w]
         return resized, ImageTransform(new_w / width, new_h / height, float(-crop_x), float(-crop_y))
 
-    def _normalise(self, image: np.ndarray) -> np.ndarray:
-        if self._dtype is np.uint8:
+    def _resized(self, image: np.ndarray, width: int, height: int) -> np.ndarray:
+        if image.shape[1] == width and image.shape[0] == height:
             return image
-        normalised = image.astype(np.float32) * self._multiplier - self._bias
-        return normalised.astype(self._dtype, copy=False)
+        interpolation = self.spec.interpolation
+        if interpolation is Interpolation.PIL_BILINEAR:
+            plane = image[:, :, 0] if image.shape[2] == 1 else image
+            resized = np.asarray(Image.fromarray(plane).resize((width, height), Image.BILINEAR))
+        else:
+            resized = cv2.resize(image, (width, height), interpolation=_OPENCV_FLAGS[interpolation])
+        return resized[:, :, None] if resized.ndim == 2 else resized
 
-
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    if image.shape[1] == width and image.shape[0] == height:
-        return image
-    if image.shape[2] == 1:
-        return np.asarray(Image.fromarray(image[:, :, 0]).resize((width, height), Image.BILINEAR))[:, :, None]
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    def _tensor(self, pixels: np.ndarray) -> np.ndarray:
+        """The HxWxC pixels as a batch of one in the model's layout and dtype, normalised unless uint8."""
+        if self.spec.layout is Layout.NCHW:
+            pixels = pixels.transpose(2, 0, 1)
+        if self._dtype is np.uint8:
+            return np.ascontiguousarray(pixels[None])
+        tensor = np.empty((1, *pixels.shape), dtype=np.float32)
+        np.multiply(pixels, self._multiplier, out=tensor[0])
+        np.subtract(tensor[0], self._bias, out=tensor[0])
+        return tensor if self._dtype is np.float32 else tensor.astype(self._dtype)

@@ -3,8 +3,11 @@
 configure  = load the bundle in ``model_dir`` (its fastest optimized variant
              in ``artifacts_dir`` when set) and warm the model up
 activate   = publish an InferenceResult for every image on ``results``, or
-             an InferenceError on ``inference_errors`` when the frame fails
-             (and vision_msgs where installed: nodes/vision_publishers.py)
+             an InferenceError on ``inference_errors`` when the frame fails;
+             segmentation, instance segmentation and pose models also
+             publish their task's topic (nodes.task_outputs: ``segmentation``,
+             ``instances``, ``keypoints``), and vision_msgs where installed
+             (nodes/vision_publishers.py)
 deactivate = stop publishing (the model stays loaded: a warm standby)
 cleanup    = release the model
 
@@ -31,6 +34,7 @@ from robot_model_deployer.nodes.conversions import UnsupportedImageError, image_
 from robot_model_deployer.nodes.model_lifecycle import ModelLifecycleNode
 from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
+from robot_model_deployer.nodes.task_outputs import TaskOutputs
 from robot_model_deployer.nodes.vision_publishers import VisionPublishers, vision_msgs_usable
 
 IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
@@ -69,6 +73,7 @@ class PerceptionNode(ModelLifecycleNode):
         self._engine: InferenceEngine | None = None
         self._publisher = None
         self._error_publisher = None
+        self._task_outputs: TaskOutputs | None = None
         self._subscription = None
         self._vision: VisionPublishers | None = None
         wants_vision = self._settings["publish_vision_msgs"] or self._settings["publish_label_info"]
@@ -101,6 +106,7 @@ class PerceptionNode(ModelLifecycleNode):
             self._vision = VisionPublishers(self, manifest, self._engine.labels,
                                             results=self._settings["publish_vision_msgs"],
                                             label_info=self._settings["publish_label_info"])
+        self._task_outputs = TaskOutputs(self, manifest, self._engine.labels)
         self._subscription = self.create_subscription(Image, "image", self._on_image, self._image_qos())
         return super().on_configure(state)
 
@@ -139,6 +145,7 @@ class PerceptionNode(ModelLifecycleNode):
             prediction, msg.header, manifest.name, str(manifest.version), manifest.task.value, self.get_name()))
         if self._vision is not None:
             self._vision.publish(prediction, msg.header)
+        self._task_outputs.publish(prediction, msg.header)
 
     def _report_error(self, msg: Image, engine: InferenceEngine, text: str) -> None:
         """Log (throttled) and publish the failure, so that probation counts it against the model."""
@@ -170,6 +177,9 @@ class PerceptionNode(ModelLifecycleNode):
         if self._vision is not None:
             self._vision.release()
             self._vision = None
+        if self._task_outputs is not None:
+            self._task_outputs.release()
+            self._task_outputs = None
         self._engine = None
 
 

@@ -4,8 +4,10 @@ configure  = load the candidate in ``model_dir`` / ``artifacts_dir`` and the
              live model in ``reference_model_dir`` / ``reference_artifacts_dir``
              (all set by the manager)
 activate   = compare: run the candidate on camera frames, pair its results
-             with the live node's ``results`` by image stamp, publish
-             ``~/report`` (ShadowReport) every ``report_period`` seconds
+             with the live node's ``results`` by image stamp (for
+             segmentation and pose tasks with the live node's task topic,
+             see nodes.task_outputs), publish ``~/report`` (ShadowReport)
+             every ``report_period`` seconds
 deactivate = stop comparing; cleanup = release both models
 
 It keeps off the live path's CPU: it runs in its own process, on at most
@@ -57,6 +59,7 @@ from robot_model_deployer.nodes.conversions import (image_to_array, result_to_pr
 from robot_model_deployer.nodes.model_lifecycle import ModelLifecycleNode
 from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
+from robot_model_deployer.nodes.task_outputs import TASK_TOPICS, LiveJoin, TaskTopic
 from robot_model_deployer.validation.frame_schedule import FrameRun, FrameSchedule, ScheduledFrame, Step
 from robot_model_deployer.validation.labelled import compare_on_labelled, has_labelled_set
 from robot_model_deployer.validation.samples import DEFAULT_MAX_SAMPLES, write_sample
@@ -106,6 +109,8 @@ class ShadowNode(ModelLifecycleNode):
         self._frame_ready = threading.Condition(self._lock)
         self._worker: threading.Thread | None = None
         self._inputs: list[Any] = []
+        self._live_join: LiveJoin | None = None
+        self._live_topic: TaskTopic | None = None
         self._report_timer = None
         self._report_publisher = None
         self._labelled_bundles: dict[LabelledSource, BundleDir] = {}
@@ -138,6 +143,10 @@ class ShadowNode(ModelLifecycleNode):
             self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data, raw=True),
             self.create_subscription(InferenceResult, "results", self._on_live_result, 50),
         ]
+        detail = self._live_topic = TASK_TOPICS.get(manifest.task)
+        self._live_join = LiveJoin() if detail is not None else None
+        if detail is not None:  # the live prediction is on the task's topic, its latency in results
+            self._inputs.append(self.create_subscription(detail.message, detail.topic, self._on_live_detail, 50))
         self._report_timer = self.create_timer(self.get_parameter("report_period").value, self._publish_report)
         self._worker = threading.Thread(target=self._run_models, name="shadow-candidate", daemon=True)
         self._worker.start()
@@ -178,13 +187,36 @@ class ShadowNode(ModelLifecycleNode):
                 self._follow(self._schedule.on_image(stamp, data))
 
     def _on_live_result(self, msg: InferenceResult) -> None:
-        prediction = result_to_prediction(msg)
         stamp = stamp_ns(msg.header.stamp)
+        if self._live_join is not None:
+            with self._lock:
+                self._on_live(stamp, self._live_join.add_latency(stamp, msg.inference_ms))
+            return
+        prediction = result_to_prediction(msg)
         with self._lock:
-            if self._schedule is None or not self._schedule.active:
-                return
-            self._comparator.add_live(stamp, prediction, self._now(), msg.inference_ms)
-            self._follow(self._schedule.on_live_answer(stamp))
+            self._on_live(stamp, (prediction, msg.inference_ms))
+
+    def _on_live_detail(self, msg: Any) -> None:
+        stamp, topic = stamp_ns(msg.header.stamp), self._live_topic
+        if topic is None:
+            return
+        try:
+            prediction = topic.to_prediction(msg)
+        except ValueError as exc:  # a malformed live message is skipped, like a frame the live node missed
+            self.get_logger().warning(f"cannot read the live model's {type(msg).__name__}: {exc}",
+                                      throttle_duration_sec=10.0)
+            return
+        with self._lock:
+            if self._live_join is not None:
+                self._on_live(stamp, self._live_join.add_prediction(stamp, prediction))
+
+    def _on_live(self, stamp: int, paired: tuple | None) -> None:
+        """With the lock held: the live model's whole answer for one frame (None: half of it so far)."""
+        if paired is None or self._schedule is None or not self._schedule.active:
+            return
+        prediction, latency_ms = paired
+        self._comparator.add_live(stamp, prediction, self._now(), latency_ms)
+        self._follow(self._schedule.on_live_answer(stamp))
 
     def _follow(self, step: Step[bytes]) -> None:
         """With the lock held: count what the schedule dropped, hand the worker what it says to run."""

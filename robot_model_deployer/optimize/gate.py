@@ -2,7 +2,10 @@
 
 Classification: top-1 agreement with FP32 over the bundle's validation
 images. Detection: matched-box F1 at IoU 0.5 against FP32 and the mean
-score drift of the matched boxes. Thresholds come from the manifest's
+score drift of the matched boxes. Segmentation: mean mask IoU; instance
+segmentation: mask IoU of matched instances; pose: OKS of matched objects
+(validation.metrics.TASK_MEASURES is the one table of which task is judged
+how). Thresholds come from the manifest's
 ``acceptance`` section (its defaults when absent). When the bundle ships
 expected outputs, the variant must also not do worse against them than
 FP32 does, by more than the same tolerance.
@@ -18,12 +21,18 @@ from typing import Sequence
 
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Task
 from robot_model_deployer.inference.postprocess import Prediction
-from robot_model_deployer.validation.metrics import IOU_THRESHOLD, detection_agreement, labelled_score, top1_agreement
+from robot_model_deployer.validation.dense_metrics import GateMeasure
+from robot_model_deployer.validation.metrics import IOU_THRESHOLD, detection_agreement, labelled_score, measure_for
 
 
 @dataclass(frozen=True)
 class GateResult:
-    """What the gate measured and decided; ``reason`` says why a variant was refused."""
+    """What the gate measured and decided; ``reason`` says why a variant was refused.
+
+    The measure of the task (validation.metrics.TASK_MEASURES) fills its own
+    field: top1_agreement, detection_f1 (with score_drift), mask_iou or
+    keypoint_oks.
+    """
 
     passed: bool
     top1_agreement: float | None = None
@@ -31,6 +40,12 @@ class GateResult:
     score_drift: float | None = None
     expected_agreement: float | None = None
     reason: str = ""
+    mask_iou: float | None = None
+    keypoint_oks: float | None = None
+
+
+_RESULT_FIELDS = {GateMeasure.TOP1: "top1_agreement", GateMeasure.BOX_F1: "detection_f1",
+                  GateMeasure.MASK_IOU: "mask_iou", GateMeasure.KEYPOINT_OKS: "keypoint_oks"}
 
 
 def check_reference(task: Task, references: Sequence[Prediction], images: Sequence[str],
@@ -47,7 +62,7 @@ def check_reference(task: Task, references: Sequence[Prediction], images: Sequen
         return "", None
     score = labelled_score(task, references, expected)
     if score < acceptance.min_accuracy:
-        measure = "top-1 accuracy" if task is Task.CLASSIFICATION else f"box F1 at IoU {IOU_THRESHOLD:g}"
+        measure = "top-1 accuracy" if task is Task.CLASSIFICATION else measure_for(task).name
         return (f"the model's own FP32 {measure} against validation.expected is {score:.3f}, below the "
                 f"{acceptance.min_accuracy:.3f} its bundle states (acceptance.min_accuracy)"), score
     return "", score
@@ -55,39 +70,28 @@ def check_reference(task: Task, references: Sequence[Prediction], images: Sequen
 
 def check_variant(task: Task, candidates: Sequence[Prediction], references: Sequence[Prediction],
                   acceptance: AcceptanceSpec, expected: Sequence[Prediction] | None = None) -> GateResult:
-    """Compare a variant's predictions with FP32's on the same images."""
+    """Compare a variant's predictions with FP32's on the same images, in the task's measure."""
     if not references:
         return GateResult(False, reason="no validation images: add validation.images to the bundle manifest")
     if any(not p.is_finite() for p in candidates):
         return GateResult(False, reason="variant produced NaN or infinite outputs")
-    if task is Task.CLASSIFICATION:
-        agreement = top1_agreement(candidates, references)
-        expected_score = _expected_gap(candidates, references, expected, top1_agreement)
-        reasons = []
-        if agreement < acceptance.min_top1_agreement:
-            reasons.append(f"top-1 agreement with FP32 {agreement:.3f} < {acceptance.min_top1_agreement:.3f}")
-        tolerance = 1.0 - acceptance.min_top1_agreement
-        if expected_score is not None and expected_score[0] < expected_score[1] - tolerance:
-            reasons.append(f"top-1 vs expected outputs {expected_score[0]:.3f}, FP32 gets {expected_score[1]:.3f}")
-        return GateResult(not reasons, top1_agreement=agreement,
-                          expected_agreement=expected_score[0] if expected_score else None, reason="; ".join(reasons))
-    match = detection_agreement(candidates, references, IOU_THRESHOLD)
-    expected_score = _expected_gap(candidates, references, expected,
-                                   lambda c, r: detection_agreement(c, r, IOU_THRESHOLD).f1)
+    measure = measure_for(task)
+    agreement = measure.score(candidates, references)
+    threshold = measure.threshold(acceptance)
     reasons = []
-    if match.f1 < acceptance.min_detection_f1:
-        reasons.append(f"box F1 vs FP32 at IoU {IOU_THRESHOLD} {match.f1:.3f} < {acceptance.min_detection_f1:.3f}")
-    if match.mean_score_drift > acceptance.max_score_drift:
-        reasons.append(f"mean score drift {match.mean_score_drift:.3f} > {acceptance.max_score_drift:.3f}")
-    tolerance = 1.0 - acceptance.min_detection_f1
-    if expected_score is not None and expected_score[0] < expected_score[1] - tolerance:
-        reasons.append(f"box F1 vs expected outputs {expected_score[0]:.3f}, FP32 gets {expected_score[1]:.3f}")
-    return GateResult(not reasons, detection_f1=match.f1, score_drift=match.mean_score_drift,
-                      expected_agreement=expected_score[0] if expected_score else None, reason="; ".join(reasons))
-
-
-def _expected_gap(candidates: Sequence[Prediction], references: Sequence[Prediction],
-                  expected: Sequence[Prediction] | None, measure) -> tuple[float, float] | None:
-    if not expected:
-        return None
-    return float(measure(candidates, expected)), float(measure(references, expected))
+    if agreement < threshold:
+        reasons.append(f"{measure.name} vs FP32 {agreement:.3f} < {threshold:.3f} (acceptance."
+                       f"{measure.threshold_field})")
+    drift = None
+    if task is Task.DETECTION:
+        drift = detection_agreement(candidates, references, IOU_THRESHOLD).mean_score_drift
+        if drift > acceptance.max_score_drift:
+            reasons.append(f"mean score drift {drift:.3f} > {acceptance.max_score_drift:.3f}")
+    expected_score = None
+    if expected:
+        expected_score = (measure.score(candidates, expected), measure.score(references, expected))
+        if expected_score[0] < expected_score[1] - (1.0 - threshold):
+            reasons.append(f"{measure.name} vs expected outputs {expected_score[0]:.3f}, FP32 gets "
+                           f"{expected_score[1]:.3f}")
+    return GateResult(not reasons, score_drift=drift, expected_agreement=expected_score[0] if expected_score else None,
+                      reason="; ".join(reasons), **{_RESULT_FIELDS[measure.measure]: agreement})

@@ -324,6 +324,7 @@ class _Run:
                              expected)
         result.top1_agreement, result.detection_f1, result.score_drift = (gate.top1_agreement, gate.detection_f1,
                                                                           gate.score_drift)
+        result.mask_iou, result.keypoint_oks = gate.mask_iou, gate.keypoint_oks
         result.build_seconds = round(time.monotonic() - started, 3)
         if gate.passed or force:
             result.status = VariantStatus.ACCEPTED

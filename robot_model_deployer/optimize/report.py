@@ -44,6 +44,8 @@ class VariantResult:
     top1_agreement: float | None = None
     detection_f1: float | None = None
     score_drift: float | None = None
+    mask_iou: float | None = None
+    keypoint_oks: float | None = None
     memory_mb: float | None = None
     build_seconds: float = 0.0
     artifact: CompiledArtifact | None = None
@@ -124,9 +126,10 @@ class OptimizationReport:
 
 def format_table(report: OptimizationReport) -> str:
     """The report as a fixed-width table for terminals and logs, chosen variant marked with '*'."""
-    rows = [("", "variant", "status", "p50 ms", "p99 ms", "agree/F1", "MB", "why not")]
+    rows = [("", "variant", "status", "p50 ms", "p99 ms", "agree/F1/IoU/OKS", "MB", "why not")]
     for v in report.variants:
-        score = v.top1_agreement if v.top1_agreement is not None else v.detection_f1
+        score = next((m for m in (v.top1_agreement, v.detection_f1, v.mask_iou, v.keypoint_oks) if m is not None),
+                     None)
         rows.append(("*" if v.name == report.chosen else "", v.name, v.status.value,
                      f"{v.p50_ms:.2f}" if v.p50_ms is not None else "-",
                      f"{v.p99_ms:.2f}" if v.p99_ms is not None else "-",

@@ -167,6 +167,8 @@ def layout_manifest(fmt: str, size: int = 64, **overrides: Any) -> dict[str, Any
     manifest = detector_manifest(name=f"colour_{fmt}", size=size)
     manifest["detection"] = {**manifest["detection"], "format": fmt}
     if fmt == "tf_ssd":
-        manifest["input"] = {**manifest["input"], "layout": "nhwc", "dtype": "uint8", "resize": "stretch"}
+        # uint8 takes the pixels as they are: no scale (a manifest refuses scale, mean and std with uint8).
+        manifest["input"] = {**{k: v for k, v in manifest["input"].items() if k != "scale"}, "layout": "nhwc",
+                             "dtype": "uint8", "resize": "stretch"}
     manifest.update(overrides)
     return manifest

@@ -22,6 +22,7 @@ from robot_model_deployer.bundle.manifest import Task
 from robot_model_deployer.bundle.strict_yaml import load_strict_yaml
 from robot_model_deployer.bundle.text import one_line
 from robot_model_deployer.inference.postprocess import Prediction
+from robot_model_deployer.validation.expected_dense import DENSE_EXPECTED, ExpectedDenseError
 from robot_model_deployer.validation.metrics import labelled_score
 from robot_model_deployer.validation.shadow_report import LabelledComparison, LabelledSource
 
@@ -121,7 +122,8 @@ def load_expected_outputs(path: str | Path, images: Sequence[str], task: Task) -
 
     Format: a mapping from image path (as listed in validation.images) to
     ``{class_id: N}`` for classification or ``{boxes: [[x1, y1, x2, y2,
-    class_id], ...]}`` in image pixels for detection.
+    class_id], ...]}`` in image pixels for detection; segmentation, instance
+    segmentation and pose entries are in validation.expected_dense.
     """
     path = Path(path)
     text = path.read_text(encoding="utf-8")
@@ -140,6 +142,12 @@ def load_expected_outputs(path: str | Path, images: Sequence[str], task: Task) -
             if not isinstance(entry.get("class_id"), int):
                 raise ExpectedOutputsError(f"{path.name}: {image} needs an integer class_id")
             predictions.append(Prediction(np.array([entry["class_id"]], np.int32), np.ones(1, np.float32), ()))
+            continue
+        if task in DENSE_EXPECTED:
+            try:
+                predictions.append(DENSE_EXPECTED[task](entry, path.parent, f"{path.name}: {image}"))
+            except ExpectedDenseError as exc:
+                raise ExpectedOutputsError(str(exc)) from None
             continue
         rows = np.asarray(entry.get("boxes", []), dtype=np.float32).reshape(-1, 5) if entry.get("boxes") else \
             np.zeros((0, 5), np.float32)

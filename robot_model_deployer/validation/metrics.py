@@ -14,6 +14,8 @@ import numpy as np
 from robot_model_deployer.bundle.manifest import Task
 from robot_model_deployer.inference.detection import box_iou
 from robot_model_deployer.inference.postprocess import Prediction
+from robot_model_deployer.validation.dense_metrics import (GateMeasure, TaskMeasure, Tally, instance_tally,
+                                                           pose_tally, semantic_tally)
 
 # Boxes of the same class overlapping this much are the same object, in every gate.
 IOU_THRESHOLD = 0.5
@@ -96,10 +98,8 @@ def detection_agreement(candidates: Sequence[Prediction], references: Sequence[P
 
 
 def labelled_score(task: Task, predictions: Sequence[Prediction], expected: Sequence[Prediction]) -> float:
-    """How right a model is against ground truth: top-1 accuracy, or pooled box F1 at IOU_THRESHOLD."""
-    if task is Task.CLASSIFICATION:
-        return top1_agreement(predictions, expected)
-    return detection_agreement(predictions, expected, IOU_THRESHOLD).f1
+    """How right a model is against ground truth, in its task's measure (TASK_MEASURES)."""
+    return measure_for(task).score(predictions, expected)
 
 
 def frame_disagreement(task: Task, candidate: Prediction, reference: Prediction,
@@ -109,6 +109,8 @@ def frame_disagreement(task: Task, candidate: Prediction, reference: Prediction,
         if top1_agrees(candidate, reference):
             return ""
         return f"top-1 {_top1_name(candidate)} vs {_top1_name(reference)}"
+    if task is not Task.DETECTION:
+        return measure_for(task).disagreement(candidate, reference)
     match = match_detections(candidate, reference, iou_threshold)
     if match.true_positives == match.candidate_boxes == match.reference_boxes:
         return ""
@@ -131,3 +133,33 @@ def percentile(values: Sequence[float], q: float) -> float:
 def _check_pairs(candidates: Sequence[Prediction], references: Sequence[Prediction]) -> None:
     if len(candidates) != len(references):
         raise ValueError(f"cannot compare {len(candidates)} predictions with {len(references)}")
+
+
+def _top1_tally(candidate: Prediction, reference: Prediction) -> Tally:
+    return Tally(float(top1_agrees(candidate, reference)), 1.0)
+
+
+def _box_tally(candidate: Prediction, reference: Prediction) -> Tally:
+    match = match_detections(candidate, reference, IOU_THRESHOLD)
+    return Tally(2.0 * match.true_positives, float(match.candidate_boxes + match.reference_boxes))
+
+
+# The one place that says how each task is judged, in the optimize gate and in shadow alike.
+TASK_MEASURES: dict[Task, TaskMeasure] = {
+    Task.CLASSIFICATION: TaskMeasure(GateMeasure.TOP1, "top-1 agreement", "min_top1_agreement", _top1_tally,
+                                     boxes=False, distribution="mean top-1 score"),
+    Task.DETECTION: TaskMeasure(GateMeasure.BOX_F1, f"box F1 at IoU {IOU_THRESHOLD:g}", "min_detection_f1",
+                                _box_tally, boxes=True, distribution="mean box score"),
+    Task.SEGMENTATION: TaskMeasure(GateMeasure.MASK_IOU, "mean mask IoU", "min_mask_iou", semantic_tally,
+                                   boxes=False, distribution="largest class's pixel share"),
+    Task.INSTANCE_SEGMENTATION: TaskMeasure(GateMeasure.MASK_IOU, "instance mask IoU (unmatched count 0)",
+                                            "min_mask_iou", instance_tally, boxes=True,
+                                            distribution="mean box score"),
+    Task.POSE: TaskMeasure(GateMeasure.KEYPOINT_OKS, "keypoint OKS (unmatched count 0)", "min_keypoint_oks",
+                           pose_tally, boxes=True, distribution="mean box score"),
+}
+
+
+def measure_for(task: Task) -> TaskMeasure:
+    """How ``task`` is judged (TASK_MEASURES)."""
+    return TASK_MEASURES[task]

@@ -45,10 +45,16 @@ class SavedSample:
 
 
 def prediction_record(prediction: Prediction) -> dict[str, Any]:
-    """A Prediction as plain JSON values."""
-    return {"class_ids": [int(c) for c in prediction.class_ids], "labels": list(prediction.labels),
-            "scores": [round(float(s), 6) for s in prediction.scores],
-            "boxes": [[round(float(v), 2) for v in box] for box in prediction.boxes]}
+    """A Prediction as plain JSON values (keypoints, and each mask's pixel count, when it has them)."""
+    record: dict[str, Any] = {
+        "class_ids": [int(c) for c in prediction.class_ids], "labels": list(prediction.labels),
+        "scores": [round(float(s), 6) for s in prediction.scores],
+        "boxes": [[round(float(v), 2) for v in box] for box in prediction.boxes]}
+    if prediction.keypoints.size:
+        record["keypoints"] = np.round(prediction.keypoints.astype(np.float64), 2).tolist()
+    if prediction.masks.size:
+        record["mask_pixels"] = [int(m.sum()) for m in prediction.masks]
+    return record
 
 
 def write_sample(directory: Path, index: int, image_rgb: np.ndarray, disagreement: Disagreement,

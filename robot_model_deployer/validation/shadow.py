@@ -33,8 +33,9 @@ from dataclasses import dataclass
 
 from robot_model_deployer.bundle.manifest import AcceptanceSpec, Task
 from robot_model_deployer.inference.postprocess import Prediction
-from robot_model_deployer.validation.metrics import (DetectionMatch, frame_disagreement, match_detections, percentile,
-                                                     top1_agrees)
+from robot_model_deployer.validation.dense_metrics import Tally
+from robot_model_deployer.validation.metrics import (DetectionMatch, frame_disagreement, match_detections, measure_for,
+                                                     percentile, top1_agrees)
 from robot_model_deployer.validation.shadow_report import (Disagreement, LabelledComparison, LabelledSource,
                                                            ShadowOutcome, ShadowReport, ShadowVerdict)
 from robot_model_deployer.validation.watch_clock import WatchClock
@@ -90,6 +91,8 @@ class ShadowComparator:
     def __init__(self, task: Task, acceptance: AcceptanceSpec, config: ShadowConfig = ShadowConfig(),
                  labelled: tuple[LabelledSource, ...] = ()) -> None:
         self.task = task
+        self._measure = measure_for(task)
+        self._tally = Tally()
         self.acceptance = acceptance
         self.config = config
         self._labelled_due = frozenset(labelled)
@@ -110,7 +113,6 @@ class ShadowComparator:
         self._candidate_frames = 0
         self._live_frames = 0
         self._paired = 0
-        self._top1_agreed = 0
         self._true_positives = 0
         self._candidate_boxes = 0
         self._live_boxes = 0
@@ -188,11 +190,8 @@ class ShadowComparator:
         """A snapshot of every statistic so far."""
         drift = self._drift_total / self._drift_count if self._drift_count else 0.0
         boxes = DetectionMatch(self._true_positives, self._candidate_boxes, self._live_boxes, drift)
-        detection = self.task is Task.DETECTION
-        if detection:
-            agreement = boxes.f1
-        else:
-            agreement = self._top1_agreed / self._paired if self._paired else 1.0
+        detection = self._measure.boxes
+        agreement = self._tally.value
         return ShadowReport(
             task=self.task,
             watched_s=self._clock.watched_s,
@@ -287,7 +286,7 @@ class ShadowComparator:
     def _labelled_failures(self) -> list[str]:
         reasons = []
         allowed = self.acceptance.max_regression
-        measure = "top-1 accuracy" if self.task is Task.CLASSIFICATION else "box F1"
+        measure = "top-1 accuracy" if self.task is Task.CLASSIFICATION else self._measure.name
         for source in LabelledSource:
             scored = self._labelled.get(source)
             if scored is None:
@@ -307,6 +306,8 @@ class ShadowComparator:
             return []
         if self.task is Task.CLASSIFICATION:
             measured = f"top-1 class agreement with the live model is {report.agreement:.1%}"
+        elif self.task is not Task.DETECTION:
+            measured = f"{self._measure.name} against the live model is {report.agreement:.3f}"
         else:
             measured = (f"detection agreement with the live model is F1 {report.agreement:.3f} at IoU "
                         f"{self.config.iou_threshold:g} (precision {report.box_precision:.3f}, recall "
@@ -318,9 +319,8 @@ class ShadowComparator:
     def _distribution_failures(self, report: ShadowReport) -> list[str]:
         """Mean scores (and boxes per frame, +1 so that none is comparable) within a factor of the live model's."""
         factor = self.acceptance.max_distribution_ratio
-        measures = [("mean top-1 score" if self.task is Task.CLASSIFICATION else "mean box score",
-                     report.candidate_mean_score, report.live_mean_score, 0.0)]
-        if self.task is Task.DETECTION:
+        measures = [(self._measure.distribution, report.candidate_mean_score, report.live_mean_score, 0.0)]
+        if self._measure.boxes:
             measures.append(("boxes per frame", report.candidate_mean_boxes, report.live_mean_boxes, 1.0))
         reasons = []
         for name, candidate, live, offset in measures:
@@ -360,15 +360,19 @@ class ShadowComparator:
         self._count_distribution(1, live.prediction)
         self._candidate_latencies.append(candidate.latency_ms)
         self._live_latencies.append(live.latency_ms)
-        if self.task is Task.DETECTION:
-            match = match_detections(candidate.prediction, live.prediction, self.config.iou_threshold)
+        match = (match_detections(candidate.prediction, live.prediction, self.config.iou_threshold)
+                 if self._measure.boxes else None)
+        if self.task is Task.DETECTION:  # box F1 at the shadow's own iou_threshold (ShadowConfig)
+            self._tally += Tally(2.0 * match.true_positives, float(match.candidate_boxes + match.reference_boxes))
+        else:
+            self._tally += self._measure.tally(candidate.prediction, live.prediction)
+        if match is not None:
             self._true_positives += match.true_positives
             self._candidate_boxes += match.candidate_boxes
             self._live_boxes += match.reference_boxes
             self._drift_total += match.mean_score_drift * match.true_positives
             self._drift_count += match.true_positives
-        elif top1_agrees(candidate.prediction, live.prediction):
-            self._top1_agreed += 1
+        elif self.task is Task.CLASSIFICATION and top1_agrees(candidate.prediction, live.prediction):
             if len(candidate.prediction.scores):
                 self._drift_total += abs(float(candidate.prediction.scores[0]) - float(live.prediction.scores[0]))
                 self._drift_count += 1
@@ -380,7 +384,7 @@ class ShadowComparator:
 
     def _count_distribution(self, side: int, prediction: Prediction) -> None:
         scores = prediction.scores
-        if self.task is Task.DETECTION:
+        if self._measure.boxes:
             self._box_counts[side] += len(scores)
             self._score_sums[side] += float(scores.sum())
             self._score_counts[side] += len(scores)

@@ -249,7 +249,7 @@ def malformed_manifest(tmp: Path, keys: Keys) -> Path:
 
 
 def manifest_bad_field(tmp: Path, keys: Keys) -> Path:
-    files = _files(**{MANIFEST_NAME: _manifest(task="segmentation")})
+    files = _files(**{MANIFEST_NAME: _manifest(task="semantic")})
     return write_tar(tmp / "bad-field.tar", standard_members(files, keys.private))
 
 
@@ -286,7 +286,7 @@ def inputs_contradict(tmp: Path, keys: Keys) -> Path:
 
 
 def wrong_input_dtype(tmp: Path, keys: Keys) -> Path:
-    files = _files(**{MANIFEST_NAME: _manifest(input={**classifier_manifest()["input"], "dtype": "uint8"})})
+    files = _files(**{MANIFEST_NAME: _manifest(input={**classifier_manifest()["input"], "dtype": "uint8", "scale": None})})
     return write_tar(tmp / "wrong-dtype.tar", standard_members(files, keys.private))
 
 

@@ -80,7 +80,7 @@ def test_manifest_that_is_a_directory_is_refused(tmp_path: Path) -> None:
 
 
 def test_invalid_manifest_becomes_bundle_error_naming_the_field(tmp_path: Path) -> None:
-    root = make_bundle(tmp_path / "b", task="segmentation")
+    root = make_bundle(tmp_path / "b", task="semantic")
     with pytest.raises(BundleError, match=r"manifest.yaml: task must be one of") as info:
         load_bundle_dir(root)
     assert str(root) in str(info.value)

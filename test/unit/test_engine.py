@@ -134,7 +134,7 @@ def test_file_that_is_not_onnx_is_refused(tmp_path: Path) -> None:
 
 
 def test_input_dtype_mismatch_names_both_types(tmp_path: Path) -> None:
-    message = load_error(classifier_bundle(tmp_path, input={"dtype": "uint8"}))
+    message = load_error(classifier_bundle(tmp_path, input={"dtype": "uint8", "scale": None}))
     assert message == "model input 'images' is tensor(float) but the manifest says input.dtype uint8"
 
 

@@ -260,7 +260,7 @@ def test_range_limits_are_inclusive_where_documented() -> None:
 # Enums ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("data, field, choices", [
-    (minimal(task="segmentation"), "task", "classification, detection"),
+    (minimal(task="semantic"), "task", "classification, detection, segmentation, instance_segmentation, pose"),
     (with_section("input", resize="crop"), "input.resize", "stretch, letterbox, center_crop"),
     (with_section("input", color_order="rgba"), "input.color_order", "rgb, bgr, gray"),
     (with_section("input", layout="chw"), "input.layout", "nchw, nhwc"),

@@ -1,0 +1,1 @@
+"""Authoring bundles on a workstation: recognising an export, drafting its manifest, expected outputs."""
