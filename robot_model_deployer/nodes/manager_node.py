@@ -32,7 +32,6 @@ import traceback
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -41,74 +40,28 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from robot_model_deployer.bundle.signing import KeyFileError, TrustStore
 from robot_model_deployer.bundle.text import one_line
-from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome, FlowSettings
-from robot_model_deployer.deploy.optimizer import OPTIMIZE_LIMITS, OnRobotOptimizer
-from robot_model_deployer.optimize.targets import TargetProfile, load_target_profile
+from robot_model_deployer.deploy.flow import DeploymentFlow, DeployOutcome
+from robot_model_deployer.deploy.optimizer import OnRobotOptimizer
+from robot_model_deployer.optimize.targets import TargetProfile
 from robot_model_deployer.deploy.switch import BlueGreenSwitch, ServedModel, SwapError
-from robot_model_deployer.inference.model_check import MODEL_CHECK_LIMITS, IsolatedModelCheck
 from robot_model_deployer.isolation.child import ChildLimits
 from robot_model_deployer.store.model_store import STAGING_DIR, UPLOADS_DIR, ModelStore
 from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
-from robot_model_deployer.validation.health import DEFAULT_WALL_MARGIN_S
 from robot_model_deployer.action import Deploy
 from robot_model_deployer.msg import DeploymentStatus, ModelInfo
 from robot_model_deployer.nodes.lifecycle_client import LifecycleSlot, RemoteLifecycleNode
 from robot_model_deployer.nodes.live_checks import ProbationWatch, ShadowRun
 from robot_model_deployer.nodes.manager_status import (deployment_diagnostics, deployment_status, installed_info,
                                                        listed_models, model_info, version_info)
-from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError, declare_parameters
+from robot_model_deployer.nodes.manager_settings import PARAMETERS, flow_settings, open_store, optimize_target
+from robot_model_deployer.nodes.parameters import declare_parameters
 from robot_model_deployer.nodes.runner import run_node
 from robot_model_deployer.nodes.upload_server import PARAMETERS as UPLOAD_PARAMETERS, upload_server
 from robot_model_deployer.nodes.version_report import LastOutcome, keep_report, version_report
 from robot_model_deployer.srv import DeployModel, GetReport, GetStatus, ListModels, Rollback
 
 T = TypeVar("T")
-DEFAULT_STORE = str(Path.home() / ".local" / "share" / "robot_model_deployer" / "store")
-
-PARAMETERS = (
-    ParameterSpec("perception_nodes", ["perception_a", "perception_b"],
-                  "The two lifecycle perception nodes to switch between (relative to this node's namespace, "
-                  "or absolute).",
-                  check=lambda v: None if len(v) == 2 and len(set(v)) == 2 else "must name two different nodes"),
-    ParameterSpec("shadow_node", "shadow",
-                  "Lifecycle shadow node that validates candidates on live traffic ('' skips the shadow stage)."),
-    ParameterSpec("probation", True, "Watch a new model after the swap and roll back automatically if unhealthy."),
-    ParameterSpec("probation_wall_margin_s", DEFAULT_WALL_MARGIN_S,
-                  "Wall-clock seconds probation may take beyond the bundle's probation_seconds (a paused or slow "
-                  "/clock) before the candidate is rolled back unjudged (not marked bad).",
-                  minimum=1.0, maximum=86400.0),
-    ParameterSpec("optimize_target", "",
-                  "Target profile (from targets_file) to optimize each new model for, e.g. x86_cpu ('' serves "
-                  "models as shipped)."),
-    ParameterSpec("targets_file", "", "Target profiles YAML ('' uses the profiles the package ships)."),
-    ParameterSpec("store_dir", DEFAULT_STORE, "Directory of the on-robot model store."),
-    ParameterSpec("keep_versions", 2, "Installed versions kept besides active, previous and candidate.",
-                  minimum=0, maximum=1000),
-    ParameterSpec("trust_dir", "", "Directory of trusted public keys (.pub) that bundles must be signed by."),
-    ParameterSpec("allow_unsigned", False,
-                  "Accept unsigned bundles (development only; every such bundle is logged as a warning)."),
-    ParameterSpec("initial_bundle", "",
-                  "Bundle deployed at start-up when the store has no active model (empty: none)."),
-    ParameterSpec("service_timeout", 30.0, "Seconds to wait for a perception node to answer a lifecycle call.",
-                  minimum=0.1, maximum=3600.0),
-    ParameterSpec("shadow_timeout", 120.0, "Seconds a shadow run may take before the candidate is refused.",
-                  minimum=1.0, maximum=86400.0),
-    ParameterSpec("model_check_memory_mb", MODEL_CHECK_LIMITS.memory_mb,
-                  "Address space (MiB) the child process that loads and test-runs a new model may use; a model "
-                  "that needs more is refused.", minimum=512, maximum=1 << 20),
-    ParameterSpec("model_check_timeout_s", MODEL_CHECK_LIMITS.seconds,
-                  "Seconds the child process that loads and test-runs a new model may take; a model that takes "
-                  "longer is refused.", minimum=5.0, maximum=3600.0),
-    ParameterSpec("optimize_memory_mb", OPTIMIZE_LIMITS.memory_mb,
-                  "Address space (MiB) the child process that quantizes, compiles and benchmarks a new model "
-                  "(the optimize stage) may use; a model that needs more is refused.", minimum=512, maximum=1 << 20),
-    ParameterSpec("optimize_timeout_s", OPTIMIZE_LIMITS.seconds,
-                  "Seconds the optimize stage's child process may take before it is killed and the model refused; "
-                  "keep it above the target profile's time_limit_s.", minimum=10.0, maximum=86400.0),
-)
-
 _SHUTDOWN_POLL_S = 0.05  # how often a callback waiting for a deployment checks for a shutdown
 DESTROY_JOIN_S = 20.0
 """How long destroy_node waits for a cancelled deployment to end. Its stages stop within a poll period
@@ -124,7 +77,7 @@ class ManagerNode(Node):
         super().__init__(node_name, **kwargs)
         settings = declare_parameters(self, PARAMETERS + UPLOAD_PARAMETERS)
         # Every setting is read before anything starts, so a refused one leaves no thread or listener behind.
-        store, flow_settings, target = _open_store(settings), _flow_settings(settings), _optimize_target(settings)
+        store, flow_settings, target = open_store(settings), flow_settings(settings), optimize_target(settings)
         self._traffic = ProbationWatch(self, settings["probation_wall_margin_s"])
         self._flow = DeploymentFlow(store, self._make_switch(settings), flow_settings,
                                     **self._make_ports(settings, target, store))
@@ -460,35 +413,6 @@ class ManagerNode(Node):
         else:
             self.get_logger().info(f"the cancelled deployment ended "
                                    f"{time.monotonic() - self._shutdown_cancel_at:.1f} s after the cancel")
-
-
-def _open_store(settings: dict[str, Any]) -> ModelStore:
-    store_dir = Path(settings["store_dir"]).expanduser()
-    try:
-        return ModelStore.open(store_dir, keep_others=settings["keep_versions"])
-    except (OSError, StoreError) as exc:
-        raise ParameterValueError(f"parameter store_dir: cannot open the model store {store_dir}: {exc}") from None
-
-
-def _optimize_target(settings: dict[str, Any]) -> TargetProfile | None:
-    if not settings["optimize_target"]:
-        return None
-    try:
-        return load_target_profile(settings["optimize_target"], settings["targets_file"] or None)
-    except (OSError, ValueError) as exc:
-        raise ParameterValueError(f"parameter optimize_target: {exc}") from None
-
-
-def _flow_settings(settings: dict[str, Any]) -> FlowSettings:
-    trust = None
-    if settings["trust_dir"]:
-        try:
-            trust = TrustStore.load(Path(settings["trust_dir"]).expanduser())
-        except KeyFileError as exc:
-            raise ParameterValueError(f"parameter trust_dir: {exc}") from None
-    limits = ChildLimits(memory_mb=settings["model_check_memory_mb"], seconds=settings["model_check_timeout_s"])
-    return FlowSettings(trust=trust, allow_unsigned=settings["allow_unsigned"],
-                        model_check=IsolatedModelCheck(limits))
 
 
 def main(args: list[str] | None = None) -> None:
