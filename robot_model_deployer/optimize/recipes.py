@@ -1,0 +1,122 @@
+"""INT8 recipes as data: named ways to quantize, listed per target in targets.yaml.
+
+A recipe says which tool quantizes (ort or nncf), what stays float and how
+ranges are calibrated; the signedness scheme for ORT comes from the CPU
+(hardware.int8_advice), the exclusions from the bundle's manifest. The
+stage tries a target's recipes in order and the gate keeps those that
+still say what FP32 says, so adding a recipe is an edit to targets.yaml.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from robot_model_deployer.bundle.fields import FieldReader
+from robot_model_deployer.inference.accelerators import Accelerator
+from robot_model_deployer.optimize.hardware import HardwareInfo, int8_advice
+from robot_model_deployer.optimize.quantize import (CalibrationMethod, FloatRegion, Int8Scheme, QuantizationConfig,
+                                                    QuantTool)
+
+if TYPE_CHECKING:
+    from robot_model_deployer.optimize.targets import TargetProfile
+
+# NNCF writes OpenVINO IR, which only the OpenVINO runtime serves.
+TOOL_ACCELERATORS = {QuantTool.ORT: frozenset(Accelerator), QuantTool.NNCF: frozenset({Accelerator.OPENVINO})}
+
+
+class RecipeError(ValueError):
+    """A recipe in targets.yaml has a bad field; the message names it."""
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """One named way to quantize; checked when read (a QuantizationConfig is built as a probe)."""
+
+    name: str
+    tool: QuantTool = QuantTool.ORT
+    float_region: FloatRegion = FloatRegion.DECODE_TAIL
+    calibration: CalibrationMethod = CalibrationMethod.MINMAX
+    percentile: float = QuantizationConfig.percentile
+    accuracy_control: bool = False
+    accelerators: tuple[Accelerator, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        wrong = [a.value for a in self.accelerators if a not in TOOL_ACCELERATORS[self.tool]]
+        if wrong:
+            raise RecipeError(f"int8_recipes.{self.name}: tool {self.tool.value} cannot build for "
+                              f"{', '.join(wrong)} (nncf builds OpenVINO IR: openvino only)")
+        try:
+            self.config(Int8Scheme.S8S8)
+        except ValueError as exc:
+            raise RecipeError(f"int8_recipes.{self.name}: {exc}") from None
+
+    def serves(self, accelerator: Accelerator) -> bool:
+        """Whether this recipe is tried for ``accelerator`` (its list, else all its tool builds for)."""
+        return accelerator in (self.accelerators or TOOL_ACCELERATORS[self.tool])
+
+    def config(self, scheme: Int8Scheme, symmetric: bool = False, exclude_nodes: Sequence[str] = ()
+               ) -> QuantizationConfig:
+        ort = self.tool is QuantTool.ORT
+        return QuantizationConfig(scheme=scheme, calibration=self.calibration, percentile=self.percentile,
+                                  symmetric_activations=symmetric and ort, float_region=self.float_region,
+                                  exclude_nodes=tuple(exclude_nodes), tool=self.tool,
+                                  accuracy_control=self.accuracy_control)
+
+
+def recipes_from_dict(data: Any, source: str) -> dict[str, Int8Recipe]:
+    """The ``int8_recipes:`` mapping of targets.yaml, by name."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise RecipeError(f"{source}: int8_recipes must be a mapping of recipe names to fields")
+    recipes = {}
+    for name, entry in data.items():
+        if not isinstance(entry, Mapping):
+            raise RecipeError(f"{source}: int8_recipes.{name} must be a mapping of fields")
+        r = FieldReader(entry, source, schema=Int8Recipe, error=RecipeError, prefix=f"int8_recipes.{name}.")
+        fields = dict(name=str(name), tool=r.enum("tool", QuantTool), float_region=r.enum("float_region", FloatRegion),
+                      calibration=r.enum("calibration", CalibrationMethod),
+                      percentile=r.number("percentile", minimum=50.0, maximum=100.0),
+                      accuracy_control=r.boolean("accuracy_control"),
+                      accelerators=r.enums("accelerators", Accelerator), description=r.string("description"))
+        r.reject_unknown()
+        recipes[str(name)] = Int8Recipe(**fields)
+    return recipes
+
+
+def default_int8_configs(hardware: HardwareInfo, accelerator: Accelerator,
+                         exclude_nodes: Sequence[str] = ()) -> list[QuantizationConfig]:
+    """INT8 recipes to try in order, per ORT's hardware advice; later ones keep more of the graph float."""
+    excludes = tuple(exclude_nodes)
+    if accelerator is Accelerator.TENSORRT:
+        # TensorRT's explicit quantization expects symmetric signed activations and weights.
+        schemes: tuple[Int8Scheme, ...] = (Int8Scheme.S8S8,)
+        symmetric = True
+    else:
+        schemes = int8_advice(hardware.cpu).schemes
+        symmetric = False
+    configs = []
+    for scheme in schemes:
+        for region in (FloatRegion.DECODE_TAIL, FloatRegion.HEADS):
+            configs.append(QuantizationConfig(scheme=scheme, per_channel=True, symmetric_activations=symmetric,
+                                              float_region=region, exclude_nodes=excludes))
+    return configs
+
+
+def target_int8_configs(target: "TargetProfile", hardware: HardwareInfo, accelerator: Accelerator,
+                        exclude_nodes: Sequence[str] = ()) -> list[QuantizationConfig]:
+    """The target's INT8 recipes for ``accelerator``, in order (ORT ones per scheme); the defaults if it lists none."""
+    if not target.int8_recipes:
+        return default_int8_configs(hardware, accelerator, exclude_nodes)
+    tensorrt = accelerator is Accelerator.TENSORRT
+    schemes = (Int8Scheme.S8S8,) if tensorrt else int8_advice(hardware.cpu).schemes
+    configs = []
+    for recipe in target.int8_recipes:
+        if not recipe.serves(accelerator):
+            continue
+        if recipe.tool is QuantTool.NNCF:
+            configs.append(recipe.config(Int8Scheme.S8S8, exclude_nodes=exclude_nodes))
+        else:
+            configs.extend(recipe.config(s, symmetric=tensorrt, exclude_nodes=exclude_nodes) for s in schemes)
+    return configs
