@@ -34,7 +34,7 @@ from robot_model_deployer.optimize.quantize import (Int8Scheme, QuantizationConf
                                                     QuantizedModel, QuantTool, quantize_model)
 from robot_model_deployer.optimize.report import OptimizationReport, VariantResult, VariantStatus
 from robot_model_deployer.isolation.child import report_progress
-from robot_model_deployer.optimize.recipes import target_int8_configs
+from robot_model_deployer.optimize.int8_plan import target_int8_configs
 from robot_model_deployer.optimize.targets import TargetProfile, profile_from_dict
 from robot_model_deployer.validation.labelled import load_bundle_image, load_expected_outputs
 from robot_model_deployer.validation.metrics import percentile

@@ -9,16 +9,12 @@ still say what FP32 says, so adding a recipe is an edit to targets.yaml.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from robot_model_deployer.bundle.fields import FieldReader
 from robot_model_deployer.inference.accelerators import Accelerator
-from robot_model_deployer.optimize.hardware import HardwareInfo, int8_advice
 from robot_model_deployer.optimize.quantize import (CalibrationMethod, FloatRegion, Int8Scheme, QuantizationConfig,
                                                     QuantTool)
-
-if TYPE_CHECKING:
-    from robot_model_deployer.optimize.targets import TargetProfile
 
 # NNCF writes OpenVINO IR, which only the OpenVINO runtime serves.
 TOOL_ACCELERATORS = {QuantTool.ORT: frozenset(Accelerator), QuantTool.NNCF: frozenset({Accelerator.OPENVINO})}
@@ -84,39 +80,3 @@ def recipes_from_dict(data: Any, source: str) -> dict[str, Int8Recipe]:
         recipes[str(name)] = Int8Recipe(**fields)
     return recipes
 
-
-def default_int8_configs(hardware: HardwareInfo, accelerator: Accelerator,
-                         exclude_nodes: Sequence[str] = ()) -> list[QuantizationConfig]:
-    """INT8 recipes to try in order, per ORT's hardware advice; later ones keep more of the graph float."""
-    excludes = tuple(exclude_nodes)
-    if accelerator is Accelerator.TENSORRT:
-        # TensorRT's explicit quantization expects symmetric signed activations and weights.
-        schemes: tuple[Int8Scheme, ...] = (Int8Scheme.S8S8,)
-        symmetric = True
-    else:
-        schemes = int8_advice(hardware.cpu).schemes
-        symmetric = False
-    configs = []
-    for scheme in schemes:
-        for region in (FloatRegion.DECODE_TAIL, FloatRegion.HEADS):
-            configs.append(QuantizationConfig(scheme=scheme, per_channel=True, symmetric_activations=symmetric,
-                                              float_region=region, exclude_nodes=excludes))
-    return configs
-
-
-def target_int8_configs(target: "TargetProfile", hardware: HardwareInfo, accelerator: Accelerator,
-                        exclude_nodes: Sequence[str] = ()) -> list[QuantizationConfig]:
-    """The target's INT8 recipes for ``accelerator``, in order (ORT ones per scheme); the defaults if it lists none."""
-    if not target.int8_recipes:
-        return default_int8_configs(hardware, accelerator, exclude_nodes)
-    tensorrt = accelerator is Accelerator.TENSORRT
-    schemes = (Int8Scheme.S8S8,) if tensorrt else int8_advice(hardware.cpu).schemes
-    configs = []
-    for recipe in target.int8_recipes:
-        if not recipe.serves(accelerator):
-            continue
-        if recipe.tool is QuantTool.NNCF:
-            configs.append(recipe.config(Int8Scheme.S8S8, exclude_nodes=exclude_nodes))
-        else:
-            configs.extend(recipe.config(s, symmetric=tensorrt, exclude_nodes=exclude_nodes) for s in schemes)
-    return configs

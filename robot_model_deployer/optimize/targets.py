@@ -59,7 +59,7 @@ class TargetProfile:
     stage (variants not reached are reported as skipped);
     ``max_memory_mb`` rejects a variant whose loaded session grows the
     process by more than that. ``int8_recipes`` are tried in order for
-    INT8 (empty: recipes.default_int8_configs).
+    INT8 (empty: int8_plan.default_int8_configs).
     """
 
     name: str
