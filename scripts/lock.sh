@@ -17,7 +17,9 @@ python="${RMD_PYTHON:-python3.11}"
 pip_tools="pip-tools==7.6.2"
 # ddddocr ships the demo's text detector (common_det.onnx); only that file is
 # used, so its opencv and second onnxruntime stay out (--no-deps).
-nodeps=("ddddocr==1.6.1")
+# Ultralytics (AGPL-3.0) is a test-time exporter only (testing/yolo_export.py, README licences);
+# its own dependencies would pull opencv-python, so it comes in alone.
+nodeps=("ddddocr==1.6.1" "ultralytics==8.4.190")
 
 tool="$(mktemp -d)"
 trap 'rm -rf "$tool"' EXIT

@@ -68,11 +68,30 @@ class DetectionFormat(str, Enum):
     ``strides`` (YOLOX exported without its decode step).
     ``boxes_scores``: two tensors, boxes [1, N, 4] as x1, y1, x2, y2 in input
     pixels and scores [1, N, C].
+    ``yolov8``: Ultralytics YOLOv8 / YOLO11 detection, one tensor [1, 4 + C, N]
+    of (cx, cy, w, h, class scores...) in input pixels, no objectness, scores
+    already sigmoided.
+    ``end2end``: NMS-free [1, K, 6] as x1, y1, x2, y2 in input pixels, score,
+    class (YOLOv10, YOLO26 default exports); no NMS here.
+    ``rtdetr``: RT-DETR / D-FINE official exports: inputs ``images`` and
+    ``orig_target_sizes`` ([w, h], fed by the engine), outputs ``labels``
+    [1, Q], ``boxes`` [1, Q, 4] as x1, y1, x2, y2 in the pixels of that size,
+    ``scores`` [1, Q]; no NMS.
+    ``detr``: one tensor [1, Q, 4 + C] of normalized (cx, cy, w, h, class
+    scores...) (Ultralytics RT-DETR export); no NMS.
+    ``tf_ssd``: TF Object Detection API / SSD: ``detection_boxes`` [1, N, 4]
+    normalized ymin, xmin, ymax, xmax, ``detection_scores`` [1, N],
+    ``detection_classes`` [1, N], ``num_detections`` [1]; NMS is in the graph.
     """
 
     YOLO = "yolo"
     YOLOX = "yolox"
     BOXES_SCORES = "boxes_scores"
+    YOLOV8 = "yolov8"
+    END2END = "end2end"
+    RTDETR = "rtdetr"
+    DETR = "detr"
+    TF_SSD = "tf_ssd"
 
 
 @dataclass(frozen=True)
@@ -144,6 +163,7 @@ class DetectionSpec:
     class_agnostic_nms: bool = False
     boxes_output: str = ""
     scores_output: str = ""
+    classes_output: str = ""
 
 
 @dataclass(frozen=True)
@@ -357,6 +377,7 @@ def _detection_spec(r: FieldReader) -> DetectionSpec:
         class_agnostic_nms=r.boolean("class_agnostic_nms"),
         boxes_output=r.string("boxes_output"),
         scores_output=r.string("scores_output"),
+        classes_output=r.string("classes_output"),
     )
     r.reject_unknown()
     return spec

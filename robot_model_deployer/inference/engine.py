@@ -9,16 +9,26 @@ import numpy as np
 import onnxruntime as ort
 
 from robot_model_deployer.bundle.loader import BundleDir
-from robot_model_deployer.bundle.manifest import Manifest, Task, TensorType
-from robot_model_deployer.inference.postprocess import OutputSpecError, Prediction, classify, detect
-from robot_model_deployer.inference.preprocess import PixelFormat, Preprocessor
+from robot_model_deployer.bundle.manifest import DetectionFormat, Manifest, Task, TensorType
+from robot_model_deployer.inference.detection import Candidates, decode_detections, output_order, select
+from robot_model_deployer.inference.layouts import ORIG_TARGET_SIZES, Guess, detection_mismatch, guess_layout
+from robot_model_deployer.inference.postprocess import OutputSpecError, Prediction, classify, label_for
+from robot_model_deployer.inference.preprocess import ImageTransform, PixelFormat, Preprocessor
 
 _ORT_TYPES = {TensorType.FLOAT32: "tensor(float)", TensorType.FLOAT16: "tensor(float16)",
               TensorType.UINT8: "tensor(uint8)"}
+_SIZE_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
 
 
 class ModelLoadError(ValueError):
-    """The model file cannot be served as the manifest describes it."""
+    """The model file cannot be served as the manifest describes it.
+
+    ``section``: the manifest section that is wrong (``input``, ``detection``, ``classification``, ``labels``).
+    """
+
+    def __init__(self, message: str, section: str = "input") -> None:
+        super().__init__(message)
+        self.section = section
 
 
 class ModelSession(Protocol):
@@ -64,8 +74,14 @@ class InferenceEngine:
                 raise ModelLoadError(f"{self.model_path.name} is not a model ONNX Runtime can load: "
                                      f"{first_line(exc)}") from None
         self._input = self._check_input()
-        self._outputs = self._output_names()
+        self._extra_feeds = self._size_feed()
+        try:
+            self._outputs = self._output_names()
+        except OutputSpecError as exc:
+            raise ModelLoadError(f"{self.model_path.name}: {exc}", exc.section) from None
         self._preprocess = Preprocessor(manifest.input)
+        self.layout_guess: Guess | None = None
+        """The layout the outputs look like (set by warm_up), for advice when values are wrong."""
         self.warm_up(warmup_runs)
 
     @classmethod
@@ -85,37 +101,71 @@ class InferenceEngine:
         """Pre-process, run and post-process one HxW(xC) uint8 image."""
         start = time.perf_counter()
         tensor, transform = self._preprocess(image, pixel_format)
-        outputs = self.session.run(self._outputs, {self._input: tensor})
-        spec = self.manifest.input
+        outputs = self._run(tensor)
         if self.manifest.task is Task.CLASSIFICATION:
             top = classify(outputs[0], self.manifest.classification, self.labels)
             return Prediction(top.class_ids, top.scores, top.labels, inference_ms=_ms_since(start))
-        boxes, scores, class_ids, labels = detect(outputs, self.manifest.detection, self.labels,
-                                                  spec.width, spec.height)
-        boxes = transform.boxes_to_image(boxes, image.shape[1], image.shape[0])
-        return Prediction(class_ids, scores, labels, boxes, inference_ms=_ms_since(start))
+        kept = select(self._decode(outputs), self.manifest.detection)
+        boxes = transform.boxes_to_image(kept.boxes, image.shape[1], image.shape[0])
+        labels = tuple(label_for(int(i), self.labels) for i in kept.class_ids)
+        return Prediction(kept.class_ids, kept.scores, labels, boxes, inference_ms=_ms_since(start))
+
+    def candidates(self, image: np.ndarray,
+                   pixel_format: PixelFormat = PixelFormat.RGB8) -> tuple[Candidates, ImageTransform]:
+        """A detector's decoded candidates before threshold and NMS, in input pixels (for the model check)."""
+        tensor, transform = self._preprocess(image, pixel_format)
+        return self._decode(self._run(tensor)), transform
+
+    def _run(self, tensor: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self._outputs, {self._input: tensor, **self._extra_feeds})
+
+    def _decode(self, outputs: Sequence[np.ndarray]) -> Candidates:
+        spec = self.manifest.input
+        return decode_detections(outputs, self.manifest.detection, spec.width, spec.height)
 
     def warm_up(self, runs: int = 3) -> None:
         """Run a few grey frames so the first real frame is not slow; checks the outputs too."""
         spec = self.manifest.input
         frame = np.full((spec.height, spec.width, 3), 127, dtype=np.uint8)
         try:
+            self._check_layout(self._run(self._preprocess(frame, PixelFormat.RGB8)[0]))
             for _ in range(max(1, runs)):
                 self.infer(frame)
         except OutputSpecError as exc:
-            raise ModelLoadError(f"{self.model_path.name}: {exc}") from None
+            raise ModelLoadError(f"{self.model_path.name}: {exc}", exc.section) from None
+        except ModelLoadError:
+            raise
         except Exception as exc:
             raise ModelLoadError(f"{self.model_path.name} failed on a test frame: {first_line(exc)}") from None
-        if self.manifest.task is Task.CLASSIFICATION and self.labels:
-            scores = self.session.run(self._outputs[:1], {self._input: self._preprocess(frame, PixelFormat.RGB8)[0]})
-            classes = int(scores[0].size)
-            if classes != len(self.labels):
-                raise ModelLoadError(f"{self.model_path.name} scores {classes} classes but the labels file "
-                                     f"{self.manifest.labels} lists {len(self.labels)}")
+
+    def _check_layout(self, outputs: Sequence[np.ndarray]) -> None:
+        """Refuse outputs that do not fit the declared layout (or the labels), naming the likely fix."""
+        spec = self.manifest.input
+        inputs = [i.name for i in self.session.get_inputs()]
+        shapes = [(name, tuple(np.shape(o))) for name, o in zip(self._outputs, outputs)]
+        classes = len(self.labels) if self.labels else None
+        self.layout_guess = guess_layout(inputs, shapes, spec.width, spec.height, classes)
+        if self.manifest.task is Task.DETECTION:
+            mismatch = detection_mismatch(self.manifest.detection, inputs, shapes, spec.width, spec.height,
+                                          classes, self.manifest.labels)
+            if mismatch is not None:
+                raise OutputSpecError(mismatch.message, mismatch.section)
+            return
+        try:
+            classify(outputs[0], self.manifest.classification, ())
+        except OutputSpecError as exc:
+            guess = self.layout_guess
+            raise OutputSpecError(f"{exc}; {guess.advice()}" if guess else str(exc), exc.section) from None
+        count = int(np.size(outputs[0]))
+        if classes is not None and count != classes:
+            raise OutputSpecError(f"model scores {count} classes but the labels file {self.manifest.labels} "
+                                  f"lists {classes}; fix the labels file (one class per line)", "labels")
 
     def _check_input(self) -> str:
         spec = self.manifest.input
         inputs = self.session.get_inputs()
+        if self.manifest.task is Task.DETECTION and self.manifest.detection.format is DetectionFormat.RTDETR:
+            inputs = [i for i in inputs if i.name != ORIG_TARGET_SIZES]
         if spec.name:
             matching = [i for i in inputs if i.name == spec.name]
             if not matching:
@@ -124,6 +174,9 @@ class InferenceEngine:
             model_input = matching[0]
         elif len(inputs) == 1:
             model_input = inputs[0]
+        elif any(i.name == ORIG_TARGET_SIZES for i in inputs):
+            raise ModelLoadError(f"model takes {', '.join(i.name for i in inputs)}, like an RT-DETR / D-FINE "
+                                 "export: set task: detection and detection.format: rtdetr", "detection")
         else:
             raise ModelLoadError(f"model has {len(inputs)} inputs; name the image input in manifest input.name")
         if model_input.type != _ORT_TYPES[spec.dtype]:
@@ -140,17 +193,29 @@ class InferenceEngine:
                                      f"{list(expected)} ({spec.layout.value}): axis {axis} differs")
         return model_input.name
 
+    def _size_feed(self) -> dict[str, np.ndarray]:
+        """RT-DETR's orig_target_sizes ([w, h]): the input size, so boxes come in input pixels like every layout's."""
+        if self.manifest.task is not Task.DETECTION or self.manifest.detection.format is not DetectionFormat.RTDETR:
+            return {}
+        sizes = [i for i in self.session.get_inputs() if i.name == ORIG_TARGET_SIZES]
+        if not sizes:
+            return {}
+        dtype = _SIZE_TYPES.get(sizes[0].type)
+        if dtype is None:
+            raise ModelLoadError(f"model input {ORIG_TARGET_SIZES} is {sizes[0].type}; detection.format rtdetr feeds "
+                                 "int64, int32 or float [1, 2] ([w, h])", "detection")
+        spec = self.manifest.input
+        return {ORIG_TARGET_SIZES: np.array([[spec.width, spec.height]], dtype=dtype)}
+
     def _output_names(self) -> list[str]:
         names = [o.name for o in self.session.get_outputs()]
-        if self.manifest.task is Task.CLASSIFICATION:
-            wanted = [self.manifest.classification.output_name] if self.manifest.classification.output_name else []
-        else:
-            det = self.manifest.detection
-            wanted = [n for n in (det.boxes_output, det.scores_output) if n]
-        for name in wanted:
-            if name not in names:
-                raise ModelLoadError(f"model has no output named '{name}' (it has {', '.join(names)})")
-        return wanted + [n for n in names if n not in wanted]
+        if self.manifest.task is Task.DETECTION:
+            return output_order(self.manifest.detection, names)
+        output = self.manifest.classification.output_name
+        if output and output not in names:
+            raise ModelLoadError(f"model has no output named '{output}' (classification.output_name; it has "
+                                 f"{', '.join(names)})", "classification")
+        return ([output] if output else []) + [n for n in names if n != output]
 
 
 def _ms_since(start: float) -> float:

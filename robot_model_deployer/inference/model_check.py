@@ -13,8 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
 from robot_model_deployer.bundle.errors import BundleError, BundleFormatError, ModelCheckError
-from robot_model_deployer.bundle.loader import load_bundle_dir
+from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
+from robot_model_deployer.bundle.manifest import Task
 from robot_model_deployer.bundle.text import one_line
 from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
 from robot_model_deployer.isolation.child import ChildError, ChildFailure, ChildLimits, run_in_child
@@ -43,6 +47,8 @@ _ADVICE = {
                         "bundle if it persists",
 }
 _DETAIL_CHARS = 300
+MAX_CHECKED_IMAGES = 16
+"""Validation images a detector's scores and class ids are checked on (the first ones), to stay in the time limit."""
 
 
 def check_model(root: str | Path) -> None:
@@ -56,10 +62,54 @@ def check_model(root: str | Path) -> None:
     except BundleError as exc:
         raise BundleFormatError(str(exc)) from None
     try:
-        InferenceEngine.from_bundle(bundle, warmup_runs=1)
+        engine = InferenceEngine.from_bundle(bundle, warmup_runs=1)
+        if bundle.manifest.task is Task.DETECTION:
+            check_detector_values(engine, bundle)
     except ModelLoadError as exc:
-        raise ModelCheckError(f"model check failed: {exc}; fix the model or the manifest's input section "
+        raise ModelCheckError(f"model check failed: {exc}; fix the model or the manifest's {exc.section} section "
                               "and rebuild the bundle") from None
+
+
+def check_detector_values(engine: InferenceEngine, bundle: BundleDir) -> None:
+    """Refuse a detector whose scores are no probabilities or whose class ids are not in the labels.
+
+    Checked on the first validation images, before threshold and NMS: a layout read wrongly gives scores
+    like 19478 and classes like 2031 that a shape alone may not show.
+    """
+    spec = bundle.manifest.detection
+    guess = engine.layout_guess
+    advice = guess.advice() if guess is not None and guess.format is not spec.format else ""
+    for relative in bundle.manifest.validation.images[:MAX_CHECKED_IMAGES]:
+        candidates, _ = engine.candidates(_read_rgb(bundle.path(relative)))
+        scores = candidates.scores
+        where = f"on validation image {relative}"
+        if scores.size and not np.isfinite(scores).all():
+            raise ModelLoadError(f"scores {where} are not finite (NaN or Inf); "
+                                 f"{advice or 'check the model and detection.format'}", "detection")
+        if scores.size and (scores.min() < 0.0 or scores.max() > 1.0):
+            raise ModelLoadError(
+                f"scores {where} range from {scores.min():.4g} to {scores.max():.4g}, outside [0, 1]: they are "
+                f"not probabilities as detection.format {spec.format.value} reads the outputs; "
+                f"{advice or 'check detection.format, and that the model ends in a sigmoid or softmax'}",
+                "detection")
+        shown = candidates.class_ids[scores >= spec.score_threshold]
+        bad = shown[(shown < 0) | (shown >= len(bundle.labels))] if bundle.labels else shown[shown < 0]
+        if bad.size:
+            known = (f"{bundle.manifest.labels} lists {len(bundle.labels)} classes (ids 0-{len(bundle.labels) - 1})"
+                     if bundle.labels else "class ids are never negative")
+            fix = advice or ("fix the labels file (line i names class id i)" if bundle.labels
+                             else "check detection.format")
+            raise ModelLoadError(f"class id {int(bad[0])} {where} is not in the labels: {known}; {fix}",
+                                 "detection" if advice or not bundle.labels else "labels")
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ModelLoadError(f"validation image {path.name} cannot be read: {one_line(str(exc))}",
+                             "validation") from None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 
 from robot_model_deployer.bundle.manifest import Task
-from robot_model_deployer.inference.postprocess import Prediction, box_iou
+from robot_model_deployer.inference.detection import box_iou
+from robot_model_deployer.inference.postprocess import Prediction
 
 # Boxes of the same class overlapping this much are the same object, in every gate.
 IOU_THRESHOLD = 0.5

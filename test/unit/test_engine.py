@@ -186,12 +186,13 @@ def test_multiple_inputs_with_a_wrong_name_lists_both(tmp_path: Path) -> None:
 @pytest.mark.parametrize("labels", [("red", "green"), ("red", "green", "blue", "yellow")])
 def test_labels_count_mismatch_names_both_counts(tmp_path: Path, labels: tuple[str, ...]) -> None:
     message = load_error(classifier_bundle(tmp_path, labels=labels))
-    assert message == f"model.onnx scores 3 classes but the labels file labels.txt lists {len(labels)}"
+    assert message == (f"model.onnx: model scores 3 classes but the labels file labels.txt lists {len(labels)}; "
+                       "fix the labels file (one class per line)")
 
 
 def test_named_classification_output_missing(tmp_path: Path) -> None:
     message = load_error(classifier_bundle(tmp_path, classification={"output_name": "probs"}))
-    assert message == "model has no output named 'probs' (it has logits)"
+    assert message == "model has no output named 'probs' (classification.output_name; it has logits)"
 
 
 def test_named_classification_output_is_used(tmp_path: Path) -> None:
@@ -203,14 +204,14 @@ def test_named_detection_output_missing(tmp_path: Path) -> None:
     manifest = detector_manifest(size=64)
     manifest["detection"]["boxes_output"] = "boxes"
     root = write_bundle(tmp_path, colour_detector(size=64), manifest)
-    assert load_error(root) == "model has no output named 'boxes' (it has detections)"
+    assert load_error(root) == "model.onnx: model has no output named 'boxes' (it has detections)"
 
 
 def test_output_layout_that_does_not_match_the_task_fails_at_load(tmp_path: Path) -> None:
     manifest = detector_manifest(size=SIZE)
     root = write_bundle(tmp_path, colour_classifier(size=SIZE), manifest)
     message = load_error(root)
-    assert message.startswith("model.onnx: detection format yolo needs an output of shape [1, N, 5 + classes]")
+    assert message.startswith("model.onnx: output 'logits' [1, 3] does not fit detection.format yolo [1, N, 5 + C]")
 
 
 def test_engine_can_be_built_without_a_bundle_dir(tmp_path: Path) -> None:

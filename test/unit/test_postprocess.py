@@ -7,11 +7,15 @@ import numpy as np
 import pytest
 
 from robot_model_deployer.bundle.manifest import ClassificationSpec, DetectionFormat, DetectionSpec
-from robot_model_deployer.inference.postprocess import (
-    OutputSpecError, Prediction, box_iou, classify, decode_detections, detect, label_for, non_max_suppression,
-)
+from robot_model_deployer.inference.detection import box_iou, decode_detections, detect, non_max_suppression
+from robot_model_deployer.inference.postprocess import OutputSpecError, Prediction, classify, label_for
 
 LABELS = ("cat", "dog", "bird")
+
+
+def decoded(*args: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    candidates = decode_detections(*args)
+    return candidates.boxes, candidates.scores, candidates.class_ids
 
 
 def yolo_rows(*rows: tuple[float, ...]) -> np.ndarray:
@@ -98,14 +102,14 @@ def test_prediction_is_finite() -> None:
 
 def test_yolo_decode_centre_size_to_corners_and_scores_objectness_times_class() -> None:
     raw = yolo_rows((10, 20, 4, 6, 0.5, 0.2, 0.8), (30, 30, 10, 10, 1.0, 0.9, 0.1))
-    boxes, scores, ids = decode_detections([raw], spec(), 64, 64)
+    boxes, scores, ids = decoded([raw], spec(), 64, 64)
     np.testing.assert_allclose(boxes, [[8, 17, 12, 23], [25, 25, 35, 35]])
     np.testing.assert_allclose(scores, [0.4, 0.9])
     assert ids.tolist() == [1, 0] and ids.dtype == np.int32
 
 
 def test_yolo_without_class_columns_is_single_class_objectness() -> None:
-    boxes, scores, ids = decode_detections([yolo_rows((8, 8, 4, 4, 0.7))], spec(), 16, 16)
+    boxes, scores, ids = decoded([yolo_rows((8, 8, 4, 4, 0.7))], spec(), 16, 16)
     np.testing.assert_allclose(boxes, [[6, 6, 10, 10]])
     np.testing.assert_allclose(scores, [0.7])
     assert ids.tolist() == [0]
@@ -125,7 +129,7 @@ def test_yolox_decodes_grid_offsets_with_strides() -> None:
     raw[0, :, 5] = 1.0
     raw[0, 5, :4] = (0.5, 0.5, math.log(2.0), 0.0)  # stride 8, row 1 column 1
     raw[0, 9, :4] = (0.0, 0.0, 0.0, 0.0)  # stride 16, row 0 column 1
-    boxes, scores, ids = decode_detections([raw], spec(format=DetectionFormat.YOLOX, strides=(8, 16)), 32, 16)
+    boxes, scores, ids = decoded([raw], spec(format=DetectionFormat.YOLOX, strides=(8, 16)), 32, 16)
     assert boxes.shape == (10, 4)
     np.testing.assert_allclose(boxes[5], [4, 8, 20, 16], rtol=1e-6)   # centre (12, 12), 16x8
     np.testing.assert_allclose(boxes[9], [8, -8, 24, 8], rtol=1e-6)   # centre (16, 0), 16x16
@@ -145,7 +149,7 @@ def test_yolox_does_not_modify_the_model_output() -> None:
 def test_yolox_size_is_clamped_so_huge_logits_stay_finite() -> None:
     raw = np.zeros((1, 2, 6), np.float32)
     raw[0, 0, 2:4] = 1000.0
-    boxes, _, _ = decode_detections([raw], spec(format=DetectionFormat.YOLOX, strides=(16,)), 32, 16)
+    boxes, _, _ = decoded([raw], spec(format=DetectionFormat.YOLOX, strides=(16,)), 32, 16)
     assert np.isfinite(boxes).all()
 
 
@@ -159,7 +163,7 @@ def test_yolox_anchor_count_mismatch_explains_the_expected_count() -> None:
 def test_boxes_scores_takes_best_class_per_box() -> None:
     boxes = np.array([[[0, 0, 10, 10], [5, 5, 20, 30]]], np.float32)
     scores = np.array([[[0.1, 0.7, 0.2], [0.6, 0.3, 0.1]]], np.float32)
-    out_boxes, out_scores, ids = decode_detections([boxes, scores], spec(format=DetectionFormat.BOXES_SCORES),
+    out_boxes, out_scores, ids = decoded([boxes, scores], spec(format=DetectionFormat.BOXES_SCORES),
                                                    64, 64)
     np.testing.assert_array_equal(out_boxes, boxes[0])
     np.testing.assert_allclose(out_scores, [0.7, 0.6])
