@@ -16,10 +16,13 @@ Two ways to find them, so models that are not Ultralytics exports work too:
   ops are those directly in it or in its ``dfl`` submodule (its conv
   branches ``cv2.*``, ``cv3.*``, ``cv4.*``, ``proto`` are deeper).
 - by structure: the graph's tail (nodes with no Conv/Gemm/MatMul
-  downstream), the compute layers that feed only that tail (the DFL conv),
-  then, repeatedly, every non-compute node whose outputs go only into the
-  region (softmax, the concat/split of box and class maps, the reshapes).
-  It stops at the last convs of the branches, which stay quantized.
+  downstream), the compute layers that feed only that tail (the DFL conv,
+  and the last class / mask-coefficient / keypoint convs where nothing
+  but decode follows them), then, repeatedly, every non-compute node whose
+  outputs go only into the region (softmax, the concat/split of box and
+  class maps, the reshapes, the activation before a float conv). It stops
+  at the branch convs before those, which stay quantized. It keeps a little
+  more float than the names do, for graphs that have no Ultralytics names.
 """
 from __future__ import annotations
 

@@ -47,7 +47,8 @@ def quantize_openvino(model_path: Path, target: Path, calibration: Sequence[np.n
     try:
         model = ov.Core().read_model(str(model_path))
         names = {op.get_friendly_name() for op in model.get_ops()}
-        ignored = [n for n in float_nodes if n in names]
+        # OpenVINO splits a Conv with bias into Convolution ".../WithoutBiases" + Add (the ONNX name).
+        ignored = [n for node in float_nodes for n in (node, f"{node}/WithoutBiases") if n in names]
         scope = nncf.IgnoredScope(names=ignored, validate=False)
         calibration_set = nncf.Dataset(list(calibration), lambda tensor: {input_name: tensor})
         common: dict[str, Any] = dict(preset=nncf.QuantizationPreset.MIXED, ignored_scope=scope,
