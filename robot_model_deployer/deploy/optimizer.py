@@ -116,7 +116,7 @@ def recipe_fields(recipe: Int8Recipe) -> dict[str, Any]:
     """One INT8 recipe inline, as targets.yaml spells it plus its name."""
     return {"name": recipe.name, "tool": recipe.tool.value, "float_region": recipe.float_region.value,
             "calibration": recipe.calibration.value, "percentile": recipe.percentile,
-            "accuracy_control": recipe.accuracy_control, "description": recipe.description,
+            "description": recipe.description,
             **({"accelerators": [a.value for a in recipe.accelerators]} if recipe.accelerators else {})}
 
 

@@ -55,18 +55,8 @@ class OpenVinoSession:
             config["CACHE_DIR"] = str(cache_dir)
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
-        self._attach(core.compile_model(str(model_path), device, config), device)
-
-    @classmethod
-    def from_compiled(cls, compiled: Any, device: str = "CPU") -> "OpenVinoSession":
-        """Serve a model OpenVINO has already compiled (e.g. one NNCF hands to its validation function)."""
-        session = cls.__new__(cls)
-        session._attach(compiled, device)
-        return session
-
-    def _attach(self, compiled: Any, device: str) -> None:
         self.device = device
-        self._compiled = compiled
+        self._compiled = core.compile_model(str(model_path), device, config)
         self._request = self._compiled.create_infer_request()
         self._inputs = [self._info(port) for port in self._compiled.inputs]
         self._outputs = [self._info(port) for port in self._compiled.outputs]

@@ -4,24 +4,16 @@ The ONNX model (input pinned, nodes named) is read by OpenVINO, whose ops
 keep the ONNX node names, so the float region found on the ONNX graph is
 the NNCF ignored scope as it stands. The mixed preset (symmetric weights,
 asymmetric activations) is what Ultralytics uses for detectors.
-
-With an accuracy check, ``nncf.quantize_with_accuracy_control`` ranks the
-quantized layers by how much each costs the check and returns the worst to
-float until the drop is within bounds: float regions chosen by the gate's
-own measure rather than by a list.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from robot_model_deployer.inference.engine import ModelSession, first_line
-from robot_model_deployer.inference.openvino_session import OpenVinoSession
+from robot_model_deployer.inference.engine import first_line
 
-Check = Callable[[ModelSession], float]
-"""Scores a model session against FP32 on the bundle's validation images (1.0: the same answers)."""
 
 
 def nncf_available() -> bool:
@@ -35,7 +27,7 @@ def nncf_available() -> bool:
 
 
 def quantize_openvino(model_path: Path, target: Path, calibration: Sequence[np.ndarray], input_name: str,
-                      float_nodes: Sequence[str], accuracy: tuple[Check, float] | None) -> list[str]:
+                      float_nodes: Sequence[str]) -> list[str]:
     """Write the INT8 OpenVINO IR of ``model_path`` to ``target`` (.xml + .bin); returns notes for the report."""
     from robot_model_deployer.optimize.quantize import QuantizationError
 
@@ -51,23 +43,11 @@ def quantize_openvino(model_path: Path, target: Path, calibration: Sequence[np.n
         ignored = [n for node in float_nodes for n in (node, f"{node}/WithoutBiases") if n in names]
         scope = nncf.IgnoredScope(names=ignored, validate=False)
         calibration_set = nncf.Dataset(list(calibration), lambda tensor: {input_name: tensor})
-        common: dict[str, Any] = dict(preset=nncf.QuantizationPreset.MIXED, ignored_scope=scope,
-                                      subset_size=len(calibration))
-        notes = [f"nncf {nncf.__version__}, mixed preset, {len(ignored)} nodes in the ignored scope"]
-        if accuracy is None:
-            quantized = nncf.quantize(model, calibration_set, **common)
-        else:
-            check, max_drop = accuracy
-            quantized = nncf.quantize_with_accuracy_control(
-                model, calibration_set, nncf.Dataset([0]),
-                validation_fn=lambda compiled, _items: float(check(OpenVinoSession.from_compiled(compiled))),
-                max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **common)
-            notes.append(f"accuracy control: up to {max_drop:.3f} below FP32 on the gate's measure")
+        quantized = nncf.quantize(model, calibration_set, preset=nncf.QuantizationPreset.MIXED, ignored_scope=scope,
+                                  subset_size=len(calibration))
         target.parent.mkdir(parents=True, exist_ok=True)
         ov.save_model(quantized, str(target), compress_to_fp16=False)
-    except QuantizationError:
-        raise
     except Exception as exc:  # NNCF and OpenVINO raise many types; one message for the report.
         raise QuantizationError(f"NNCF quantization failed: {first_line(exc)}") from exc
-    return notes
+    return [f"nncf {nncf.__version__}, mixed preset, {len(ignored)} nodes in the ignored scope"]
 

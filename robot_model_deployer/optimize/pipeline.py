@@ -227,9 +227,8 @@ class _Run:
             try:
                 quantized = self.quantized.get(config.label)
                 if quantized is None:
-                    accuracy = (self._accuracy_check(validation, references), self._allowed_drop())
                     quantized = quantize_model(self.bundle.model_path, scratch / f"{config.label}.onnx",
-                                               calibration, input_name, config, accuracy)
+                                               calibration, input_name, config)
                     self.quantized[config.label] = quantized
                 result.float_nodes, result.notes = quantized.float_nodes, quantized.notes
                 self._check_cancel()
@@ -242,25 +241,6 @@ class _Run:
                 passed.add((config.tool, config.scheme))
         return results
 
-    def _accuracy_check(self, validation: list[np.ndarray], references: list[Prediction]) -> Callable[[Any], float]:
-        """The gate's measure (box F1 or top-1 agreement with FP32) for a session, for NNCF's accuracy control."""
-        manifest = self.bundle.manifest
-
-        def check(session: Any) -> float:
-            engine = InferenceEngine(self.bundle.model_path, manifest, self.bundle.labels, session=session,
-                                     warmup_runs=1)
-            gate = check_variant(manifest.task, [engine.infer(i) for i in validation], references,
-                                 manifest.acceptance)
-            measured = gate.detection_f1 if gate.detection_f1 is not None else gate.top1_agreement
-            return float(measured or 0.0)
-        return check
-
-    def _allowed_drop(self) -> float:
-        """How far below FP32's own 1.0 the gate lets a variant go."""
-        acceptance = self.bundle.manifest.acceptance
-        floor = acceptance.min_top1_agreement if self.bundle.manifest.task.value == "classification" \
-            else acceptance.min_detection_f1
-        return max(0.0, 1.0 - floor)
 
     def _float_variant(self, accelerator: Accelerator, precision: Precision, name: str, work: Path,
                        validation: list[np.ndarray], references: list[Prediction],

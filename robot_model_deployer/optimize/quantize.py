@@ -16,9 +16,7 @@ together with the manifest's ``quantization.exclude_nodes``.
 Two tools: ONNX Runtime's ``quantize_static`` (QDQ ONNX for the ORT CPU
 and GPU providers) and NNCF's post-training quantization on the OpenVINO
 model (IR for the OpenVINO runtime, the path Ultralytics takes for
-OpenVINO INT8), optionally with NNCF's accuracy control, which returns
-quantized layers to float, most harmful first, until the gate's own
-measure is met (nncf_quantize.py).
+OpenVINO INT8; nncf_quantize.py).
 """
 from __future__ import annotations
 
@@ -27,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -35,9 +33,6 @@ from onnx import version_converter
 
 from robot_model_deployer.inference.engine import first_line
 from robot_model_deployer.optimize.head_scope import find_head_decode
-
-if TYPE_CHECKING:
-    from robot_model_deployer.optimize.nncf_quantize import Check
 
 PER_CHANNEL_MIN_OPSET = 13
 _COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -100,15 +95,12 @@ class QuantizationConfig:
     exclude_nodes: tuple[str, ...] = ()
     max_calibration_images: int = 64
     tool: QuantTool = QuantTool.ORT
-    accuracy_control: bool = False
 
     def __post_init__(self) -> None:
         if self.tool is QuantTool.NNCF and (self.calibration is not CalibrationMethod.MINMAX
                                             or self.symmetric_activations or not self.per_channel):
             raise ValueError("tool nncf uses NNCF's own ranges (mixed preset, per-channel weights): drop "
                              "calibration, symmetric_activations and per_channel, or use tool ort")
-        if self.accuracy_control and self.tool is not QuantTool.NNCF:
-            raise ValueError("accuracy_control needs tool nncf (NNCF's quantize_with_accuracy_control)")
         if self.calibration is CalibrationMethod.PERCENTILE and not 50.0 < self.percentile <= 100.0:
             raise ValueError(f"percentile must be in (50, 100] for percentile calibration, got {self.percentile}")
         if self.calibration is not CalibrationMethod.PERCENTILE and self.percentile != _DEFAULT_PERCENTILE:
@@ -126,7 +118,7 @@ class QuantizationConfig:
         """Short, stable name used for variant and file names."""
         region = {FloatRegion.DECODE_TAIL: "tail", FloatRegion.HEADS: "heads", FloatRegion.DETECT_HEAD: "head"}
         if self.tool is QuantTool.NNCF:
-            return "-".join(["nncf", region[self.float_region]] + (["ac"] if self.accuracy_control else []))
+            return f"nncf-{region[self.float_region]}"
         parts = [self.scheme.value, "pc" if self.per_channel else "pt", self.calibration.value]
         if self.calibration is CalibrationMethod.PERCENTILE:
             parts[-1] += f"{self.percentile:g}"
@@ -148,15 +140,13 @@ class QuantizedModel:
 
 
 def quantize_model(model_path: str | Path, output_path: str | Path, calibration: Sequence[np.ndarray],
-                   input_name: str, config: QuantizationConfig, accuracy: tuple[Check, float] | None = None,
-                   ) -> QuantizedModel:
+                   input_name: str, config: QuantizationConfig) -> QuantizedModel:
     """Quantize ``model_path`` into ``output_path``, calibrated on preprocessed tensors.
 
     ``calibration`` holds model-input tensors made by the bundle's own
     Preprocessor, so the ranges are the ones the robot will see. Scratch
     files live in a temporary directory removed afterwards. The ORT tool
     writes QDQ ONNX; NNCF writes OpenVINO IR (``output_path`` with .xml).
-    ``accuracy`` (check, largest allowed drop) drives NNCF's accuracy control.
     """
     if not calibration:
         raise QuantizationError("no calibration images: add calibration.images to the bundle manifest")
@@ -171,8 +161,7 @@ def quantize_model(model_path: str | Path, output_path: str | Path, calibration:
             named = _named_copy(model_path, scratch / "named.onnx", tensors[0].shape, input_name, notes)
             excluded = _float_nodes_for(onnx.load(str(named)), config, notes)
             target = output_path.with_suffix(".xml")
-            notes.extend(quantize_openvino(named, target, tensors, input_name, excluded,
-                                           accuracy if config.accuracy_control else None))
+            notes.extend(quantize_openvino(named, target, tensors, input_name, excluded))
             return QuantizedModel(target, config, excluded, _default_opset(onnx.load(str(named))), tuple(notes))
         prepared_path = prepare_for_quantization(model_path, scratch / "prepared.onnx", tensors[0].shape,
                                                  input_name, config.per_channel, notes)

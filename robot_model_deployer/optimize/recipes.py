@@ -33,7 +33,6 @@ class Int8Recipe:
     float_region: FloatRegion = FloatRegion.DECODE_TAIL
     calibration: CalibrationMethod = CalibrationMethod.MINMAX
     percentile: float = QuantizationConfig.percentile
-    accuracy_control: bool = False
     accelerators: tuple[Accelerator, ...] = ()
     description: str = ""
 
@@ -56,8 +55,7 @@ class Int8Recipe:
         ort = self.tool is QuantTool.ORT
         return QuantizationConfig(scheme=scheme, calibration=self.calibration, percentile=self.percentile,
                                   symmetric_activations=symmetric and ort, float_region=self.float_region,
-                                  exclude_nodes=tuple(exclude_nodes), tool=self.tool,
-                                  accuracy_control=self.accuracy_control)
+                                  exclude_nodes=tuple(exclude_nodes), tool=self.tool)
 
 
 def recipes_from_dict(data: Any, source: str) -> dict[str, Int8Recipe]:
@@ -74,7 +72,6 @@ def recipes_from_dict(data: Any, source: str) -> dict[str, Int8Recipe]:
         fields = dict(name=str(name), tool=r.enum("tool", QuantTool), float_region=r.enum("float_region", FloatRegion),
                       calibration=r.enum("calibration", CalibrationMethod),
                       percentile=r.number("percentile", minimum=50.0, maximum=100.0),
-                      accuracy_control=r.boolean("accuracy_control"),
                       accelerators=r.enums("accelerators", Accelerator), description=r.string("description"))
         r.reject_unknown()
         recipes[str(name)] = Int8Recipe(**fields)

@@ -120,6 +120,4 @@ def test_nncf_recipe_writes_openvino_ir_with_the_head_ignored(tmp_path: Path) ->
 def test_nncf_needs_its_own_ranges() -> None:
     with pytest.raises(ValueError, match="tool nncf uses NNCF's own ranges"):
         QuantizationConfig(tool=QuantTool.NNCF, symmetric_activations=True)
-    with pytest.raises(ValueError, match="accuracy_control needs tool nncf"):
-        QuantizationConfig(accuracy_control=True)
     assert QuantizationConfig(tool=QuantTool.NNCF, float_region=FloatRegion.DETECT_HEAD).label == "nncf-head"
