@@ -32,7 +32,7 @@ import onnx
 from onnx import version_converter
 
 from robot_model_deployer.inference.engine import first_line
-from robot_model_deployer.optimize.head_scope import find_head_decode
+from robot_model_deployer.optimize.head_scope import find_head_decode, find_stem
 
 PER_CHANNEL_MIN_OPSET = 13
 _COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -65,11 +65,14 @@ class FloatRegion(str, Enum):
     (the raw box and score maps stay float too).
     ``detect_head``: a YOLO-class head's decode (DFL, the concat/split of
     box and class maps, anchor arithmetic), found by name or structure.
+    ``detect_head_and_stem``: that plus the first compute layers, which read
+    the image (head_scope.find_stem).
     """
 
     DECODE_TAIL = "decode_tail"
     HEADS = "heads"
     DETECT_HEAD = "detect_head"
+    DETECT_HEAD_AND_STEM = "detect_head_and_stem"
 
 
 class QuantTool(str, Enum):
@@ -116,7 +119,8 @@ class QuantizationConfig:
     @property
     def label(self) -> str:
         """Short, stable name used for variant and file names."""
-        region = {FloatRegion.DECODE_TAIL: "tail", FloatRegion.HEADS: "heads", FloatRegion.DETECT_HEAD: "head"}
+        region = {FloatRegion.DECODE_TAIL: "tail", FloatRegion.HEADS: "heads", FloatRegion.DETECT_HEAD: "head",
+                  FloatRegion.DETECT_HEAD_AND_STEM: "head-stem"}
         if self.tool is QuantTool.NNCF:
             return f"nncf-{region[self.float_region]}"
         parts = [self.scheme.value, "pc" if self.per_channel else "pt", self.calibration.value]
@@ -173,10 +177,14 @@ def quantize_model(model_path: str | Path, output_path: str | Path, calibration:
 
 def _float_nodes_for(model: onnx.ModelProto, config: QuantizationConfig, notes: list[str]) -> tuple[str, ...]:
     """The recipe's float region plus the manifest's exclude_nodes that exist in ``model``."""
-    if config.float_region is FloatRegion.DETECT_HEAD:
+    if config.float_region in (FloatRegion.DETECT_HEAD, FloatRegion.DETECT_HEAD_AND_STEM):
         scope = find_head_decode(model)
         float_nodes = scope.nodes
         notes.append(f"head decode kept float: {len(float_nodes)} nodes, found by {scope.found_by}")
+        if config.float_region is FloatRegion.DETECT_HEAD_AND_STEM:
+            stem = find_stem(model)
+            float_nodes += stem
+            notes.append(f"stem kept float: {', '.join(stem)}")
     else:
         float_nodes = find_float_nodes(model, config.float_region)
     names = {n.name for n in model.graph.node}

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 
-from robot_model_deployer.optimize.head_scope import find_head_decode
+from robot_model_deployer.optimize.head_scope import find_head_decode, find_stem
 from robot_model_deployer.optimize.nncf_quantize import nncf_available
 from robot_model_deployer.optimize.quantize import FloatRegion, QuantizationConfig, QuantTool, quantize_model
 from robot_model_deployer.testing.yolo_export import export_yolo, ultralytics_version
@@ -66,11 +66,18 @@ def test_head_decode_is_the_last_modules_own_ops_found_by_name_and_by_structure(
     assert not any(re.search(r"/cv[234]\.\d+\.[01]/conv/Conv$", n) for n in found)
 
 
-def test_ort_detect_head_recipe_keeps_the_decode_float_and_quantizes_every_other_conv(tmp_path: Path) -> None:
+def test_the_stem_is_the_conv_that_reads_the_image() -> None:
+    assert find_stem(exported("yolov8n")) == ("/model.0/conv/Conv",)
+
+
+@pytest.mark.parametrize("region", [FloatRegion.DETECT_HEAD, FloatRegion.DETECT_HEAD_AND_STEM])
+def test_ort_detect_head_recipe_keeps_the_decode_float_and_quantizes_every_other_conv(
+        tmp_path: Path, region: FloatRegion) -> None:
     source = export_yolo("yolov8n", SIZE)
-    config = QuantizationConfig(float_region=FloatRegion.DETECT_HEAD)
+    config = QuantizationConfig(float_region=region)
     result = quantize_model(source, tmp_path / "int8.onnx", tensors(4), "images", config)
     assert any("found by ultralytics-names" in note for note in result.notes)
+    assert ("/model.0/conv/Conv" in result.float_nodes) == (region is FloatRegion.DETECT_HEAD_AND_STEM)
     graph = onnx.load(str(result.path)).graph
     produced_by = {o: n for n in graph.node for o in n.output}
     float_nodes = set(result.float_nodes)
