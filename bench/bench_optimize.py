@@ -30,6 +30,7 @@ agreement; the detectors: an INT8 variant with F1 >= 0.95 against FP32 at
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -101,7 +102,8 @@ def main() -> int:
 
     for name, root in bundles.items():
         bundle = load_bundle_dir(root)
-        with tempfile.TemporaryDirectory(prefix="rmd-bench-optimize-") as scratch:
+        # Quantizers print progress on stdout (NNCF's bars): keep it for the JSON.
+        with tempfile.TemporaryDirectory(prefix="rmd-bench-optimize-") as scratch, contextlib.redirect_stdout(text):
             out = Path(scratch) / "out"
             started = time.monotonic()
             report = optimize_bundle(bundle, target, out, hardware=hardware,

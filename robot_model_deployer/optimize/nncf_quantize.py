@@ -7,6 +7,7 @@ asymmetric activations) is what Ultralytics uses for detectors.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -43,8 +44,16 @@ def quantize_openvino(model_path: Path, target: Path, calibration: Sequence[np.n
         ignored = [n for node in float_nodes for n in (node, f"{node}/WithoutBiases") if n in names]
         scope = nncf.IgnoredScope(names=ignored, validate=False)
         calibration_set = nncf.Dataset(list(calibration), lambda tensor: {input_name: tensor})
-        quantized = nncf.quantize(model, calibration_set, preset=nncf.QuantizationPreset.MIXED, ignored_scope=scope,
-                                  subset_size=len(calibration))
+        # NNCF logs every ignored op and draws progress bars on stdout; the report carries what matters.
+        from nncf.common.logging import nncf_logger
+
+        level = nncf_logger.level
+        nncf.set_log_level(logging.WARNING)
+        try:
+            quantized = nncf.quantize(model, calibration_set, preset=nncf.QuantizationPreset.MIXED,
+                                      ignored_scope=scope, subset_size=len(calibration))
+        finally:
+            nncf.set_log_level(level)
         target.parent.mkdir(parents=True, exist_ok=True)
         ov.save_model(quantized, str(target), compress_to_fp16=False)
     except Exception as exc:  # NNCF and OpenVINO raise many types; one message for the report.
