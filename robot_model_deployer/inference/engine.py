@@ -13,7 +13,7 @@ from robot_model_deployer.bundle.manifest import DetectionFormat, Manifest, Task
 from robot_model_deployer.inference.detection import Candidates, decode_detections, output_order, select
 from robot_model_deployer.inference.layouts import ORIG_TARGET_SIZES, Guess, detection_mismatch, guess_layout
 from robot_model_deployer.inference.postprocess import OutputSpecError, Prediction, classify, label_for
-from robot_model_deployer.inference.preprocess import ImageTransform, PixelFormat, Preprocessor
+from robot_model_deployer.inference.preprocess import PixelFormat, Preprocessor
 
 _ORT_TYPES = {TensorType.FLOAT32: "tensor(float)", TensorType.FLOAT16: "tensor(float16)",
               TensorType.UINT8: "tensor(uint8)"}
@@ -75,10 +75,12 @@ class InferenceEngine:
                                      f"{first_line(exc)}") from None
         self._input = self._check_input()
         self._extra_feeds = self._size_feed()
+        self._order_error: OutputSpecError | None = None
         try:
             self._outputs = self._output_names()
         except OutputSpecError as exc:
-            raise ModelLoadError(f"{self.model_path.name}: {exc}", exc.section) from None
+            # Raised after one run, unless the layout check explains it better (e.g. "looks like YOLOv8").
+            self._outputs, self._order_error = [o.name for o in self.session.get_outputs()], exc
         self._preprocess = Preprocessor(manifest.input)
         self.layout_guess: Guess | None = None
         """The layout the outputs look like (set by warm_up), for advice when values are wrong."""
@@ -97,6 +99,16 @@ class InferenceEngine:
         """The model input the preprocessed image is fed to (for benchmarks that skip pre-processing)."""
         return self._input
 
+    @property
+    def extra_feeds(self) -> dict[str, np.ndarray]:
+        """Inputs fed beside the image on every run (RT-DETR's orig_target_sizes), for callers that run the
+        session themselves (calibration, benchmarks)."""
+        return dict(self._extra_feeds)
+
+    def feeds(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """Every input of one run on a preprocessed image tensor."""
+        return {self._input: tensor, **self._extra_feeds}
+
     def infer(self, image: np.ndarray, pixel_format: PixelFormat = PixelFormat.RGB8) -> Prediction:
         """Pre-process, run and post-process one HxW(xC) uint8 image."""
         start = time.perf_counter()
@@ -107,17 +119,18 @@ class InferenceEngine:
             return Prediction(top.class_ids, top.scores, top.labels, inference_ms=_ms_since(start))
         kept = select(self._decode(outputs), self.manifest.detection)
         boxes = transform.boxes_to_image(kept.boxes, image.shape[1], image.shape[0])
-        labels = tuple(label_for(int(i), self.labels) for i in kept.class_ids)
-        return Prediction(kept.class_ids, kept.scores, labels, boxes, inference_ms=_ms_since(start))
+        # A box wholly in the letterbox padding (or off the crop) clips to nothing: not a detection in the image.
+        inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        class_ids, scores, boxes = kept.class_ids[inside], kept.scores[inside], boxes[inside]
+        labels = tuple(label_for(int(i), self.labels) for i in class_ids)
+        return Prediction(class_ids, scores, labels, boxes, inference_ms=_ms_since(start))
 
-    def candidates(self, image: np.ndarray,
-                   pixel_format: PixelFormat = PixelFormat.RGB8) -> tuple[Candidates, ImageTransform]:
+    def candidates(self, image: np.ndarray, pixel_format: PixelFormat = PixelFormat.RGB8) -> Candidates:
         """A detector's decoded candidates before threshold and NMS, in input pixels (for the model check)."""
-        tensor, transform = self._preprocess(image, pixel_format)
-        return self._decode(self._run(tensor)), transform
+        return self._decode(self._run(self._preprocess(image, pixel_format)[0]))
 
     def _run(self, tensor: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(self._outputs, {self._input: tensor, **self._extra_feeds})
+        return self.session.run(self._outputs, self.feeds(tensor))
 
     def _decode(self, outputs: Sequence[np.ndarray]) -> Candidates:
         spec = self.manifest.input
@@ -150,12 +163,15 @@ class InferenceEngine:
                                           classes, self.manifest.labels)
             if mismatch is not None:
                 raise OutputSpecError(mismatch.message, mismatch.section)
+            if self._order_error is not None:
+                raise self._order_error
             return
         try:
             classify(outputs[0], self.manifest.classification, ())
         except OutputSpecError as exc:
             guess = self.layout_guess
-            raise OutputSpecError(f"{exc}; {guess.advice()}" if guess else str(exc), exc.section) from None
+            advice = f"; {guess.advice(Task.CLASSIFICATION)}" if guess else ""
+            raise OutputSpecError(f"{exc}{advice}", exc.section) from None
         count = int(np.size(outputs[0]))
         if classes is not None and count != classes:
             raise OutputSpecError(f"model scores {count} classes but the labels file {self.manifest.labels} "
@@ -175,8 +191,9 @@ class InferenceEngine:
         elif len(inputs) == 1:
             model_input = inputs[0]
         elif any(i.name == ORIG_TARGET_SIZES for i in inputs):
+            task = "" if self.manifest.task is Task.DETECTION else "set task: detection and "
             raise ModelLoadError(f"model takes {', '.join(i.name for i in inputs)}, like an RT-DETR / D-FINE "
-                                 "export: set task: detection and detection.format: rtdetr", "detection")
+                                 f"export: {task}set detection.format: rtdetr", "detection")
         else:
             raise ModelLoadError(f"model has {len(inputs)} inputs; name the image input in manifest input.name")
         if model_input.type != _ORT_TYPES[spec.dtype]:

@@ -34,10 +34,11 @@ class Guess:
     format: DetectionFormat | None
     description: str
 
-    def advice(self) -> str:
+    def advice(self, declared: Task = Task.DETECTION) -> str:
+        """What to tell the author of a manifest that declares task ``declared``."""
         if self.format is None:
             return f"it looks like {self.description}"
-        task = "" if self.task is Task.DETECTION else "set task: detection and "
+        task = "" if declared is self.task else f"set task: {self.task.value} and "
         return f"it looks like {self.description}: {task}set detection.format: {self.format.value}"
 
 
@@ -105,6 +106,11 @@ def detection_mismatch(spec: DetectionSpec, inputs: Sequence[str], outputs: Sequ
     other = guess is not None and guess.format is not fmt
     if problem is None and fmt is not DetectionFormat.RTDETR and ORIG_TARGET_SIZES in inputs:
         problem = f"the model takes {ORIG_TARGET_SIZES}, which only detection.format rtdetr feeds"
+    named = (DetectionFormat.RTDETR, DetectionFormat.TF_SSD)
+    if problem is None and guess is not None and guess.format in named and guess.format is not fmt:
+        # Both read boxes, scores and classes by name, but the boxes differ (pixels xyxy vs normalized yxyx).
+        problem = (f"outputs {', '.join(name for name, _ in outputs)} read as detection.format {fmt.value} "
+                   "would take the boxes in the wrong units")
     if problem is not None:
         advice = guess.advice() if other else "check detection.format (docs/bundle-format.md lists the layouts)"
         return Mismatch(f"{problem}; {advice}", "detection")

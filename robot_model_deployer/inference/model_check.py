@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from robot_model_deployer.bundle.errors import BundleError, BundleFormatError, ModelCheckError
 from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
-from robot_model_deployer.bundle.manifest import Task
+from robot_model_deployer.bundle.manifest import DetectionFormat, Task
 from robot_model_deployer.bundle.text import one_line
 from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
 from robot_model_deployer.isolation.child import ChildError, ChildFailure, ChildLimits, run_in_child
@@ -47,6 +47,8 @@ _ADVICE = {
                         "bundle if it persists",
 }
 _DETAIL_CHARS = 300
+_NORMALIZED_FORMATS = frozenset({DetectionFormat.DETR, DetectionFormat.TF_SSD})  # their decoders scale the boxes
+_MIN_PIXEL_INPUT = 32  # below this a box in pixels may well lie within [0, 1]
 MAX_CHECKED_IMAGES = 16
 """Validation images a detector's scores and class ids are checked on (the first ones), to stay in the time limit."""
 
@@ -80,7 +82,7 @@ def check_detector_values(engine: InferenceEngine, bundle: BundleDir) -> None:
     guess = engine.layout_guess
     advice = guess.advice() if guess is not None and guess.format is not spec.format else ""
     for relative in bundle.manifest.validation.images[:MAX_CHECKED_IMAGES]:
-        candidates, _ = engine.candidates(_read_rgb(bundle.path(relative)))
+        candidates = engine.candidates(_read_rgb(bundle.path(relative)))
         scores = candidates.scores
         where = f"on validation image {relative}"
         if scores.size and not np.isfinite(scores).all():
@@ -92,6 +94,7 @@ def check_detector_values(engine: InferenceEngine, bundle: BundleDir) -> None:
                 f"not probabilities as detection.format {spec.format.value} reads the outputs; "
                 f"{advice or 'check detection.format, and that the model ends in a sigmoid or softmax'}",
                 "detection")
+        _check_box_units(candidates.boxes[scores >= spec.score_threshold], bundle, where, advice)
         shown = candidates.class_ids[scores >= spec.score_threshold]
         bad = shown[(shown < 0) | (shown >= len(bundle.labels))] if bundle.labels else shown[shown < 0]
         if bad.size:
@@ -101,6 +104,22 @@ def check_detector_values(engine: InferenceEngine, bundle: BundleDir) -> None:
                              else "check detection.format")
             raise ModelLoadError(f"class id {int(bad[0])} {where} is not in the labels: {known}; {fix}",
                                  "detection" if advice or not bundle.labels else "labels")
+
+
+def _check_box_units(boxes: np.ndarray, bundle: BundleDir, where: str, advice: str) -> None:
+    """Refuse boxes that are all within [0, 1] where the layout reads input pixels: they are normalized.
+
+    Shapes cannot tell a [1, K, 6] of normalized cx, cy, w, h, score, class (Ultralytics RT-DETR exports
+    since 8.4) from the NMS-free end2end layout; read as pixels, every box would be under one pixel.
+    """
+    spec, size = bundle.manifest.detection, bundle.manifest.input
+    if spec.format in _NORMALIZED_FORMATS or min(size.width, size.height) < _MIN_PIXEL_INPUT or not boxes.size:
+        return
+    if float(np.abs(boxes).max()) <= 1.0 + 1e-3:
+        raise ModelLoadError(
+            f"boxes {where} all lie within [0, 1], but detection.format {spec.format.value} reads them in input "
+            f"pixels ({size.width}x{size.height}): they look normalized; "
+            f"{advice or 'check detection.format (docs/bundle-format.md lists the layouts)'}", "detection")
 
 
 def _read_rgb(path: Path) -> np.ndarray:

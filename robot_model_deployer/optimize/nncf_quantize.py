@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ def nncf_available() -> bool:
 
 
 def quantize_openvino(model_path: Path, target: Path, calibration: Sequence[np.ndarray], input_name: str,
-                      float_nodes: Sequence[str]) -> list[str]:
+                      float_nodes: Sequence[str], extra_feeds: Mapping[str, np.ndarray]) -> list[str]:
     """Write the INT8 OpenVINO IR of ``model_path`` to ``target`` (.xml + .bin); returns notes for the report."""
     from robot_model_deployer.optimize.quantize import QuantizationError
 
@@ -43,7 +43,7 @@ def quantize_openvino(model_path: Path, target: Path, calibration: Sequence[np.n
         # OpenVINO splits a Conv with bias into Convolution ".../WithoutBiases" + Add (the ONNX name).
         ignored = [n for node in float_nodes for n in (node, f"{node}/WithoutBiases") if n in names]
         scope = nncf.IgnoredScope(names=ignored, validate=False)
-        calibration_set = nncf.Dataset(list(calibration), lambda tensor: {input_name: tensor})
+        calibration_set = nncf.Dataset(list(calibration), lambda tensor: {input_name: tensor, **extra_feeds})
         # NNCF logs every ignored op and draws progress bars on stdout; the report carries what matters.
         from nncf.common.logging import nncf_logger
 

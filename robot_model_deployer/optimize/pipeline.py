@@ -116,6 +116,7 @@ class _Run:
             raise ValueError(f"bundle {manifest.name} has no validation.images: the accuracy gate needs them")
         self.bundle, self.target, self.out_dir, self.hardware = bundle, target, out_dir, hardware
         self.progress, self.cancel = progress, cancel
+        self.extra_feeds: dict[str, np.ndarray] = {}  # beside the image (RT-DETR's orig_target_sizes); set by _optimize
         excludes = manifest.quantization.exclude_nodes
         self.int8_configs = int8_configs or (lambda hw, acc: target_int8_configs(target, hw, acc, excludes))
         self.start = time.monotonic()
@@ -152,6 +153,7 @@ class _Run:
         validation = [load_bundle_image(self.bundle.path(p)) for p in manifest.validation.images]
         reference_engine = InferenceEngine.from_bundle(self.bundle, warmup_runs=1)
         input_name = reference_engine.input_name
+        self.extra_feeds = reference_engine.extra_feeds
         references = [reference_engine.infer(image) for image in validation]
         expected = None
         if manifest.validation.expected:
@@ -228,7 +230,7 @@ class _Run:
                 quantized = self.quantized.get(config.label)
                 if quantized is None:
                     quantized = quantize_model(self.bundle.model_path, scratch / f"{config.label}.onnx",
-                                               calibration, input_name, config)
+                                               calibration, input_name, config, extra_feeds=self.extra_feeds)
                     self.quantized[config.label] = quantized
                 result.float_nodes, result.notes = quantized.float_nodes, quantized.notes
                 self._check_cancel()
@@ -317,14 +319,14 @@ class _Run:
         engines = [(r, self.engines[r.name]) for r in accepted]
         for _, engine in engines:
             for _ in range(self.target.warmup_runs):
-                engine.session.run(None, {engine.input_name: tensor})
+                engine.session.run(None, engine.feeds(tensor))
         timings: dict[str, list[float]] = {r.name: [] for r, _ in engines}
         for run in range(self.target.benchmark_runs):
             if run % 10 == 0:
                 self._check_cancel()
             for result, engine in engines:
                 start = time.perf_counter()
-                engine.session.run(None, {engine.input_name: tensor})
+                engine.session.run(None, engine.feeds(tensor))
                 timings[result.name].append((time.perf_counter() - start) * 1000.0)
         for result, _ in engines:
             result.p50_ms = round(percentile(timings[result.name], 50), 3)

@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -144,8 +144,11 @@ class QuantizedModel:
 
 
 def quantize_model(model_path: str | Path, output_path: str | Path, calibration: Sequence[np.ndarray],
-                   input_name: str, config: QuantizationConfig) -> QuantizedModel:
+                   input_name: str, config: QuantizationConfig,
+                   extra_feeds: Mapping[str, np.ndarray] | None = None) -> QuantizedModel:
     """Quantize ``model_path`` into ``output_path``, calibrated on preprocessed tensors.
+
+    ``extra_feeds``: inputs fed beside the image on every run (RT-DETR's orig_target_sizes).
 
     ``calibration`` holds model-input tensors made by the bundle's own
     Preprocessor, so the ranges are the ones the robot will see. Scratch
@@ -165,14 +168,14 @@ def quantize_model(model_path: str | Path, output_path: str | Path, calibration:
             named = _named_copy(model_path, scratch / "named.onnx", tensors[0].shape, input_name, notes)
             excluded = _float_nodes_for(onnx.load(str(named)), config, notes)
             target = output_path.with_suffix(".xml")
-            notes.extend(quantize_openvino(named, target, tensors, input_name, excluded))
+            notes.extend(quantize_openvino(named, target, tensors, input_name, excluded, extra_feeds or {}))
             return QuantizedModel(target, config, excluded, _default_opset(onnx.load(str(named))), tuple(notes))
         prepared_path = prepare_for_quantization(model_path, scratch / "prepared.onnx", tensors[0].shape,
                                                  input_name, config.per_channel, notes)
         prepared = onnx.load(str(prepared_path))
         excluded = _float_nodes_for(prepared, config, notes)
         return _quantize_with_ort(prepared_path, prepared, output_path, scratch, tensors, input_name, config,
-                                  excluded, notes)
+                                  excluded, notes, extra_feeds or {})
 
 
 def _float_nodes_for(model: onnx.ModelProto, config: QuantizationConfig, notes: list[str]) -> tuple[str, ...]:
@@ -206,7 +209,8 @@ def _named_copy(model_path: str | Path, target: Path, input_shape: Sequence[int]
 
 def _quantize_with_ort(prepared_path: Path, prepared: onnx.ModelProto, output_path: Path, scratch: Path,
                        tensors: list[np.ndarray], input_name: str, config: QuantizationConfig,
-                       excluded: tuple[str, ...], notes: list[str]) -> QuantizedModel:
+                       excluded: tuple[str, ...], notes: list[str], extra_feeds: Mapping[str, np.ndarray],
+                       ) -> QuantizedModel:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization import CalibrationMethod as OrtCalibration
 
@@ -216,7 +220,7 @@ def _quantize_with_ort(prepared_path: Path, prepared: onnx.ModelProto, output_pa
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             tensor = next(self._items, None)
-            return None if tensor is None else {input_name: tensor}
+            return None if tensor is None else {input_name: tensor, **extra_feeds}
 
     activation, weight = _QUANT_TYPES[config.scheme]
     extra: dict[str, object] = {"ActivationSymmetric": config.symmetric_activations, "WeightSymmetric": True}

@@ -3,7 +3,7 @@
 Ultralytics (AGPL-3.0) is a test-time tool only: never imported by the
 package, never shipped, installed by scripts/setup.sh without its
 dependencies (see README, licences). Models are built from its model YAML
-files (yolov8n, yolo11n, yolov8n-seg, yolov8n-pose, yolov10n, yolo26n, ...)
+files (yolov8n, yolo11n, yolov8n-seg, yolov8n-pose, yolov10n, yolo26n, rtdetr-l, ...)
 with seeded random weights, so they have the real graph of the real
 architecture (head, DFL, anchors, output layout) but say nothing about the
 picture. ``DrivenHead`` makes the outputs known instead: the last
@@ -172,7 +172,7 @@ def _export(options: dict, out: Path) -> None:
     _answer_torchvision_probe()
     import torch
     import yaml
-    from ultralytics import YOLO
+    from ultralytics import RTDETR, YOLO
 
     from ultralytics.nn.tasks import yaml_model_load
 
@@ -182,7 +182,7 @@ def _export(options: dict, out: Path) -> None:
     local = Path(f"{options['arch']}.yaml")
     local.write_text(yaml.safe_dump({k: v for k, v in cfg.items() if k != "yaml_file"}, sort_keys=False))
     torch.manual_seed(options["seed"])
-    model = YOLO(str(local))
+    model = (RTDETR if options["arch"].startswith("rtdetr") else YOLO)(str(local))
     if options["head"]:
         _drive(model.model.model[-1], DrivenHead(**options["head"]))
     # nms=False: the NMS-free one-to-one branch ([1, K, 6]) where the head has one (YOLOv10, YOLO26).
