@@ -19,9 +19,11 @@ pip_tools="pip-tools==7.6.2"
 # used, so its opencv and second onnxruntime stay out (--no-deps).
 # Ultralytics (AGPL-3.0) is a test-time exporter only (testing/yolo_export.py, README licences);
 # its own dependencies would pull opencv-python, so it comes in alone.
+# tau-fibrils-yolo (AGPL-3.0) ships a trained YOLOv8n(-OBB) and its sample micrograph, the real
+# YOLOv8 of bench/bench_optimize.py (testing/trained_yolo.py); its napari/Qt dependencies are not needed.
 # rapidocr-onnxruntime (Apache-2.0) ships PP-OCR's models, a real CTC recogniser for the tests; only
 # the files are used.
-nodeps=("ddddocr==1.6.1" "ultralytics==8.4.190" "rapidocr-onnxruntime==1.4.4")
+nodeps=("ddddocr==1.6.1" "ultralytics==8.4.190" "tau-fibrils-yolo==0.2.0" "rapidocr-onnxruntime==1.4.4")
 
 tool="$(mktemp -d)"
 trap 'rm -rf "$tool"' EXIT

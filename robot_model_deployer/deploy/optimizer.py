@@ -16,6 +16,7 @@ from typing import Any, Callable
 from robot_model_deployer.bundle.text import one_line
 from robot_model_deployer.deploy.ports import DeploymentCancelled, ModelRefused, StageError
 from robot_model_deployer.isolation.child import ChildError, ChildFailure, ChildLimits, run_in_child
+from robot_model_deployer.optimize.recipes import Int8Recipe
 from robot_model_deployer.optimize.report import OptimizationReport
 from robot_model_deployer.optimize.targets import TargetProfile
 from robot_model_deployer.store.installed import InstalledVersion
@@ -107,7 +108,16 @@ def profile_fields(target: TargetProfile) -> dict[str, Any]:
     return {"accelerators": [a.value for a in target.accelerators], "precisions": [p.value for p in target.precisions],
             "time_limit_s": target.time_limit_s, "max_memory_mb": target.max_memory_mb,
             "benchmark_runs": target.benchmark_runs, "warmup_runs": target.warmup_runs,
-            "device_id": target.device_id, "description": target.description}
+            "device_id": target.device_id, "description": target.description,
+            "int8_recipes": [recipe_fields(r) for r in target.int8_recipes]}
+
+
+def recipe_fields(recipe: Int8Recipe) -> dict[str, Any]:
+    """One INT8 recipe inline, as targets.yaml spells it plus its name."""
+    return {"name": recipe.name, "tool": recipe.tool.value, "float_region": recipe.float_region.value,
+            "calibration": recipe.calibration.value, "percentile": recipe.percentile,
+            "description": recipe.description,
+            **({"accelerators": [a.value for a in recipe.accelerators]} if recipe.accelerators else {})}
 
 
 def _forward(step: Any, progress: Callable[[float, str], None]) -> None:

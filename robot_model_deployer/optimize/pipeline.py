@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -30,10 +30,11 @@ from robot_model_deployer.inference.preprocess import PixelFormat, Preprocessor
 from robot_model_deployer.optimize.compile import CompileError, compile_cpu, compile_gpu, compile_openvino
 from robot_model_deployer.optimize.gate import check_reference, check_variant
 from robot_model_deployer.optimize.hardware import HardwareInfo, detect_hardware, int8_advice
-from robot_model_deployer.optimize.quantize import (FloatRegion, Int8Scheme, QuantizationConfig, QuantizationError,
-                                                    QuantizedModel, quantize_model)
+from robot_model_deployer.optimize.quantize import (Int8Scheme, QuantizationConfig, QuantizationError,
+                                                    QuantizedModel, QuantTool, quantize_model)
 from robot_model_deployer.optimize.report import OptimizationReport, VariantResult, VariantStatus
 from robot_model_deployer.isolation.child import report_progress
+from robot_model_deployer.optimize.int8_plan import target_int8_configs
 from robot_model_deployer.optimize.targets import TargetProfile, profile_from_dict
 from robot_model_deployer.validation.labelled import load_bundle_image, load_expected_outputs
 from robot_model_deployer.validation.metrics import percentile
@@ -69,25 +70,6 @@ class OptimizeProgress:
 
 
 ProgressCallback = Callable[[OptimizeProgress], None]
-
-
-def default_int8_configs(hardware: HardwareInfo, accelerator: Accelerator,
-                         exclude_nodes: Sequence[str] = ()) -> list[QuantizationConfig]:
-    """INT8 recipes to try in order, per ORT's hardware advice; later ones keep more of the graph float."""
-    excludes = tuple(exclude_nodes)
-    if accelerator is Accelerator.TENSORRT:
-        # TensorRT's explicit quantization expects symmetric signed activations and weights.
-        schemes: tuple[Int8Scheme, ...] = (Int8Scheme.S8S8,)
-        symmetric = True
-    else:
-        schemes = int8_advice(hardware.cpu).schemes
-        symmetric = False
-    configs = []
-    for scheme in schemes:
-        for region in (FloatRegion.DECODE_TAIL, FloatRegion.HEADS):
-            configs.append(QuantizationConfig(scheme=scheme, per_channel=True, symmetric_activations=symmetric,
-                                              float_region=region, exclude_nodes=excludes))
-    return configs
 
 
 def optimize_bundle(bundle: BundleDir, target: TargetProfile, out_dir: str | Path, *,
@@ -136,7 +118,7 @@ class _Run:
         self.progress, self.cancel = progress, cancel
         self.extra_feeds: dict[str, np.ndarray] = {}  # beside the image (RT-DETR's orig_target_sizes); set by _optimize
         excludes = manifest.quantization.exclude_nodes
-        self.int8_configs = int8_configs or (lambda hw, acc: default_int8_configs(hw, acc, excludes))
+        self.int8_configs = int8_configs or (lambda hw, acc: target_int8_configs(target, hw, acc, excludes))
         self.start = time.monotonic()
         self.deadline = self.start + target.time_limit_s
         self.time_limited = False
@@ -232,10 +214,10 @@ class _Run:
         S8S8 and U8S8 rather than the order of the list.
         """
         results = []
-        passed_schemes: set[Int8Scheme] = set()
+        passed: set[tuple[QuantTool, Int8Scheme]] = set()
         for config in self.int8_configs(self.hardware, accelerator):
             self._check_cancel()
-            if config.scheme in passed_schemes:
+            if (config.tool, config.scheme) in passed:
                 continue
             name = f"int8-{accelerator.value}-{config.label}"
             result = VariantResult(name, accelerator, Precision.INT8, quantization=config.label)
@@ -258,8 +240,9 @@ class _Run:
                 continue
             self._evaluate(result, artifact, work, validation, references, expected, started)
             if result.accepted:
-                passed_schemes.add(config.scheme)
+                passed.add((config.tool, config.scheme))
         return results
+
 
     def _float_variant(self, accelerator: Accelerator, precision: Precision, name: str, work: Path,
                        validation: list[np.ndarray], references: list[Prediction],

@@ -9,9 +9,14 @@ shape), then quantized with ``quantize_static`` in QDQ format.
 Some nodes must stay float: the decode tail of a detector (the sigmoid /
 exp / concat of box coordinates after its last convolution) loses boxes
 when quantized, and a classifier's softmax gains nothing. They are found
-from the graph (every node with no Conv/Gemm/MatMul downstream of it) and
-excluded automatically, together with the manifest's
-``quantization.exclude_nodes``.
+from the graph (every node with no Conv/Gemm/MatMul downstream of it, or
+a YOLO-class head's decode, see head_scope.py) and excluded automatically,
+together with the manifest's ``quantization.exclude_nodes``.
+
+Two tools: ONNX Runtime's ``quantize_static`` (QDQ ONNX for the ORT CPU
+and GPU providers) and NNCF's post-training quantization on the OpenVINO
+model (IR for the OpenVINO runtime, the path Ultralytics takes for
+OpenVINO INT8; nncf_quantize.py).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import onnx
 from onnx import version_converter
 
 from robot_model_deployer.inference.engine import first_line
+from robot_model_deployer.optimize.head_scope import find_head_decode, find_stem
 
 PER_CHANNEL_MIN_OPSET = 13
 _COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -57,10 +63,23 @@ class FloatRegion(str, Enum):
     ``decode_tail``: nodes with no Conv/Gemm/MatMul downstream.
     ``heads``: that plus the last Conv/Gemm/MatMul layers feeding it
     (the raw box and score maps stay float too).
+    ``detect_head``: a YOLO-class head's decode (DFL, the concat/split of
+    box and class maps, anchor arithmetic), found by name or structure.
+    ``detect_head_and_stem``: that plus the first compute layers, which read
+    the image (head_scope.find_stem).
     """
 
     DECODE_TAIL = "decode_tail"
     HEADS = "heads"
+    DETECT_HEAD = "detect_head"
+    DETECT_HEAD_AND_STEM = "detect_head_and_stem"
+
+
+class QuantTool(str, Enum):
+    """Which quantizer builds the INT8 model: ONNX Runtime (QDQ ONNX) or NNCF (OpenVINO IR)."""
+
+    ORT = "ort"
+    NNCF = "nncf"
 
 
 _DEFAULT_PERCENTILE = 99.999
@@ -78,8 +97,13 @@ class QuantizationConfig:
     float_region: FloatRegion = FloatRegion.DECODE_TAIL
     exclude_nodes: tuple[str, ...] = ()
     max_calibration_images: int = 64
+    tool: QuantTool = QuantTool.ORT
 
     def __post_init__(self) -> None:
+        if self.tool is QuantTool.NNCF and (self.calibration is not CalibrationMethod.MINMAX
+                                            or self.symmetric_activations or not self.per_channel):
+            raise ValueError("tool nncf uses NNCF's own ranges (mixed preset, per-channel weights): drop "
+                             "calibration, symmetric_activations and per_channel, or use tool ort")
         if self.calibration is CalibrationMethod.PERCENTILE and not 50.0 < self.percentile <= 100.0:
             raise ValueError(f"percentile must be in (50, 100] for percentile calibration, got {self.percentile}")
         if self.calibration is not CalibrationMethod.PERCENTILE and self.percentile != _DEFAULT_PERCENTILE:
@@ -95,10 +119,16 @@ class QuantizationConfig:
     @property
     def label(self) -> str:
         """Short, stable name used for variant and file names."""
+        region = {FloatRegion.DECODE_TAIL: "tail", FloatRegion.HEADS: "heads", FloatRegion.DETECT_HEAD: "head",
+                  FloatRegion.DETECT_HEAD_AND_STEM: "head-stem"}
+        if self.tool is QuantTool.NNCF:
+            return f"nncf-{region[self.float_region]}"
         parts = [self.scheme.value, "pc" if self.per_channel else "pt", self.calibration.value]
+        if self.calibration is CalibrationMethod.PERCENTILE:
+            parts[-1] += f"{self.percentile:g}"
         if self.symmetric_activations:
             parts.append("sym")
-        parts.append("tail" if self.float_region is FloatRegion.DECODE_TAIL else "heads")
+        parts.append(region[self.float_region])
         return "-".join(parts)
 
 
@@ -116,17 +146,15 @@ class QuantizedModel:
 def quantize_model(model_path: str | Path, output_path: str | Path, calibration: Sequence[np.ndarray],
                    input_name: str, config: QuantizationConfig,
                    extra_feeds: Mapping[str, np.ndarray] | None = None) -> QuantizedModel:
-    """Quantize ``model_path`` into ``output_path`` (QDQ), calibrated on preprocessed tensors.
+    """Quantize ``model_path`` into ``output_path``, calibrated on preprocessed tensors.
 
     ``extra_feeds``: inputs fed beside the image on every run (RT-DETR's orig_target_sizes).
 
     ``calibration`` holds model-input tensors made by the bundle's own
     Preprocessor, so the ranges are the ones the robot will see. Scratch
-    files live in a temporary directory removed afterwards.
+    files live in a temporary directory removed afterwards. The ORT tool
+    writes QDQ ONNX; NNCF writes OpenVINO IR (``output_path`` with .xml).
     """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization import CalibrationMethod as OrtCalibration
-
     if not calibration:
         raise QuantizationError("no calibration images: add calibration.images to the bundle manifest")
     tensors = list(calibration)[: config.max_calibration_images]
@@ -134,44 +162,85 @@ def quantize_model(model_path: str | Path, output_path: str | Path, calibration:
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="rmd-quantize-") as scratch_dir:
         scratch = Path(scratch_dir)
+        if config.tool is QuantTool.NNCF:
+            from robot_model_deployer.optimize.nncf_quantize import quantize_openvino
+
+            named = _named_copy(model_path, scratch / "named.onnx", tensors[0].shape, input_name, notes)
+            excluded = _float_nodes_for(onnx.load(str(named)), config, notes)
+            target = output_path.with_suffix(".xml")
+            notes.extend(quantize_openvino(named, target, tensors, input_name, excluded, extra_feeds or {}))
+            return QuantizedModel(target, config, excluded, _default_opset(onnx.load(str(named))), tuple(notes))
         prepared_path = prepare_for_quantization(model_path, scratch / "prepared.onnx", tensors[0].shape,
                                                  input_name, config.per_channel, notes)
         prepared = onnx.load(str(prepared_path))
-        float_nodes = find_float_nodes(prepared, config.float_region)
-        names = {n.name for n in prepared.graph.node}
-        missing = [n for n in config.exclude_nodes if n not in names]
-        if missing:
-            notes.append(f"exclude_nodes not in the prepared graph (renamed or fused away): {', '.join(missing)}")
-        excluded = tuple(dict.fromkeys(float_nodes + tuple(n for n in config.exclude_nodes if n in names)))
+        excluded = _float_nodes_for(prepared, config, notes)
+        return _quantize_with_ort(prepared_path, prepared, output_path, scratch, tensors, input_name, config,
+                                  excluded, notes, extra_feeds or {})
 
-        class _Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self._items: Iterator[np.ndarray] = iter(tensors)
 
-            def get_next(self) -> dict[str, np.ndarray] | None:
-                tensor = next(self._items, None)
-                return None if tensor is None else {input_name: tensor, **(extra_feeds or {})}
+def _float_nodes_for(model: onnx.ModelProto, config: QuantizationConfig, notes: list[str]) -> tuple[str, ...]:
+    """The recipe's float region plus the manifest's exclude_nodes that exist in ``model``."""
+    if config.float_region in (FloatRegion.DETECT_HEAD, FloatRegion.DETECT_HEAD_AND_STEM):
+        scope = find_head_decode(model)
+        float_nodes = scope.nodes
+        notes.append(f"head decode kept float: {len(float_nodes)} nodes, found by {scope.found_by}")
+        if config.float_region is FloatRegion.DETECT_HEAD_AND_STEM:
+            stem = find_stem(model)
+            float_nodes += stem
+            notes.append(f"stem kept float: {', '.join(stem)}")
+    else:
+        float_nodes = find_float_nodes(model, config.float_region)
+    names = {n.name for n in model.graph.node}
+    missing = [n for n in config.exclude_nodes if n not in names]
+    if missing:
+        notes.append(f"exclude_nodes not in the prepared graph (renamed or fused away): {', '.join(missing)}")
+    return tuple(dict.fromkeys(float_nodes + tuple(n for n in config.exclude_nodes if n in names)))
 
-        activation, weight = _QUANT_TYPES[config.scheme]
-        extra: dict[str, object] = {"ActivationSymmetric": config.symmetric_activations, "WeightSymmetric": True}
-        if config.calibration is CalibrationMethod.PERCENTILE:
-            extra["CalibPercentile"] = config.percentile
-        method = {CalibrationMethod.MINMAX: OrtCalibration.MinMax, CalibrationMethod.ENTROPY: OrtCalibration.Entropy,
-                  CalibrationMethod.PERCENTILE: OrtCalibration.Percentile}[config.calibration]
-        try:
-            quantize_static(
-                str(prepared_path), str(scratch / "quantized.onnx"), _Reader(),
-                quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
-                reduce_range=config.scheme is Int8Scheme.S8S8_REDUCE_RANGE,
-                activation_type=getattr(QuantType, activation), weight_type=getattr(QuantType, weight),
-                nodes_to_exclude=list(excluded), calibrate_method=method, extra_options=extra,
-            )
-        except Exception as exc:  # The tool raises many exception types; one message for the report.
-            raise QuantizationError(f"quantize_static failed ({config.label}): {first_line(exc)}") from exc
-        output_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(scratch / "quantized.onnx"), output_path)
-        opset = _default_opset(prepared)
-    return QuantizedModel(output_path, config, excluded, opset, tuple(notes))
+
+def _named_copy(model_path: str | Path, target: Path, input_shape: Sequence[int], input_name: str,
+                notes: list[str]) -> Path:
+    """The model with its input pinned and every node named, so float regions can be given by name."""
+    model = onnx.load(str(model_path))
+    _pin_input_shape(model, input_name, input_shape, notes)
+    _name_nodes(model)
+    onnx.save(model, str(target))
+    return target
+
+
+def _quantize_with_ort(prepared_path: Path, prepared: onnx.ModelProto, output_path: Path, scratch: Path,
+                       tensors: list[np.ndarray], input_name: str, config: QuantizationConfig,
+                       excluded: tuple[str, ...], notes: list[str], extra_feeds: Mapping[str, np.ndarray],
+                       ) -> QuantizedModel:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod as OrtCalibration
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._items: Iterator[np.ndarray] = iter(tensors)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            tensor = next(self._items, None)
+            return None if tensor is None else {input_name: tensor, **extra_feeds}
+
+    activation, weight = _QUANT_TYPES[config.scheme]
+    extra: dict[str, object] = {"ActivationSymmetric": config.symmetric_activations, "WeightSymmetric": True}
+    if config.calibration is CalibrationMethod.PERCENTILE:
+        extra["CalibPercentile"] = config.percentile
+    method = {CalibrationMethod.MINMAX: OrtCalibration.MinMax, CalibrationMethod.ENTROPY: OrtCalibration.Entropy,
+              CalibrationMethod.PERCENTILE: OrtCalibration.Percentile}[config.calibration]
+    try:
+        quantize_static(
+            str(prepared_path), str(scratch / "quantized.onnx"), _Reader(),
+            quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
+            reduce_range=config.scheme is Int8Scheme.S8S8_REDUCE_RANGE,
+            activation_type=getattr(QuantType, activation), weight_type=getattr(QuantType, weight),
+            nodes_to_exclude=list(excluded), calibrate_method=method, extra_options=extra,
+        )
+    except Exception as exc:  # The tool raises many exception types; one message for the report.
+        raise QuantizationError(f"quantize_static failed ({config.label}): {first_line(exc)}") from exc
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(scratch / "quantized.onnx"), output_path)
+    return QuantizedModel(output_path, config, excluded, _default_opset(prepared), tuple(notes))
 
 
 _QUANT_TYPES = {

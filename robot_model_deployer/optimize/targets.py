@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from robot_model_deployer.bundle.fields import FieldReader
 from robot_model_deployer.bundle.strict_yaml import StrictYamlError, load_strict_yaml
 from robot_model_deployer.inference.accelerators import Accelerator, Precision
+from robot_model_deployer.optimize.recipes import Int8Recipe, RecipeError, recipes_from_dict
 
 TARGETS_FILE_ENV = "RMD_TARGETS_FILE"
 _SHIPPED_TARGETS = "targets.yaml"
@@ -57,7 +58,8 @@ class TargetProfile:
     fallback whatever the profile says. ``time_limit_s`` bounds the whole
     stage (variants not reached are reported as skipped);
     ``max_memory_mb`` rejects a variant whose loaded session grows the
-    process by more than that.
+    process by more than that. ``int8_recipes`` are tried in order for
+    INT8 (empty: int8_plan.default_int8_configs).
     """
 
     name: str
@@ -69,6 +71,7 @@ class TargetProfile:
     warmup_runs: int = 5
     device_id: int = 0
     description: str = ""
+    int8_recipes: tuple[Int8Recipe, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"target '{self.name}'"
@@ -112,7 +115,16 @@ def load_target_profiles(path: str | Path | None = None) -> dict[str, TargetProf
         raise TargetConfigError(str(exc)) from None
     if not isinstance(data, dict) or not isinstance(data.get("targets"), dict) or not data["targets"]:
         raise TargetConfigError(f"{path} must be a mapping with a non-empty 'targets:' mapping of profile names")
-    return {str(name): profile_from_dict(str(name), entry, str(path)) for name, entry in data["targets"].items()}
+    unknown = set(data) - {"targets", "int8_recipes"}
+    if unknown:
+        raise TargetConfigError(f"{path}: unknown top-level field(s) {', '.join(sorted(map(str, unknown)))}; "
+                                f"expected targets and int8_recipes")
+    try:
+        recipes = recipes_from_dict(data.get("int8_recipes"), str(path))
+    except RecipeError as exc:
+        raise TargetConfigError(str(exc)) from None
+    return {str(name): profile_from_dict(str(name), entry, str(path), recipes)
+            for name, entry in data["targets"].items()}
 
 
 def load_target_profile(name: str, path: str | Path | None = None) -> TargetProfile:
@@ -124,10 +136,17 @@ def load_target_profile(name: str, path: str | Path | None = None) -> TargetProf
     return profiles[name]
 
 
-def profile_from_dict(name: str, entry: Any, source: str = "targets.yaml") -> TargetProfile:
-    """Build one profile from parsed YAML; errors name the file, the profile and the field."""
+def profile_from_dict(name: str, entry: Any, source: str = "targets.yaml",
+                      recipes: Mapping[str, Int8Recipe] | None = None) -> TargetProfile:
+    """Build one profile from parsed YAML; errors name the file, the profile and the field.
+
+    ``int8_recipes`` lists names of ``recipes`` (the file's int8_recipes)
+    or inline recipe mappings with a ``name`` (as a child process gets them).
+    """
     if not isinstance(entry, Mapping):
         raise TargetConfigError(f"{source}: targets.{name} must be a mapping of fields")
+    entry = dict(entry)
+    chosen = _resolve_recipes(name, entry.pop("int8_recipes", None), recipes or {}, source)
     r = FieldReader(entry, source, schema=TargetProfile, error=TargetConfigError, prefix=f"targets.{name}.")
     fields = dict(
         name=name,
@@ -139,9 +158,34 @@ def profile_from_dict(name: str, entry: Any, source: str = "targets.yaml") -> Ta
         warmup_runs=r.integer("warmup_runs"),
         device_id=r.integer("device_id"),
         description=r.string("description"),
+        int8_recipes=chosen,
     )
     r.reject_unknown()
     try:
         return TargetProfile(**fields)
     except TargetConfigError as exc:
         raise TargetConfigError(f"{source}: {exc}") from None
+
+
+def _resolve_recipes(target: str, listed: Any, recipes: Mapping[str, Int8Recipe], source: str
+                     ) -> tuple[Int8Recipe, ...]:
+    if listed is None:
+        return ()
+    if not isinstance(listed, list):
+        raise TargetConfigError(f"{source}: targets.{target}.int8_recipes must be a list of recipe names")
+    chosen = []
+    for item in listed:
+        if isinstance(item, Mapping):
+            fields = dict(item)
+            inline_name = str(fields.pop("name", ""))
+            try:
+                chosen.append(recipes_from_dict({inline_name: fields}, source)[inline_name])
+            except RecipeError as exc:
+                raise TargetConfigError(str(exc)) from None
+        elif isinstance(item, str) and item in recipes:
+            chosen.append(recipes[item])
+        else:
+            known = ", ".join(sorted(recipes)) or "none defined"
+            raise TargetConfigError(f"{source}: targets.{target}.int8_recipes names {item!r}, which is not in "
+                                    f"int8_recipes (known: {known})")
+    return tuple(chosen)
