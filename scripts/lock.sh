@@ -19,7 +19,9 @@ pip_tools="pip-tools==7.6.2"
 # used, so its opencv and second onnxruntime stay out (--no-deps).
 # Ultralytics (AGPL-3.0) is a test-time exporter only (testing/yolo_export.py, README licences);
 # its own dependencies would pull opencv-python, so it comes in alone.
-nodeps=("ddddocr==1.6.1" "ultralytics==8.4.190")
+# rapidocr-onnxruntime (Apache-2.0) ships PP-OCR's models, a real CTC recogniser for the tests; only
+# the files are used.
+nodeps=("ddddocr==1.6.1" "ultralytics==8.4.190" "rapidocr-onnxruntime==1.4.4")
 
 tool="$(mktemp -d)"
 trap 'rm -rf "$tool"' EXIT

@@ -16,7 +16,7 @@ from robot_model_deployer.inference.detection import Candidates, decode_detectio
 from robot_model_deployer.inference.layout_check import LayoutMismatch, check_dense_layout
 from robot_model_deployer.inference.layouts import ORIG_TARGET_SIZES, Guess, detection_mismatch, guess_layout
 from robot_model_deployer.inference.postprocess import OutputSpecError, Prediction, classify, label_for
-from robot_model_deployer.inference.preprocess import ImageTransform, PixelFormat, Preprocessor
+from robot_model_deployer.inference.preprocess import PixelFormat, Preprocessor
 
 _ORT_TYPES = {TensorType.FLOAT32: "tensor(float)", TensorType.FLOAT16: "tensor(float16)",
               TensorType.UINT8: "tensor(uint8)"}
@@ -136,14 +136,15 @@ class InferenceEngine:
             return dataclasses.replace(dense, inference_ms=_ms_since(start))
         kept = select(self._decode(outputs), self.manifest.detection)
         boxes = transform.boxes_to_image(kept.boxes, image.shape[1], image.shape[0])
-        labels = tuple(label_for(int(i), self.labels) for i in kept.class_ids)
-        return Prediction(kept.class_ids, kept.scores, labels, boxes, inference_ms=_ms_since(start))
+        # A box wholly in the letterbox padding (or off the crop) clips to nothing: not a detection in the image.
+        inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        class_ids, scores, boxes = kept.class_ids[inside], kept.scores[inside], boxes[inside]
+        labels = tuple(label_for(int(i), self.labels) for i in class_ids)
+        return Prediction(class_ids, scores, labels, boxes, inference_ms=_ms_since(start))
 
-    def candidates(self, image: np.ndarray,
-                   pixel_format: PixelFormat = PixelFormat.RGB8) -> tuple[Candidates, ImageTransform]:
+    def candidates(self, image: np.ndarray, pixel_format: PixelFormat = PixelFormat.RGB8) -> Candidates:
         """A detector's decoded candidates before threshold and NMS, in input pixels (for the model check)."""
-        tensor, transform = self._preprocess(image, pixel_format)
-        return self._decode(self._run(tensor)), transform
+        return self._decode(self._run(self._preprocess(image, pixel_format)[0]))
 
     def _run(self, tensor: np.ndarray) -> list[np.ndarray]:
         return self.session.run(self._outputs, self.feeds(tensor))

@@ -82,7 +82,7 @@ def check_detector_values(engine: InferenceEngine, bundle: BundleDir) -> None:
     guess = engine.layout_guess
     advice = guess.advice() if guess is not None and guess.format is not spec.format else ""
     for relative in bundle.manifest.validation.images[:MAX_CHECKED_IMAGES]:
-        candidates, _ = engine.candidates(_read_rgb(bundle.path(relative)))
+        candidates = engine.candidates(_read_rgb(bundle.path(relative)))
         scores = candidates.scores
         where = f"on validation image {relative}"
         if scores.size and not np.isfinite(scores).all():

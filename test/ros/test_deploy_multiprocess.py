@@ -229,7 +229,7 @@ def test_bad_bundles_are_rejected_while_results_keep_flowing(graph: Graph) -> No
         "input mismatch": (graph.bundle("mismatch", version="2.0.4", model=colour_classifier(size=16)),
                            "axis 2 differs"),
         "wrong output layout": (graph.bundle("detector", version="2.0.5", model=colour_detector(size=32)),
-                                "classes but the labels file"),
+                                "classification output has shape [1, 4, 8]"),
         "downgrade": (graph.bundle("old", version="0.9.0"), "is a downgrade"),
         "empty path": ("", "empty"),
         "model allocating gigabytes": (graph.bundle("hog", version="2.0.6", model=memory_hog_classifier()),

@@ -6,10 +6,12 @@ saturated square filling one cell is one box of its colour, score 1.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from robot_model_deployer.bundle.errors import ModelCheckError
 from robot_model_deployer.bundle.loader import load_bundle_dir
@@ -38,9 +40,6 @@ def labels_for(fmt: str) -> tuple[str, ...]:
 
 def bundle(tmp_path: Path, fmt: str, declared: str | None = None, labels: tuple[str, ...] | None = None,
            images: dict[str, np.ndarray] | None = None, **overrides) -> Path:
-    from PIL import Image
-    import io
-
     extra = {}
     for name, image in (images or {}).items():
         buffer = io.BytesIO()
@@ -78,7 +77,7 @@ def test_rtdetr_boxes_scale_with_orig_target_sizes_the_engine_feeds(tmp_path: Pa
     engine = InferenceEngine.from_bundle(load_bundle_dir(bundle(tmp_path, "rtdetr")))
     image = np.zeros((64, 64, 3), np.uint8)
     image[16:32, 48:64, 0] = 255
-    candidates, _ = engine.candidates(image)
+    candidates = engine.candidates(image)
     best = int(np.argmax(candidates.scores))
     np.testing.assert_allclose(candidates.boxes[best], [48, 16, 64, 32], atol=1e-4)
 
@@ -166,3 +165,15 @@ def test_rtdetr_inputs_without_the_rtdetr_format_say_so(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError) as refused:
         InferenceEngine.from_bundle(load_bundle_dir(bundle(tmp_path, "rtdetr", "yolov8")))
     assert "like an RT-DETR / D-FINE export: set detection.format: rtdetr" in str(refused.value)
+
+
+def test_boxes_wholly_in_the_letterbox_padding_are_not_reported(tmp_path: Path) -> None:
+    # A white fill makes the padded cells score 1 in every channel; they lie outside the image.
+    manifest = manifest_for("yolov8")
+    manifest["input"] = {**manifest["input"], "letterbox_fill": 255}
+    root = write_bundle(tmp_path / "fill", model_for("yolov8"), manifest)
+    image = np.zeros((32, 64, 3), np.uint8)  # letterboxed into rows 16..48 of the 64x64 input
+    image[0:16, 0:16, 2] = 255
+    prediction = InferenceEngine.from_bundle(load_bundle_dir(root)).infer(image)
+    assert prediction.labels == ("blue",)
+    np.testing.assert_allclose(prediction.boxes, [[0, 0, 16, 16]], atol=1e-4)

@@ -76,7 +76,8 @@ def tiled_cells(width: int, height: int, imgsz: int, stride: int = 32) -> np.nda
     ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
     boxes = np.stack([xs * stride, ys * stride, (xs + 1) * stride, (ys + 1) * stride], -1).reshape(-1, 4)
     boxes = (boxes - [pad_x, pad_y, pad_x, pad_y]) / scale
-    return np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
+    boxes = np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
+    return boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]  # cells wholly in the padding
 
 
 def sorted_rows(boxes: np.ndarray) -> np.ndarray:
