@@ -20,7 +20,10 @@ from robot_model_deployer.bundle.errors import BundleError, BundleFormatError, M
 from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
 from robot_model_deployer.bundle.manifest import Task
 from robot_model_deployer.bundle.text import one_line
-from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError, OutputLayoutError
+from robot_model_deployer.inference.dense import DENSE_TASKS
+from robot_model_deployer.inference.engine import (OUTPUT_FIELDS, InferenceEngine, ModelLoadError,
+                                                   OutputLayoutError)
+from robot_model_deployer.inference.layout_check import LayoutMismatch, check_dense_layout
 from robot_model_deployer.isolation.child import ChildError, ChildFailure, ChildLimits, run_in_child
 
 MODEL_CHECK_LIMITS = ChildLimits(memory_mb=2048, seconds=60.0)
@@ -65,6 +68,8 @@ def check_model(root: str | Path) -> None:
         engine = InferenceEngine.from_bundle(bundle, warmup_runs=1)
         if bundle.manifest.task is Task.DETECTION:
             check_detector_values(engine, bundle)
+        elif bundle.manifest.task in DENSE_TASKS:
+            check_dense_values(engine, bundle)
     except OutputLayoutError as exc:  # its message names the manifest field to fix
         raise ModelCheckError(f"model check failed: {exc}; fix it and rebuild the bundle") from None
     except ModelLoadError as exc:
@@ -103,6 +108,16 @@ def check_detector_values(engine: InferenceEngine, bundle: BundleDir) -> None:
                              else "check detection.format")
             raise ModelLoadError(f"class id {int(bad[0])} {where} is not in the labels: {known}; {fix}",
                                  "detection" if advice or not bundle.labels else "labels")
+
+
+def check_dense_values(engine: InferenceEngine, bundle: BundleDir) -> None:
+    """The dense layout self-check (scores in [0, 1], class ids in the labels, ...) on the first validation images."""
+    for relative in bundle.manifest.validation.images[:MAX_CHECKED_IMAGES]:
+        try:
+            check_dense_layout(bundle.manifest, engine.outputs(_read_rgb(bundle.path(relative))), bundle.labels)
+        except LayoutMismatch as exc:
+            raise OutputLayoutError(f"on validation image {relative}: {exc}",
+                                    OUTPUT_FIELDS[bundle.manifest.task][0]) from None
 
 
 def _read_rgb(path: Path) -> np.ndarray:
