@@ -5,7 +5,9 @@ Ultralytics' yolov8n-seg, yolov8n-pose and yolo26n-sem, exported here from
 their model YAML files with seeded weights (testing/yolo_export.py; no
 licensed weights for these tasks are reachable), the seg and pose heads
 driven so every anchor of the coarsest level gives a box (so masks and
-keypoints are decoded for real). Calibration and validation images are
+keypoints are decoded for real), the -sem classifier without its bias and
+louder (testing.dense_models.spread_class_map: seeded weights alone label
+every pixel with one class). Calibration and validation images are
 crops of skimage's photos. In one run, per model:
 - optimize_bundle for the target (default x86_cpu): each variant's status,
   p50/p99 latency of the raw model, and its mask IoU / OKS against FP32;
@@ -44,6 +46,7 @@ from robot_model_deployer.optimize.hardware import detect_hardware
 from robot_model_deployer.optimize.pipeline import FP32_FALLBACK, optimize_bundle
 from robot_model_deployer.optimize.report import format_table
 from robot_model_deployer.optimize.targets import Precision, load_target_profile
+from robot_model_deployer.testing.dense_models import spread_class_map
 from robot_model_deployer.testing.quant_models import write_image_bundle
 from robot_model_deployer.testing.yolo_export import DrivenHead, export_yolo
 from robot_model_deployer.validation.metrics import percentile
@@ -77,13 +80,15 @@ def main() -> int:
     rng = np.random.default_rng(0)
     images = list(photo_variants(rng, args.calibration + args.validation))
     for arch, (task, classes, head, sections, measure) in MODELS.items():
-        model = export_yolo(arch, args.imgsz, nc=classes, head=head)
+        model = onnx.load(str(export_yolo(arch, args.imgsz, nc=classes, head=head)))
+        if task == "segmentation":
+            model = spread_class_map(model)  # seeded weights alone give one class everywhere
         manifest = {"schema_version": 1, "name": arch, "version": "1.0.0", "task": task, "model": "model.onnx",
                     "input": {"width": args.imgsz, "height": args.imgsz, "resize": "letterbox",
                               "letterbox_fill": 114},
                     "detection": {"score_threshold": 0.5}, **sections}
         with tempfile.TemporaryDirectory(prefix="rmd-bench-dense-") as scratch:
-            root = write_image_bundle(Path(scratch) / "bundle", onnx.load(str(model)), manifest,
+            root = write_image_bundle(Path(scratch) / "bundle", model, manifest,
                                       images[:args.calibration], images[args.calibration:], labels=())
             bundle = load_bundle_dir(root)
             started = time.monotonic()

@@ -39,7 +39,7 @@ class InstanceSpec:
     The detections output is [1, 4 + C + ``mask_coefficients``, N]; the
     protos output [1, ``mask_coefficients``, H/4, W/4]. A mask is
     sigmoid(coefficients . protos) cut to its box and thresholded at
-    ``mask_threshold``.
+    ``mask_threshold`` (bilinear on the logits, as Ultralytics does).
     """
 
     mask_coefficients: int = 32

@@ -127,7 +127,7 @@ def _grid_index(size: int, scale: float, offset: float, input_size: int, grid_si
 def instance_masks(coefficients: np.ndarray, protos: np.ndarray, image_boxes: np.ndarray, transform: ImageTransform,
                    input_width: int, input_height: int, image_width: int, image_height: int,
                    threshold: float) -> np.ndarray:
-    """(N, H, W) bool masks in image pixels: sigmoid(coefficients . protos), bilinear, inside each box only.
+    """(N, H, W) bool masks in image pixels: sigmoid(coefficients . protos) > threshold, bilinear, inside each box.
 
     Bilinear sampling is a linear map along each axis, so each box's patch is
     two small matrix products (rows x protos x columns), never a full-image
@@ -140,8 +140,9 @@ def instance_masks(coefficients: np.ndarray, protos: np.ndarray, image_boxes: np
     masks = np.zeros((len(image_boxes), image_height, image_width), dtype=bool)
     if not len(image_boxes):
         return masks
-    logits = coefficients.astype(np.float32) @ protos[0].reshape(channels, -1)
-    probabilities = (1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))).reshape(-1, proto_h, proto_w)
+    # As Ultralytics does: bilinear on the logits, thresholded at the threshold's logit (no sigmoid per pixel).
+    logits = (coefficients.astype(np.float32) @ protos[0].reshape(channels, -1)).reshape(-1, proto_h, proto_w)
+    cut = _logit(threshold)
     # Image pixel centres in proto coordinates, then each axis's bilinear weights.
     px = ((np.arange(image_width) + 0.5) * transform.scale_x + transform.offset_x) * proto_w / input_width - 0.5
     py = ((np.arange(image_height) + 0.5) * transform.scale_y + transform.offset_y) * proto_h / input_height - 0.5
@@ -151,9 +152,17 @@ def instance_masks(coefficients: np.ndarray, protos: np.ndarray, image_boxes: np
         x_end, y_end = min(int(np.ceil(x2)), image_width), min(int(np.ceil(y2)), image_height)
         if x_end <= x0 or y_end <= y0:
             continue
-        patch = rows[y0:y_end] @ probabilities[index] @ columns[x0:x_end].T
-        masks[index, y0:y_end, x0:x_end] = patch > threshold
+        patch = rows[y0:y_end] @ logits[index] @ columns[x0:x_end].T
+        masks[index, y0:y_end, x0:x_end] = patch > cut
     return masks
+
+
+def _logit(probability: float) -> float:
+    if probability <= 0.0:
+        return -np.inf
+    if probability >= 1.0:
+        return np.inf
+    return float(np.log(probability / (1.0 - probability)))
 
 
 def _bilinear_weights(coordinates: np.ndarray, size: int) -> np.ndarray:

@@ -39,7 +39,7 @@ class OutputLayoutError(ModelLoadError):
 
 
 # The manifest section (and its field naming an output) that each non-detection task reads its outputs by.
-_OUTPUT_FIELDS = {Task.CLASSIFICATION: ("classification", "output_name"),
+OUTPUT_FIELDS = {Task.CLASSIFICATION: ("classification", "output_name"),
                   Task.SEGMENTATION: ("segmentation", "output_name"),
                   Task.INSTANCE_SEGMENTATION: ("instances", "protos_output"),
                   Task.POSE: ("pose", "")}
@@ -146,6 +146,10 @@ class InferenceEngine:
         """A detector's decoded candidates before threshold and NMS, in input pixels (for the model check)."""
         return self._decode(self._run(self._preprocess(image, pixel_format)[0]))
 
+    def outputs(self, image: np.ndarray, pixel_format: PixelFormat = PixelFormat.RGB8) -> list[np.ndarray]:
+        """One image's raw model outputs, in the order the decoders read them (for the model check)."""
+        return self._run(self._preprocess(image, pixel_format)[0])
+
     def _run(self, tensor: np.ndarray) -> list[np.ndarray]:
         return self.session.run(self._outputs, self.feeds(tensor))
 
@@ -162,7 +166,8 @@ class InferenceEngine:
             for _ in range(max(1, runs)):
                 self.infer(frame)
         except LayoutMismatch as exc:
-            raise OutputLayoutError(f"{self.model_path.name}: {exc}", _OUTPUT_FIELDS[self.manifest.task][0]) from None
+            raise OutputLayoutError(f"{self.model_path.name}: {exc}",
+                                    OUTPUT_FIELDS[self.manifest.task][0]) from None
         except OutputSpecError as exc:
             raise ModelLoadError(f"{self.model_path.name}: {exc}", exc.section) from None
         except ModelLoadError:
@@ -251,7 +256,7 @@ class InferenceEngine:
         task = self.manifest.task
         if task is Task.DETECTION:
             return output_order(self.manifest.detection, names)
-        section, field = _OUTPUT_FIELDS[task]
+        section, field = OUTPUT_FIELDS[task]
         output = getattr(getattr(self.manifest, section), field) if field else ""
         if output and output not in names:
             raise ModelLoadError(f"model has no output named '{output}' ({section}.{field}; it has "

@@ -24,6 +24,11 @@ class LayoutMismatch(OutputSpecError):
 def check_dense_layout(manifest: Manifest, outputs: Sequence[np.ndarray], labels: Sequence[str]) -> None:
     """Raise LayoutMismatch when ``outputs`` (one image's, in the engine's order) do not fit ``manifest``."""
     shapes = [list(np.shape(o)) for o in outputs]
+    for shape, output in zip(shapes, outputs):
+        values = np.asarray(output)
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            raise LayoutMismatch(f"output {shape} holds NaN or Inf: fix the model (try it with onnxruntime on a "
+                                 "workstation) before deploying it")
     check = {Task.SEGMENTATION: _semantic, Task.INSTANCE_SEGMENTATION: _instances, Task.POSE: _pose}[manifest.task]
     check(manifest, outputs, shapes, labels)
 

@@ -20,7 +20,10 @@ from robot_model_deployer.bundle.errors import BundleError, BundleFormatError, M
 from robot_model_deployer.bundle.loader import BundleDir, load_bundle_dir
 from robot_model_deployer.bundle.manifest import DetectionFormat, Task
 from robot_model_deployer.bundle.text import one_line
-from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError, OutputLayoutError
+from robot_model_deployer.inference.dense import DENSE_TASKS
+from robot_model_deployer.inference.engine import (OUTPUT_FIELDS, InferenceEngine, ModelLoadError,
+                                                   OutputLayoutError)
+from robot_model_deployer.inference.layout_check import LayoutMismatch, check_dense_layout
 from robot_model_deployer.isolation.child import ChildError, ChildFailure, ChildLimits, run_in_child
 
 MODEL_CHECK_LIMITS = ChildLimits(memory_mb=2048, seconds=60.0)
@@ -67,6 +70,8 @@ def check_model(root: str | Path) -> None:
         engine = InferenceEngine.from_bundle(bundle, warmup_runs=1)
         if bundle.manifest.task is Task.DETECTION:
             check_detector_values(engine, bundle)
+        elif bundle.manifest.task in DENSE_TASKS:
+            check_dense_values(engine, bundle)
     except OutputLayoutError as exc:  # its message names the manifest field to fix
         raise ModelCheckError(f"model check failed: {exc}; fix it and rebuild the bundle") from None
     except ModelLoadError as exc:
@@ -122,6 +127,16 @@ def _check_box_units(boxes: np.ndarray, bundle: BundleDir, where: str, advice: s
             f"boxes {where} all lie within [0, 1], but detection.format {spec.format.value} reads them in input "
             f"pixels ({size.width}x{size.height}): they look normalized; "
             f"{advice or 'check detection.format (docs/bundle-format.md lists the layouts)'}", "detection")
+
+
+def check_dense_values(engine: InferenceEngine, bundle: BundleDir) -> None:
+    """The dense layout self-check (scores in [0, 1], class ids in the labels, ...) on the first validation images."""
+    for relative in bundle.manifest.validation.images[:MAX_CHECKED_IMAGES]:
+        try:
+            check_dense_layout(bundle.manifest, engine.outputs(_read_rgb(bundle.path(relative))), bundle.labels)
+        except LayoutMismatch as exc:
+            raise OutputLayoutError(f"on validation image {relative}: {exc}",
+                                    OUTPUT_FIELDS[bundle.manifest.task][0]) from None
 
 
 def _read_rgb(path: Path) -> np.ndarray:

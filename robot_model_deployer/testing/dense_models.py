@@ -16,6 +16,7 @@ Built with ``onnx.helper`` like testing/models.py, in the real output layouts:
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -147,3 +148,26 @@ def pose_manifest(name: str = "corner_pose", size: int = 64) -> dict[str, Any]:
 
 
 POSE_LABELS = ("thing",)
+
+
+def spread_class_map(model: onnx.ModelProto, gain: float = 200.0) -> onnx.ModelProto:
+    """A copy of a segmentation model whose last Conv before its ArgMax is ``gain`` times louder, without bias.
+
+    Seeded random weights leave yolo26n-sem's classifier dominated by its
+    bias: every pixel gets one class, so mask IoU against FP32 is 1.0 whatever
+    a variant does. Without the bias and louder, the class map follows the
+    image (the role DrivenHead plays for the detection heads).
+    """
+    model = copy.deepcopy(model)
+    graph = model.graph
+    producers = {output: node for node in graph.node for output in node.output}
+    node = next(n for n in graph.node if n.op_type == "ArgMax")
+    while node.op_type != "Conv":
+        node = producers[node.input[0]]
+    initializers = {i.name: i for i in graph.initializer}
+    weight = initializers[node.input[1]]
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * gain, weight.name))
+    if len(node.input) > 2:
+        bias = initializers[node.input[2]]
+        bias.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(bias)), bias.name))
+    return model

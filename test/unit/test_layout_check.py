@@ -4,6 +4,7 @@ Each refusal says what the outputs look like and names the manifest field to cha
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
 
 from robot_model_deployer.bundle.errors import ModelCheckError
 from robot_model_deployer.inference.model_check import check_model
@@ -110,3 +112,30 @@ def test_wrong_keypoint_count_suggests_the_right_one(tmp_path: Path) -> None:
 def test_a_seg_model_declared_as_pose(tmp_path: Path) -> None:
     message = refusal(tmp_path, dense_models.colour_instance_segmenter(64), dense_models.pose_manifest(size=64))
     assert "look like YOLOv8-seg" in message and "set task: instance_segmentation" in message
+
+
+def test_class_ids_beyond_the_labels_on_a_validation_image_are_refused(tmp_path: Path) -> None:
+    blue = np.zeros((32, 32, 3), np.uint8)
+    blue[:, :, 2] = 255
+    manifest = {**dense_models.segmenter_manifest(size=32, class_ids=True),
+                "validation": {"images": ["validation/blue.png"]}}
+    buffer = io.BytesIO()
+    Image.fromarray(blue).save(buffer, format="PNG")
+    root = write_bundle(tmp_path / "bundle", dense_models.colour_segmenter(32, class_ids=True), manifest,
+                        ("red", "green"), extra_files={"validation/blue.png": buffer.getvalue()})
+    with pytest.raises(ModelCheckError, match="on validation image validation/blue.png: output holds class id 2 but "
+                                              "the labels file labels.txt lists 2 classes"):
+        check_model(root)
+
+
+def test_nan_outputs_are_refused_naming_the_model(tmp_path: Path) -> None:
+    model = dense_models.colour_segmenter(32)
+    # log(-1) on every pixel: NaN logits.
+    graph = model.graph
+    logits = graph.node[-1]
+    logits.output[0] = "clean"
+    graph.node.extend([helper.make_node("Sub", ["clean", "big"], ["negative"]),
+                       helper.make_node("Log", ["negative"], ["logits"])])
+    graph.initializer.append(numpy_helper.from_array(np.array(1e6, np.float32), "big"))
+    message = refusal(tmp_path, _model(graph), dense_models.segmenter_manifest(size=32))
+    assert "holds NaN or Inf: fix the model" in message
