@@ -47,10 +47,12 @@ def test_the_ready_line_names_services_action_status_and_trust_store(tmp_path):
     assert "unsigned bundles accepted" in ready_line("/model_manager", None, allow_unsigned=True)
 
 
-def test_feedback_goes_out_when_stage_or_message_changes_or_progress_moves_a_step():
-    gate = FeedbackGate(step=0.05)
+def test_feedback_goes_out_when_stage_or_wording_changes_or_progress_moves_a_step():
+    gate = FeedbackGate(step=0.1)
     sent = [gate.changed(*update) for update in [
-        ("shadow", 0.00, "running"), ("shadow", 0.01, "running"), ("shadow", 0.04, "running"),
-        ("shadow", 0.05, "running"), ("shadow", 0.06, "12 frames"), ("shadow", 0.06, "12 frames"),
-        ("swap", 0.06, "12 frames"), ("swap", 0.99, "loading"), ("swap", 1.0, "loading"), ("swap", 1.0, "loading")]]
-    assert sent == [True, False, False, True, True, False, True, True, True, False]
+        ("probation", 0.00, "warming_up, 0/0 frames answered"), ("probation", 0.02, "warming_up, 1/1 frames answered"),
+        ("probation", 0.09, "warming_up, 9/9 frames answered"), ("probation", 0.10, "healthy, 10/10 frames answered"),
+        ("probation", 0.15, "healthy, 15/15 frames answered"), ("probation", 0.20, "healthy, 20/20 frames answered"),
+        ("probation", 0.21, "unhealthy, 20/21 frames answered (NaN)"), ("swap", 0.21, "loading"),
+        ("swap", 0.99, "loading"), ("swap", 1.0, "loading"), ("swap", 1.0, "loading")]]
+    assert sent == [True, False, False, True, False, True, True, True, True, True, False]
