@@ -4,8 +4,8 @@ Starts the node graph as the graph command does (perception_a, perception_b,
 shadow, model_manager: one process each, config/deployer.yaml, the shipped
 Fast DDS profile), runs the demo camera here, and plays a scenario on a real
 ImageNet classifier (EfficientNet-Lite0, exported locally on first use; or
-``--bundle DIR``): v1 goes live; v2 (the same model re-bundled, INT8
-allowed) goes through verify, optimize, shadow, swap, probation and commit;
+``--bundle DIR``): v1 goes live; v2 (a retrained copy, weights moved by
+1%) goes through verify, optimize, shadow, swap, probation and commit;
 v3 (a constant answer) is refused in shadow; v4 (NaN once the lens is
 covered) is rolled back in probation; then a manual rollback. It prints each
 stage as it happens, ends with a summary table, and writes a report folder:
@@ -32,6 +32,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
 
+from robot_model_deployer.bundle.errors import BundleError
+from robot_model_deployer.bundle.manifest import ManifestError
 from robot_model_deployer.bundle.signing import generate_keypair
 from robot_model_deployer.demo import zoo
 from robot_model_deployer.demo.camera_node import DemoCameraNode
@@ -125,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     report_dir.mkdir(parents=True, exist_ok=True)
     keys = generate_keypair(out_dir=work / "trusted_keys", name="demo")
     print(f"[demo] building v1..v4 from {source} and signing them with a fresh demo key", flush=True)
-    versions = scenario_versions(source, work / "bundles", keys.private_key,
-                                 min(float(frame.mean()) for frame in frames), DEMO_ACCEPTANCE)
+    try:
+        versions = scenario_versions(source, work / "bundles", keys.private_key, frames, DEMO_ACCEPTANCE)
+    except (BundleError, ManifestError, ValueError) as exc:
+        sys.exit(f"[demo] cannot build the scenario's versions from {source}: {exc}")
     keys.private_key.unlink()  # the robot only ever holds public keys
 
     share = share_dir()
@@ -137,9 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     graph = start_graph(options, work, log_dir=report_dir / "logs", say=sys.stdout)
     print(f"[demo] started {', '.join(graph.processes)} (logs in {report_dir / 'logs'}); store {work / 'store'}",
           flush=True)
-
-    rclpy.init(args=argv)
     log = DemoLog()
+    try:
+        end, stopped_early, mcap = _run_scenario(args, argv, versions, frames, log, started, deadline, report_dir)
+    finally:
+        graph.stop()
+    return _report(log, end, stopped_early, report_dir, mcap)
+
+
+def _run_scenario(args: argparse.Namespace, argv: list[str] | None, versions: list, frames: list, log: DemoLog,
+                  started: float, deadline: float, report_dir: Path) -> tuple[float, bool, Path]:
+    """Camera, recorder and driver in this process until the scenario or the deadline ends."""
+    rclpy.init(args=argv)
     camera = DemoCameraNode(parameter_overrides=[Parameter("rate", value=args.rate),
                                                  Parameter("source", value=args.camera_source),
                                                  Parameter("frames_per_image",
@@ -161,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
         executor.add_node(spun)
         executors.append((executor, _spin(executor)))
     driver = ScenarioDriver(node, camera, dark_frame(frames[0]), log, started, deadline, args.rate)
-
     stopped_early = True
     try:
         if not driver.wait_for_manager():
@@ -180,8 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         camera.destroy_node()
         node.destroy_node()
         rclpy.try_shutdown()
-        graph.stop()
-    return _report(log, end, stopped_early, report_dir, recorder.path)
+    return end, stopped_early, recorder.path
 
 
 def _play(driver: ScenarioDriver, versions: list) -> bool:

@@ -106,6 +106,7 @@ class ScenarioDriver:
         last_stage = [""]
         printed: list[Any] = [("", ""), 0.0]  # what was last printed, and when
         covered = threading.Event()
+        timers: list[threading.Timer] = []
 
         def on_feedback(message: Any) -> None:
             feedback = message.feedback
@@ -122,7 +123,17 @@ class ScenarioDriver:
                 timer = threading.Timer(DARK_AFTER_FRAMES / self._rate, self._cover_lens, (version.label,))
                 timer.daemon = True
                 timer.start()
+                timers.append(timer)
 
+        try:
+            return self._run_goal(version, begin, on_feedback, last_stage)
+        finally:
+            for timer in timers:  # a deployment that ended before the lens was covered leaves it uncovered
+                timer.cancel()
+            self._camera.show(None)
+
+    def _run_goal(self, version: Version, begin: float, on_feedback: Callable[[Any], None],
+                  last_stage: list[str]) -> StepOutcome | None:
         sent = self._action.send_goal_async(Deploy.Goal(bundle_path=str(version.bundle)), feedback_callback=on_feedback)
         if not self._wait(sent):
             return None
@@ -135,10 +146,8 @@ class ScenarioDriver:
             self._say(f"{self.now():7.1f}s  {version.label:<3} --duration reached: cancelling the deployment")
             handle.cancel_goal_async()
             self._wait(done, CANCEL_WAIT_S)
-            self._camera.show(None)
             return None
         result = done.result().result
-        self._camera.show(None)
         report = json.loads(result.report_json or "{}")
         for line in figures(report):
             self._say(f"{self.now():7.1f}s  {version.label:<3} {line}")

@@ -1,13 +1,17 @@
 """The four versions of the demo's scenario, built from one real bundle.
 
-- v1: the bundle as shipped (FP32 only, so the first deployment is quick);
-- v2: the same model re-bundled as a newer version with INT8 allowed: the
-  optimize stage quantizes it and keeps INT8 when it passes the gate;
+- v1: the model as shipped: without its validation set, so the optimize
+  stage serves it unchanged and the first deployment is quick;
+- v2: a retrained model (every weight moved by 1%), with the validation set:
+  the optimize stage builds and gates its variants for this robot (FP32
+  only: an INT8 v2 would make the FP32 v4 fail shadow's latency gate, and
+  quantizing EfficientNet takes minutes on a busy computer), and shadow
+  compares it with v1 on live frames (v3 and v4 skip optimizing as v1 does);
 - v3: broken answers: every output times 0, plus one class that the camera
   rarely shows (classification; detection: no boxes at all);
 - v4: right answers until the camera goes dark: a Where on the mean of the
-  input tensor turns every output into NaN when the image is darker than the
-  demo camera's darkest photo. No counter: the scenario covers the lens
+  input tensor turns every output into NaN when the model's input is darker
+  than that of any frame the demo camera shows. No counter: the scenario covers the lens
   (``dark_frame``) some frames into v4's probation, so shadow sees a healthy
   model and probation a broken one.
 
@@ -19,15 +23,17 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnx
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
-from robot_model_deployer.bundle.manifest import MANIFEST_NAME
+from robot_model_deployer.bundle.loader import load_bundle_dir
+from robot_model_deployer.bundle.manifest import MANIFEST_NAME, InputSpec, Task
 from robot_model_deployer.bundle.pack import create_bundle, sign_bundle
+from robot_model_deployer.inference.preprocess import PixelFormat, Preprocessor
 
 FILE_LIST = "files.json"
 
@@ -43,15 +49,18 @@ class Version:
     darken_in_probation: bool = False
 
 
-def dark_threshold(manifest: Mapping[str, Any], pixel_level: float) -> float:
-    """The input tensor's mean for an image whose every pixel is ``pixel_level`` (0..255), after preprocessing."""
-    spec = manifest.get("input", {})
-    if spec.get("dtype", "float32") == "uint8":
-        return pixel_level
-    scale = float(spec.get("scale", 1.0))
-    mean = np.asarray(spec.get("mean", [0.0, 0.0, 0.0]), np.float64)
-    std = np.asarray(spec.get("std", [1.0, 1.0, 1.0]), np.float64)
-    return float(np.mean((pixel_level * scale - mean) / std))
+def dark_threshold(spec: InputSpec, frames: Sequence[np.ndarray]) -> float:
+    """Halfway between the darkest camera frame's mean model input and a black frame's (after preprocessing).
+
+    Every frame the camera shows stays above it, a covered lens falls below.
+    """
+    preprocess = Preprocessor(spec)
+    mean = lambda frame: float(preprocess(frame, PixelFormat.RGB8)[0].astype(np.float64).mean())  # noqa: E731
+    darkest, black = min(mean(frame) for frame in frames), mean(dark_frame(frames[0]))
+    if darkest <= black:
+        raise ValueError("a camera frame is as dark as a covered lens, so v4 would fail in shadow; "
+                         "show the demo other images (--camera-source)")
+    return (darkest + black) / 2.0
 
 
 def _float_outputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -72,6 +81,19 @@ def _output_width(output: onnx.ValueInfoProto) -> int:
     if not dims or not dims[-1].dim_value:
         raise ValueError(f"output {output.name} has no fixed last dimension; cannot build a constant-class model")
     return dims[-1].dim_value
+
+
+def retrained_model(model: onnx.ModelProto, relative: float = 0.01, seed: int = 1) -> onnx.ModelProto:
+    """Every float weight times 1 + relative * N(0, 1): a new training run that agrees almost always."""
+    rng = np.random.default_rng(seed)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for index, tensor in enumerate(copy.graph.initializer):
+        values = numpy_helper.to_array(tensor)
+        if values.dtype == np.float32 and values.size > 1:
+            noisy = values * (1.0 + relative * rng.standard_normal(values.shape)).astype(np.float32)
+            copy.graph.initializer[index].CopyFrom(numpy_helper.from_array(noisy, tensor.name))
+    return copy
 
 
 def constant_class_model(model: onnx.ModelProto, classification: bool) -> onnx.ModelProto:
@@ -112,7 +134,7 @@ def nan_when_dark_model(model: onnx.ModelProto, threshold: float) -> onnx.ModelP
 
 def rebundle(source: Path, work: Path, key: Path, version: str, changes: Mapping[str, Any],
              model: onnx.ModelProto | None = None, note: str = "") -> Path:
-    """``source`` as a signed bundle of ``version``, with manifest sections merged from ``changes``."""
+    """``source`` as a signed bundle of ``version``, with manifest sections merged from ``changes`` (None: removed)."""
     copy = work / f"{source.name}-{version}"
     if copy.exists():
         shutil.rmtree(copy)
@@ -124,7 +146,10 @@ def rebundle(source: Path, work: Path, key: Path, version: str, changes: Mapping
         onnx.save(model, str(copy / manifest["model"]))
     manifest["version"] = version
     for section, values in changes.items():
-        manifest[section] = {**(manifest.get(section) or {}), **values}
+        if values is None:
+            manifest.pop(section, None)
+        else:
+            manifest[section] = {**(manifest.get(section) or {}), **values}
     if note:
         manifest["description"] = f"{manifest.get('description', '')} [demo: {note}]".strip()
     manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
@@ -135,22 +160,23 @@ def rebundle(source: Path, work: Path, key: Path, version: str, changes: Mapping
     return bundle
 
 
-def scenario_versions(source: Path, work: Path, key: Path, darkest_pixel_mean: float,
+def scenario_versions(source: Path, work: Path, key: Path, frames: Sequence[np.ndarray],
                       acceptance: Mapping[str, Any]) -> list[Version]:
-    """v1..v4 from the bundle directory ``source`` (see the module docstring)."""
-    manifest = yaml.safe_load((source / MANIFEST_NAME).read_text(encoding="utf-8"))
-    model = onnx.load(str(source / manifest["model"]))
-    classification = manifest.get("task", "classification") == "classification"
-    fp32_only = {"quantization": {"allowed": False}, "acceptance": dict(acceptance)}
-    with_int8 = {"quantization": {"allowed": True}, "acceptance": dict(acceptance)}
-    # Below half the darkest photo's mean pixel: only a covered lens (the black frame) is that dark.
-    threshold = dark_threshold(manifest, max(1.0, darkest_pixel_mean / 2.0))
+    """v1..v4 from the bundle directory ``source`` (see the module docstring); ``frames``: what the camera shows."""
+    bundle = load_bundle_dir(source)
+    model = onnx.load(str(bundle.model_path))
+    classification = bundle.manifest.task is Task.CLASSIFICATION
+    threshold = dark_threshold(bundle.manifest.input, frames)
+    # Without a validation set the optimize stage serves the model as shipped (seconds instead of a minute).
+    as_shipped = {"validation": None, "quantization": {"allowed": False}, "acceptance": dict(acceptance)}
+    optimized = {"quantization": {"allowed": False}, "acceptance": dict(acceptance)}
     return [
-        Version("v1", rebundle(source, work, key, "1.0.0", fp32_only, note="v1, FP32"), "1.0.0", "live"),
-        Version("v2", rebundle(source, work, key, "1.1.0", with_int8, note="v2, INT8 allowed"), "1.1.0", "live"),
-        Version("v3", rebundle(source, work, key, "1.2.0", fp32_only, constant_class_model(model, classification),
+        Version("v1", rebundle(source, work, key, "1.0.0", as_shipped, note="v1, as shipped"), "1.0.0", "live"),
+        Version("v2", rebundle(source, work, key, "1.1.0", optimized, retrained_model(model),
+                                note="v2, retrained (weights moved 1%)"), "1.1.0", "live"),
+        Version("v3", rebundle(source, work, key, "1.2.0", as_shipped, constant_class_model(model, classification),
                                note="v3, a constant answer"), "1.2.0", "refused in shadow"),
-        Version("v4", rebundle(source, work, key, "1.3.0", fp32_only, nan_when_dark_model(model, threshold),
+        Version("v4", rebundle(source, work, key, "1.3.0", as_shipped, nan_when_dark_model(model, threshold),
                                note="v4, NaN on dark frames"), "1.3.0", "rolled back in probation",
                 darken_in_probation=True),
     ]

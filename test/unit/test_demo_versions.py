@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+from io import BytesIO
 import tarfile
 import time
 
@@ -10,15 +11,17 @@ import onnxruntime as ort
 import pytest
 import rclpy
 import yaml
+from PIL import Image as PILImage
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
 
+from robot_model_deployer.bundle.manifest import parse_manifest
 from robot_model_deployer.bundle.signing import generate_keypair
 from robot_model_deployer.demo.versions import (constant_class_model, dark_threshold, nan_when_dark_model,
-                                                scenario_versions)
+                                                retrained_model, scenario_versions)
 from robot_model_deployer.testing import models
 from robot_model_deployer.testing.ros_graph import next_domain_id
 
@@ -37,7 +40,7 @@ def test_the_constant_class_model_answers_the_last_class_whatever_it_sees():
 
 def test_the_nan_model_answers_like_the_real_one_until_the_image_is_darker_than_the_threshold():
     real = models.colour_classifier()
-    broken = nan_when_dark_model(real, threshold=dark_threshold({"input": {"scale": 1 / 255}}, 40.0))
+    broken = nan_when_dark_model(real, threshold=40.0 / 255)
     bright = models.solid_image("green", 32, 32)  # mean pixel 85
     np.testing.assert_array_equal(run(broken, bright), run(real, bright))
     dim = (bright * 0.3).astype(np.uint8)  # mean pixel about 25
@@ -45,18 +48,37 @@ def test_the_nan_model_answers_like_the_real_one_until_the_image_is_darker_than_
     assert np.isnan(run(broken, np.zeros_like(bright))).all()
 
 
-def test_the_dark_threshold_follows_the_bundles_normalisation():
-    imagenet = {"input": {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
-    assert dark_threshold(imagenet, 0.0) == pytest.approx(-np.mean(np.array([0.485, 0.456, 0.406]) /
-                                                                  np.array([0.229, 0.224, 0.225])))
-    assert dark_threshold({"input": {"dtype": "uint8"}}, 12.0) == 12.0
+def test_the_retrained_model_agrees_with_the_original_but_is_not_a_copy():
+    real = models.colour_classifier()
+    retrained = retrained_model(real)
+    for colour in models.COLOUR_LABELS:
+        image = models.solid_image(colour, 32, 32)
+        assert np.argmax(run(retrained, image)) == np.argmax(run(real, image))
+        assert not np.array_equal(run(retrained, image), run(real, image))
+
+
+def test_the_dark_threshold_lies_between_the_darkest_camera_frame_and_a_black_one_after_preprocessing():
+    spec = parse_manifest(yaml.safe_dump(models.classifier_manifest())).input  # scale 1/255, no mean or std
+    frames = [models.solid_image("red", 64, 48), (models.solid_image("blue", 64, 48) * 0.5).astype(np.uint8)]
+    assert dark_threshold(spec, frames) == pytest.approx(127 / 255 / 3 / 2, rel=1e-4)
+    imagenet = parse_manifest(yaml.safe_dump({**models.classifier_manifest(), "input": {
+        **models.classifier_manifest()["input"], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}})).input
+    black = -np.mean(np.array([0.485, 0.456, 0.406]) / np.array([0.229, 0.224, 0.225]))
+    assert black < dark_threshold(imagenet, frames) < 0
+    with pytest.raises(ValueError, match="as dark as a covered lens"):
+        dark_threshold(spec, [*frames, np.zeros((48, 64, 3), np.uint8)])
 
 
 def test_the_four_versions_are_signed_bundles_of_the_source_with_the_demo_acceptance(tmp_path):
-    source = models.write_bundle(tmp_path / "colour", models.colour_classifier(), models.classifier_manifest())
+    png = BytesIO()
+    PILImage.fromarray(models.solid_image("red", 32, 32)).save(png, format="PNG")
+    source = models.write_bundle(tmp_path / "colour", models.colour_classifier(),
+                                 {**models.classifier_manifest(), "validation": {"images": ["validation/red.png"]}},
+                                 extra_files={"validation/red.png": png.getvalue()})
     (source / "files.json").write_text("{}")  # a stale list from the author's tools is listed anew
     keys = generate_keypair(out_dir=tmp_path / "keys", name="demo")
-    versions = scenario_versions(source, tmp_path / "out", keys.private_key, 85.0, {"shadow_frames": 40})
+    versions = scenario_versions(source, tmp_path / "out", keys.private_key, [models.solid_image("red")],
+                                 {"shadow_frames": 40})
     assert [(v.label, v.version, v.expected) for v in versions] == [
         ("v1", "1.0.0", "live"), ("v2", "1.1.0", "live"), ("v3", "1.2.0", "refused in shadow"),
         ("v4", "1.3.0", "rolled back in probation")]
@@ -67,7 +89,8 @@ def test_the_four_versions_are_signed_bundles_of_the_source_with_the_demo_accept
             manifest = yaml.safe_load(tar.extractfile("manifest.yaml").read())
         assert "signature.json" in names and "files.json" in names
         assert manifest["version"] == version.version and manifest["acceptance"]["shadow_frames"] == 40
-        assert manifest["quantization"]["allowed"] is (version.label == "v2")
+        assert manifest["quantization"]["allowed"] is False
+        assert ("validation" in manifest) is (version.label == "v2")  # the others skip the optimize stage
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mcap_ros2") is None, reason="the demo extra (mcap) is missing")
