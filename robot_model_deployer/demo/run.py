@@ -47,8 +47,10 @@ from robot_model_deployer.msg import DeploymentStatus, InferenceResult, ShadowRe
 from robot_model_deployer.nodes.graph import GraphOptions, share_dir, start_graph
 
 WIDTH, HEIGHT = 640, 480
-# Short shadow and probation, so the four deployments fit in a couple of minutes.
-DEMO_ACCEPTANCE = {"shadow_frames": 40, "probation_seconds": 6.0}
+# Short shadow and probation, so the four deployments fit in a couple of minutes. The latency gates are
+# loosened: a demo runs beside other programs, where one model's median swings from 8 to 100 ms with the
+# load (an identical model was rolled back at 1.7x); bench/bench_decisions.py measures those gates.
+DEMO_ACCEPTANCE = {"shadow_frames": 40, "probation_seconds": 6.0, "max_latency_ratio": 3.0, "latency_slack_ms": 25.0}
 PRINT_PERIOD_S = 2.0
 
 
