@@ -48,7 +48,7 @@ def test_the_ready_line_names_services_action_status_and_trust_store(tmp_path):
 
 
 def test_feedback_goes_out_when_stage_or_wording_changes_or_progress_moves_a_step():
-    gate = FeedbackGate(step=0.1)
+    gate = FeedbackGate(step=0.1, clock=lambda: 0.0)
     sent = [gate.changed(*update) for update in [
         ("probation", 0.00, "warming_up, 0/0 frames answered"), ("probation", 0.02, "warming_up, 1/1 frames answered"),
         ("probation", 0.09, "warming_up, 9/9 frames answered"), ("probation", 0.10, "healthy, 10/10 frames answered"),
@@ -56,3 +56,15 @@ def test_feedback_goes_out_when_stage_or_wording_changes_or_progress_moves_a_ste
         ("probation", 0.21, "unhealthy, 20/21 frames answered (NaN)"), ("swap", 0.21, "loading"),
         ("swap", 0.99, "loading"), ("swap", 1.0, "loading"), ("swap", 1.0, "loading")]]
     assert sent == [True, False, False, True, False, True, True, True, True, True, False]
+
+
+def test_counts_alone_go_out_again_after_the_refresh_interval_so_a_long_stage_shows_them_moving():
+    now = [0.0]
+    gate = FeedbackGate(step=0.1, refresh_s=2.0, clock=lambda: now[0])
+    assert gate.changed("shadow", 0.0, "shadow: 0 frames judged")
+    now[0] = 1.0
+    assert not gate.changed("shadow", 0.001, "shadow: 3 frames judged")
+    now[0] = 2.5
+    assert gate.changed("shadow", 0.002, "shadow: 6 frames judged")
+    now[0] = 9.0
+    assert not gate.changed("shadow", 0.002, "shadow: 6 frames judged")  # nothing new, however long
