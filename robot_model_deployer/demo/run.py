@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -145,15 +146,17 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     log = DemoLog()
     try:
-        end, stopped_early, mcap = _run_scenario(args, argv, versions, frames, log, started, deadline, report_dir)
+        end, stopped, mcap = _run_scenario(args, argv, versions, frames, log, started, deadline, report_dir,
+                                                 graph.watch)
     finally:
         graph.stop()
-    return _report(log, end, stopped_early, report_dir, mcap)
+    return _report(log, end, stopped, report_dir, mcap)
 
 
 def _run_scenario(args: argparse.Namespace, argv: list[str] | None, versions: list, frames: list, log: DemoLog,
-                  started: float, deadline: float, report_dir: Path) -> tuple[float, bool, Path]:
-    """Camera, recorder and driver in this process until the scenario or the deadline ends."""
+                  started: float, deadline: float, report_dir: Path,
+                  graph_down: Callable[[], str | None]) -> tuple[float, str, Path]:
+    """Camera, recorder and driver in this process until the scenario, the deadline, Ctrl-C or a node exit ends."""
     rclpy.init(args=argv)
     camera = DemoCameraNode(parameter_overrides=[Parameter("rate", value=args.rate),
                                                  Parameter("source", value=args.camera_source),
@@ -175,17 +178,19 @@ def _run_scenario(args: argparse.Namespace, argv: list[str] | None, versions: li
         executor = SingleThreadedExecutor()
         executor.add_node(spun)
         executors.append((executor, _spin(executor)))
-    driver = ScenarioDriver(node, camera, dark_frame(frames[0]), log, started, deadline, args.rate)
-    stopped_early = True
+    driver = ScenarioDriver(node, camera, dark_frame(frames[0]), log, started, deadline, args.rate,
+                            graph_down=graph_down)
+    stopped = ""
     try:
         if not driver.wait_for_manager():
-            print("[demo] the manager's Deploy action did not appear; see the logs in "
-                  f"{report_dir / 'logs'}", flush=True)
-        else:
-            stopped_early = not _play(driver, versions)
+            stopped = driver.stopped_because or "the manager's Deploy action did not appear"
+        elif not _play(driver, versions):
+            stopped = driver.stopped_because or "--duration reached"
     except KeyboardInterrupt:
-        print("\n[demo] interrupted", flush=True)
+        stopped = "interrupted (Ctrl-C)"
     finally:
+        if stopped:
+            print(f"\n[demo] stopped: {stopped}; the nodes' logs are in {report_dir / 'logs'}", flush=True)
         end = time.monotonic() - started
         for executor, thread in executors:
             executor.shutdown(timeout_sec=2.0)
@@ -194,7 +199,7 @@ def _run_scenario(args: argparse.Namespace, argv: list[str] | None, versions: li
         camera.destroy_node()
         node.destroy_node()
         rclpy.try_shutdown()
-    return end, stopped_early, recorder.path
+    return end, stopped, recorder.path
 
 
 def _play(driver: ScenarioDriver, versions: list) -> bool:
@@ -205,8 +210,8 @@ def _play(driver: ScenarioDriver, versions: list) -> bool:
     return driver.manual_rollback(versions[0].version) is not None
 
 
-def _report(log: DemoLog, end: float, stopped_early: bool, report_dir: Path, mcap: Path) -> int:
-    summary = summarize(log.snapshot(), end, stopped_early)
+def _report(log: DemoLog, end: float, stopped: str, report_dir: Path, mcap: Path) -> int:
+    summary = summarize(log.snapshot(), end, stopped)
     text = summary_text(summary)
     print("\n" + text, flush=True)
     (report_dir / "summary.txt").write_text(text + "\n", encoding="utf-8")

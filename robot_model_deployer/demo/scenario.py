@@ -70,8 +70,11 @@ class ScenarioDriver:
 
     def __init__(self, node: Node, camera: DemoCameraNode, dark: np.ndarray, log: DemoLog, start: float,
                  deadline: float, rate: float, say: Callable[[str], None] = lambda line: print(line, flush=True),
-                 ) -> None:
+                 graph_down: Callable[[], str | None] = lambda: None) -> None:
+        """``graph_down``: why the node graph can no longer answer (a node exited), or None."""
         self._node, self._camera, self._dark, self._log = node, camera, dark, log
+        self._graph_down = graph_down
+        self.stopped_because = ""
         self._start, self._deadline, self._rate, self._say = start, deadline, rate, say
         self._action = ActionClient(node, Deploy, f"{MANAGER}/deploy_bundle")
         self._rollback = node.create_client(Rollback, f"{MANAGER}/rollback")
@@ -94,7 +97,7 @@ class ScenarioDriver:
         self._status_line = line
 
     def wait_for_manager(self) -> bool:
-        while self._left() > 0:
+        while self._left() > 0 and self._node.context.ok() and not self._graph_down():
             if self._action.wait_for_server(timeout_sec=min(1.0, self._left())):
                 return True
         return False
@@ -126,7 +129,12 @@ class ScenarioDriver:
                 timers.append(timer)
 
         try:
-            return self._run_goal(version, begin, on_feedback, last_stage)
+            step = self._run_goal(version, begin, on_feedback, last_stage)
+            if step is None:  # cut short: the table still says where it stood
+                self._log.add(StepOutcome(version.label, version.version, version.expected,
+                                          f"stopped in {last_stage[0] or 'verify'}",
+                                          self.stopped_because or "--duration reached", begin, self.now()))
+            return step
         finally:
             for timer in timers:  # a deployment that ended before the lens was covered leaves it uncovered
                 timer.cancel()
@@ -143,6 +151,8 @@ class ScenarioDriver:
             return self._finish(version, begin, False, reason, last_stage[0], {})
         done = handle.get_result_async()
         if not self._wait(done):
+            if self.stopped_because:
+                return None
             self._say(f"{self.now():7.1f}s  {version.label:<3} --duration reached: cancelling the deployment")
             handle.cancel_goal_async()
             self._wait(done, CANCEL_WAIT_S)
@@ -187,7 +197,15 @@ class ScenarioDriver:
         return step
 
     def _wait(self, future: Any, limit: float | None = None) -> bool:
+        """Until ``future`` is done, the deadline, Ctrl-C (rclpy's handler shuts the context down) or a node exit."""
         end = time.monotonic() + limit if limit is not None else self._deadline
         while not future.done() and time.monotonic() < end:
+            if not self._node.context.ok():
+                self.stopped_because = "interrupted (Ctrl-C)"
+                break
+            down = self._graph_down()
+            if down:
+                self.stopped_because = down
+                break
             time.sleep(0.02)
         return future.done()

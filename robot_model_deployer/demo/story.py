@@ -117,7 +117,7 @@ class Summary:
     largest_gap_ms: float  # longest time between two consecutive results
     longest_unanswered_run: int  # consecutive judged frames without an answer
     spans: tuple[Span, ...]
-    stopped_early: bool
+    stopped: str  # why the scenario did not end ('' when it did)
 
 
 def classify_outcome(accepted: bool, reason: str, last_stage: str) -> str:
@@ -176,7 +176,7 @@ def judged_points(points: list[FramePoint], end_t: float) -> list[FramePoint]:
     return [] if first is None else [p for p in points if first <= p.t <= end_t - IN_FLIGHT_S]
 
 
-def summarize(log: DemoLog, end_t: float, stopped_early: bool = False) -> Summary:
+def summarize(log: DemoLog, end_t: float, stopped: str = "") -> Summary:
     points = frame_points(log)
     judged = judged_points(points, end_t)
     longest = run = 0
@@ -187,7 +187,7 @@ def summarize(log: DemoLog, end_t: float, stopped_early: bool = False) -> Summar
     gap = max((b - a for a, b in zip(arrivals, arrivals[1:])), default=0.0)
     return Summary(steps=tuple(log.steps), frames_sent=len(points), frames_judged=len(judged),
                    frames_answered=sum(p.version is not None for p in judged), largest_gap_ms=gap * 1000.0,
-                   longest_unanswered_run=longest, spans=tuple(spans(points)), stopped_early=stopped_early)
+                   longest_unanswered_run=longest, spans=tuple(spans(points)), stopped=stopped)
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -208,8 +208,8 @@ def summary_text(summary: Summary, reason_width: int = 110) -> str:
                  f"{summary.largest_gap_ms:.0f} ms")
     span_rows = [(span.version, f"{span.t_start:.1f}", f"{span.t_end:.1f}", str(span.frames)) for span in summary.spans]
     lines += ["", "Who served", *_table(("version", "from s", "to s", "frames"), span_rows)]
-    if summary.stopped_early:
-        lines += ["", "Stopped by --duration before the scenario ended."]
+    if summary.stopped:
+        lines += ["", f"Stopped before the scenario ended: {summary.stopped}."]
     return "\n".join(lines)
 
 

@@ -71,7 +71,7 @@ def test_the_demo_plays_every_step_as_scripted_and_writes_its_report(tmp_path):
     rows = {line.split()[0]: line for line in scenario if line.split()[:1] and line.split()[0] in SCRIPTED}
     for step, outcome in SCRIPTED.items():
         assert outcome in rows[step] and " yes " in rows[step], f"{step}:\n{output}"
-    assert "Stopped by --duration" not in summary
+    assert "Stopped before the scenario ended" not in summary
 
     # Each stage of v2 printed as it happened, with figures at the end of its deployment.
     v2_lines = [line for line in output.splitlines() if " v2 " in line]

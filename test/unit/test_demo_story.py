@@ -71,14 +71,14 @@ def test_stage_bands_merge_repeated_feedback_and_end_at_the_next_stage_or_the_st
 
 
 def test_the_table_names_each_step_its_outcome_whether_scripted_and_the_frames():
-    text = summary_text(summarize(recorded_run(), end_t=10.0, stopped_early=True))
+    text = summary_text(summarize(recorded_run(), end_t=10.0, stopped="--duration reached"))
     lines = text.splitlines()
     v3 = next(line for line in lines if line.startswith("v3"))
     assert "refused in probation" in v3 and "NO (expected refused in shadow)" in v3 and "rolled back: NaN" in v3
     assert any(line.startswith("v1") and " yes " in line for line in lines)
     assert "100 sent" in text and "at most 3 in a row" in text and "largest gap between results 400 ms" in text
     assert any(line.split()[:2] == ["v2", "1.1.0"] for line in lines[lines.index("Who served"):])
-    assert text.endswith("Stopped by --duration before the scenario ended.")
+    assert text.endswith("Stopped before the scenario ended: --duration reached.")
 
 
 @pytest.mark.parametrize("accepted, reason, stage, words", [
@@ -93,7 +93,7 @@ def test_outcomes_are_worded_from_the_result_and_the_last_stage(accepted, reason
 
 
 def test_an_empty_run_summarizes_without_failing():
-    summary = summarize(DemoLog(), end_t=3.0, stopped_early=True)
+    summary = summarize(DemoLog(), end_t=3.0, stopped="interrupted (Ctrl-C)")
     assert (summary.frames_sent, summary.frames_answered, summary.largest_gap_ms, summary.spans) == (0, 0, 0.0, ())
     assert "0 sent" in summary_text(summary)
 
