@@ -163,6 +163,11 @@ class TrustStore:
             keys[key_id(public_key)] = public_key
         return cls(keys, str(directory))
 
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Ids of the trusted keys, for logs and status."""
+        return tuple(sorted(self._keys))
+
     def verify(self, file_list_bytes: bytes, signature: Signature) -> None:
         """Raise SignatureError unless a trusted key made ``signature`` over these bytes."""
         public_key = self._keys.get(signature.key_id)

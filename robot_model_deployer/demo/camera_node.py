@@ -5,6 +5,9 @@ them, so the camera itself costs almost nothing at 30 Hz.
 """
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
+import numpy as np
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -45,6 +48,10 @@ class DemoCameraNode(Node):
                                          encoding, settings["frame_id"]) for frame in frames]
         self._repeat = settings["frames_per_image"]
         self._count = 0
+        self._encoding, self._frame_id = encoding, settings["frame_id"]
+        self._override: list[Image] | None = None
+        # Called with each published frame's stamp (ns): the demo's scenario counts frames sent.
+        self.on_publish: Callable[[int], None] | None = None
         qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST,
                          reliability=ReliabilityPolicy.RELIABLE if settings["reliable"] else ReliabilityPolicy.BEST_EFFORT)
         self._publisher = self.create_publisher(Image, "image", qos)
@@ -52,12 +59,23 @@ class DemoCameraNode(Node):
         self.get_logger().info(f"publishing {len(self._messages)} frames from {settings['source']} "
                                f"at {settings['rate']:.1f} Hz, {settings['width']}x{settings['height']} {encoding.value}")
 
+    def show(self, frames: Sequence[np.ndarray] | None) -> None:
+        """Publish these RGB frames in turn from the next tick on (None: back to the source's frames)."""
+        if frames is None:
+            self._override = None
+            return
+        self._override = [array_to_image(frame if self._encoding is PixelFormat.RGB8 else frame[:, :, ::-1],
+                                         self._encoding, self._frame_id) for frame in frames]
+
     def _publish(self) -> None:
-        msg = self._messages[(self._count // self._repeat) % len(self._messages)]
+        messages = self._override or self._messages
+        msg = messages[(self._count // self._repeat) % len(messages)]
         msg.header.stamp = self.get_clock().now().to_msg()
         self._publisher.publish(msg)
         self._count += 1
+        if self.on_publish is not None:
+            self.on_publish(msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(DemoCameraNode, args)
+    run_node(DemoCameraNode, args, parameters=PARAMETERS)

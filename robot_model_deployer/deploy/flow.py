@@ -152,7 +152,7 @@ class DeploymentFlow:
         installed = self.store.ingest(
             Path(bundle_path), trust=self.settings.trust, model_check=self.settings.model_check,
             allow_unsigned=self.settings.allow_unsigned, force=force, limits=self.settings.limits,
-            progress=lambda name, fraction: progress(DeploymentStage.STAGE, fraction, f"extracting {name}"))
+            progress=lambda name, fraction: progress(DeploymentStage.STAGE, fraction, "extracting and hashing the bundle's files"))
         report["installed"] = {"ref": str(installed.ref), "signed_by": installed.key_id or "",
                                "warnings": list(installed.warnings), "forced": installed.forced}
         return installed

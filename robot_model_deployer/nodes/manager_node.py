@@ -50,8 +50,10 @@ from robot_model_deployer.store.model_store import STAGING_DIR, UPLOADS_DIR, Mod
 from robot_model_deployer.store.state import DeploymentStage, StoreError, VersionRef
 from robot_model_deployer.action import Deploy
 from robot_model_deployer.msg import DeploymentStatus, ModelInfo
+from robot_model_deployer.nodes.deploy_feedback import FeedbackGate
 from robot_model_deployer.nodes.lifecycle_client import LifecycleSlot, RemoteLifecycleNode
 from robot_model_deployer.nodes.live_checks import ProbationWatch, ShadowRun
+from robot_model_deployer.nodes.manager_ready import ready_line
 from robot_model_deployer.nodes.manager_status import (deployment_diagnostics, deployment_status, installed_info,
                                                        listed_models, model_info, version_info)
 from robot_model_deployer.nodes.manager_settings import PARAMETERS, flow_settings, open_store, optimize_target
@@ -111,6 +113,8 @@ class ManagerNode(Node):
                                     callback_group=requests)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=quick)
         self._started = True
+        self.get_logger().info(ready_line(self.get_fully_qualified_name(), flow_settings.trust,
+                                          flow_settings.allow_unsigned))
         self._publish_status()
         self._start_job(lambda: self._start_serving(settings["initial_bundle"]))
 
@@ -281,13 +285,15 @@ class ManagerNode(Node):
             self._set_stage(DeploymentStage.IDLE, "waiting for a bundle")
 
     def _deploy(self, bundle_path: str, force: bool, cancel: threading.Event, goal_handle) -> DeployOutcome:
+        feedback = FeedbackGate()
+
         def progress(stage: DeploymentStage, fraction: float, message: str) -> None:
             message = one_line(message)  # may quote a bundle; ROS strings must be printable UTF-8
             if stage is DeploymentStage.PROBATION:
                 self._health = message
             if stage is not self._stage or message != self._message:
                 self._set_stage(stage, message)
-            if goal_handle is not None and self.context.ok():
+            if goal_handle is not None and self.context.ok() and feedback.changed(stage.value, fraction, message):
                 goal_handle.publish_feedback(Deploy.Feedback(stage=stage.value, progress=float(fraction),
                                                              message=message))
 
@@ -416,4 +422,4 @@ class ManagerNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(ManagerNode, args, threads=6)
+    run_node(ManagerNode, args, threads=6, parameters=PARAMETERS)

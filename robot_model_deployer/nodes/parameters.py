@@ -1,6 +1,7 @@
 """Declaring node parameters with descriptions and validating them in one place."""
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -90,3 +91,24 @@ def declare_parameters(node: Node, specs: Sequence[ParameterSpec]) -> dict[str, 
         spec.validate(value)
         values[spec.name] = value
     return values
+
+
+def parameters_help(program: str, summary: str, specs: Sequence[ParameterSpec]) -> str:
+    """``--help`` text of a node executable, generated from the specs it declares (one source)."""
+    lines = [f"usage: {program} [--ros-args [-r __node:=NAME] [-r __ns:=/NAMESPACE] [--params-file FILE] "
+             "[-p NAME:=VALUE ...]]", ""]
+    if summary:
+        lines += [summary, ""]
+    lines.append("parameters (set with -p NAME:=VALUE or a --params-file YAML block for this node):")
+    for spec in specs:
+        kind = Parameter.Type.from_parameter_value(spec.default).name.lower().replace("_", " ")
+        allowed = ""
+        if spec.choices:
+            allowed = f"; one of: {', '.join(spec.choices)}"
+        elif spec.minimum is not None or spec.maximum is not None:
+            allowed = f"; {spec.bounds()}"
+        read_only = "; read-only" if spec.read_only else ""
+        lines.append(f"  {spec.name} ({kind}, default {spec.default!r}{allowed}{read_only})")
+        lines += [f"      {line}" for line in textwrap.wrap(spec.description, 90)]
+    lines += ["", "A value the node cannot use ends it with exit code 1 and one line naming the parameter."]
+    return "\n".join(lines)

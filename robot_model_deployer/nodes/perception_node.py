@@ -184,4 +184,4 @@ class PerceptionNode(ModelLifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(PerceptionNode, args)
+    run_node(PerceptionNode, args, parameters=PARAMETERS)

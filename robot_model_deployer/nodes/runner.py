@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Callable, NoReturn, Sequence
 
 import rclpy
 from rclpy.clock import Clock, ClockType
@@ -13,13 +13,17 @@ from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 
 from robot_model_deployer.nodes.clock_wait import ClockNotice, ClockWait, started_message, waiting_message
-from robot_model_deployer.nodes.parameters import ParameterValueError
+from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError, parameters_help
 
 CLOCK_CHECK_PERIOD_S = 0.5
 
 
-def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> None:
+def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threads: int = 1,
+             parameters: Sequence[ParameterSpec] = ()) -> None:
     """Init rclpy, spin the node until Ctrl-C or shutdown, then clean up.
+
+    ``-h``/``--help`` before any ``--ros-args`` prints the node's
+    ``parameters`` (its declarations, so the help cannot drift) and exits 0.
 
     ``threads`` > 1 spins a MultiThreadedExecutor, for nodes whose callback
     groups must run side by side. Arguments rcl cannot parse and a parameter
@@ -27,6 +31,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threa
     stderr and exit code 1: a user (or launch's log) needs the parameter and
     the fix, not a traceback.
     """
+    _print_help_if_asked(make_node, sys.argv if args is None else args, parameters)
     try:
         rclpy.init(args=args)
     except rclpy_implementation.RCLError as exc:
@@ -47,6 +52,16 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threa
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _print_help_if_asked(make_node: Callable[[], Node], argv: Sequence[str], parameters: Sequence[ParameterSpec],
+                         ) -> None:
+    own = list(argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:])
+    if "-h" not in own and "--help" not in own:
+        return
+    summary = (make_node.__doc__ or "").strip().split("\n\n")[0]
+    print(parameters_help(Path(argv[0]).name if argv else "node", " ".join(summary.split()), parameters))
+    raise SystemExit(0)
 
 
 def _warn_while_waiting_for_clock(node: Node) -> None:

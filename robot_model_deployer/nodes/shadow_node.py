@@ -341,4 +341,4 @@ class ShadowNode(ModelLifecycleNode):
 def main(args: list[str] | None = None) -> None:
     # One executor thread: every callback is short (the models run on the worker thread), and
     # rclpy's MultiThreadedExecutor spins a core at 100% while a mutually exclusive callback runs.
-    run_node(ShadowNode, args)
+    run_node(ShadowNode, args, parameters=PARAMETERS)

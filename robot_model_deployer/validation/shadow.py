@@ -245,11 +245,42 @@ class ShadowComparator:
         report = self.report()
         progress = self._progress(report)
         if progress < 1.0:
+            hopeless = self._hopeless(report)
+            if hopeless:
+                return ShadowVerdict(ShadowOutcome.FAIL, hopeless, progress, report)
             return ShadowVerdict(ShadowOutcome.PENDING, (), progress, report)
         if not self._labelled_due <= self._labelled.keys():
             return ShadowVerdict(ShadowOutcome.PENDING, (), min(progress, 0.99), report)
         reasons = self._failures(report)
         return ShadowVerdict(ShadowOutcome.FAIL if reasons else ShadowOutcome.PASS, reasons, 1.0, report)
+
+    def _hopeless(self, report: ShadowReport) -> tuple[str, ...]:
+        """Failures no frame still to come can undo, so the run stops now instead of at its target.
+
+        NaN/Inf outputs (none are allowed), errors when the bundle allows none,
+        a labelled set already scored too low, and (classification with a
+        frame target) an agreement that stays below the floor even if every
+        frame left to judge agrees. An error rate above 0 is judged at the end:
+        frames still to come could bring it down.
+        """
+        spec = self.acceptance
+        reasons = list(self._labelled_failures())
+        if report.candidate_non_finite:
+            reasons.append(f"the candidate output NaN or Inf on {report.candidate_non_finite} of "
+                           f"{report.candidate_frames} frames; none are allowed")
+        if report.candidate_errors and spec.max_error_rate == 0:
+            reasons.append(f"the candidate raised an error on {report.candidate_errors} of {report.candidate_frames} "
+                           "frames; the bundle allows none (acceptance.max_error_rate 0)")
+        left = spec.shadow_frames - report.frames_judged
+        if self.task is Task.CLASSIFICATION and spec.shadow_frames > 0 and report.frames_paired and left >= 0:
+            best = (self._top1_agreed + left) / (self._paired + left)
+            if best < spec.min_live_agreement:
+                reasons.append(
+                    f"top-1 class agreement with the live model is {report.agreement:.1%} over "
+                    f"{report.frames_paired} frames and can reach at most {best:.1%} in the {left} frames left; "
+                    f"the bundle requires at least {spec.min_live_agreement:.1%} (acceptance.min_live_agreement), "
+                    "a floor meant to catch a broken model, not a better one")
+        return tuple(f"stopped early: {reason}" for reason in reasons)
 
     def _progress(self, report: ShadowReport) -> float:
         frames_target = self.acceptance.shadow_frames
