@@ -245,11 +245,13 @@ def margins(report: dict[str, Any]) -> dict[str, float]:
             out["shadow_latency_ms"] = DEFAULTS.allowed_latency_ms(reference) - shadow["candidate_latency_p50_ms"]
     probation = report.get("probation") or {}
     if probation.get("state") not in (None, "skipped"):
-        if probation.get("lowest_output_ratio") is not None:
+        if probation.get("rate_not_judged"):
+            out["probation_share_not_judged"] = 1.0  # the old model's share showed a graph that loses frames
+        elif probation.get("lowest_output_ratio") is not None:
             # The share's distance to the bar (the old model's share times probation_min_answered): negative
             # alone is no failure; the window fails when the shortfall is beyond chance (the next margin).
             out["probation_answered_share"] = probation["lowest_output_ratio"] - probation["answered_bar"]
-        if probation.get("lowest_rate_tail") is not None:
+        if probation.get("lowest_rate_tail") is not None and not probation.get("rate_not_judged"):
             out["probation_answered_log10_tail_over_alpha"] = (
                 math.log10(max(probation["lowest_rate_tail"], 1e-300)) - math.log10(RATE_ALPHA))
         out["probation_stall_s"] = probation.get("stall_limit_s", DEFAULTS.probation_stall_s) - probation.get(

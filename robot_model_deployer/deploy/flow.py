@@ -343,5 +343,5 @@ def _health_report(status: HealthStatus) -> dict[str, Any]:
             "non_finite": status.non_finite, "output_ratio": status.output_ratio,
             "latency_p50_ms": status.latency_p50_ms, "latency_p99_ms": status.latency_p99_ms,
             "lowest_output_ratio": status.lowest_output_ratio,
-            "answered_bar": status.answered_bar, "lowest_rate_tail": status.lowest_rate_tail,
+            "answered_bar": status.answered_bar, "rate_not_judged": status.rate_not_judged, "lowest_rate_tail": status.lowest_rate_tail,
             "longest_wait_s": status.longest_wait_s, "stall_limit_s": status.stall_limit_s}

@@ -85,14 +85,26 @@ def lossy_probation(answers: AnswerBaseline | None, delivered: float, seed: int)
 
 
 def test_a_lossy_transport_does_not_roll_back_a_model_that_answers_like_the_old_one():
-    old = AnswerBaseline(share=0.3, frames=120, longest_gap_s=0.6)
-    assert [lossy_probation(old, 0.3, seed) for seed in range(40)].count(HealthState.PASSED) == 40
-    # Held to the absolute bar, the same traffic is rolled back (what the bar relative to the old model fixes).
+    # The old model answered 95% of the frames heard: the share is judged, against 80% of 95%.
+    old = AnswerBaseline(share=0.95, frames=300, longest_gap_s=0.1)
+    assert [lossy_probation(old, 0.95, seed) for seed in range(40)].count(HealthState.PASSED) == 40
+    assert HealthState.UNHEALTHY in [lossy_probation(old, 0.4, seed) for seed in range(10)]
+    # Held to the absolute bar, a graph that loses 70% of its frames rolls every model back.
     assert HealthState.UNHEALTHY in [lossy_probation(None, 0.3, seed) for seed in range(40)]
 
 
+def test_on_a_graph_that_loses_frames_for_the_old_model_too_the_share_is_not_judged():
+    old = AnswerBaseline(share=0.68, frames=120, longest_gap_s=0.6)
+    health = HealthWatch(AcceptanceSpec(probation_seconds=5.0), answers=old)
+    assert "the old model answered only 68%" in health.rate_not_judged
+    assert [lossy_probation(old, 0.3, seed) for seed in range(40)].count(HealthState.PASSED) == 40
+    status = health.status(0.0)
+    assert status.rate_not_judged == health.rate_not_judged
+    assert HealthWatch(AcceptanceSpec(), answers=AnswerBaseline(0.95, 100, 0.1)).rate_not_judged == ""
+
+
 def test_a_model_that_stops_answering_is_rolled_back_on_a_lossy_graph_too():
-    old = AnswerBaseline(share=0.5, frames=200, longest_gap_s=0.3)
+    old = AnswerBaseline(share=0.5, frames=200, longest_gap_s=0.3)  # not judged for share: the stall decides
     health = HealthWatch(AcceptanceSpec(probation_seconds=5.0), answers=old)
     rng = random.Random(1)
     for frame in range(150):
@@ -104,16 +116,15 @@ def test_a_model_that_stops_answering_is_rolled_back_on_a_lossy_graph_too():
         health.status(now + 0.02)
     status = health.status(6.0)
     assert status.state is HealthState.UNHEALTHY
-    assert status.answered_bar == pytest.approx(0.4)
-    assert "80% of the 50% the old model answered" in " ".join(status.reasons) or any(
-        r.startswith("no result for") for r in status.reasons)
+    assert status.answered_bar == pytest.approx(0.4) and status.rate_not_judged
+    assert any(r.startswith("no result for") for r in status.reasons), status.reasons
 
 
 def test_the_stall_limit_grows_with_the_old_models_longest_gap():
     acceptance = AcceptanceSpec(probation_seconds=5.0, probation_stall_s=1.0)
     assert HealthWatch(acceptance).stall_limit_s == 1.0
     assert HealthWatch(acceptance, answers=AnswerBaseline(1.0, 100, 0.1)).stall_limit_s == 1.0
-    slow_graph = HealthWatch(acceptance, answers=AnswerBaseline(0.2, 40, 1.2))
+    slow_graph = HealthWatch(acceptance, answers=AnswerBaseline(0.2, 40, 0.8))
     assert slow_graph.stall_limit_s == pytest.approx(2.4)
     for frame in range(120):  # answers stop at 1.5 s: a 2 s gap is within 2.4 s, a longer one is not
         now = frame * FRAME_S
