@@ -79,9 +79,9 @@ class ManagerNode(Node):
         super().__init__(node_name, **kwargs)
         settings = declare_parameters(self, PARAMETERS + UPLOAD_PARAMETERS)
         # Every setting is read before anything starts, so a refused one leaves no thread or listener behind.
-        store, flow_settings, target = open_store(settings), flow_settings(settings), optimize_target(settings)
+        store, flow, target = open_store(settings), flow_settings(settings), optimize_target(settings)
         self._traffic = ProbationWatch(self, settings["probation_wall_margin_s"])
-        self._flow = DeploymentFlow(store, self._make_switch(settings), flow_settings,
+        self._flow = DeploymentFlow(store, self._make_switch(settings), flow,
                                     **self._make_ports(settings, target, store))
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploy")
         self._busy = threading.Lock()
@@ -113,8 +113,8 @@ class ManagerNode(Node):
                                     callback_group=requests)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=quick)
         self._started = True
-        self.get_logger().info(ready_line(self.get_fully_qualified_name(), flow_settings.trust,
-                                          flow_settings.allow_unsigned))
+        self.get_logger().info(ready_line(self.get_fully_qualified_name(), flow.trust,
+                                          flow.allow_unsigned))
         self._publish_status()
         self._start_job(lambda: self._start_serving(settings["initial_bundle"]))
 
