@@ -273,7 +273,7 @@ class ShadowComparator:
                            "frames; the bundle allows none (acceptance.max_error_rate 0)")
         left = spec.shadow_frames - report.frames_judged
         if self.task is Task.CLASSIFICATION and spec.shadow_frames > 0 and report.frames_paired and left >= 0:
-            best = (self._top1_agreed + left) / (self._paired + left)
+            best = (self._tally.matched + left) / (self._tally.total + left)  # one per paired frame
             if best < spec.min_live_agreement:
                 reasons.append(
                     f"top-1 class agreement with the live model is {report.agreement:.1%} over "

@@ -117,9 +117,9 @@ class _UntouchedSlot:
 
 
 def test_the_manager_checks_each_new_model_in_a_child_with_its_parameters(tmp_path: Path, keys: Keys) -> None:
-    manager = pytest.importorskip("robot_model_deployer.nodes.manager_node", reason="the manager node needs rclpy")
+    manager = pytest.importorskip("robot_model_deployer.nodes.manager_settings", reason="the manager node needs rclpy")
     settings = {spec.name: spec.default for spec in manager.PARAMETERS}
-    assert manager._flow_settings(settings).model_check == IsolatedModelCheck(MODEL_CHECK_LIMITS)
+    assert manager.flow_settings(settings).model_check == IsolatedModelCheck(MODEL_CHECK_LIMITS)
     specs = {spec.name: spec for spec in manager.PARAMETERS}
     with pytest.raises(ValueError, match="parameter model_check_memory_mb must be >= 512"):
         specs["model_check_memory_mb"].validate(100)
@@ -130,7 +130,7 @@ def test_the_manager_checks_each_new_model_in_a_child_with_its_parameters(tmp_pa
                     model_check_timeout_s=SMALL.seconds)
     store = ModelStore.open(tmp_path / "store")
     flow = DeploymentFlow(store, BlueGreenSwitch([_UntouchedSlot("perception_a"), _UntouchedSlot("perception_b")]),
-                          manager._flow_settings(settings))
+                          manager.flow_settings(settings))
     with peak_rss_growth() as growth:
         outcome = flow.deploy(str(_hog_tar(tmp_path / "hog.tar", keys)), progress=lambda *_: None)
     assert not outcome.accepted and outcome.reason == f"bundle rejected: {MEMORY_REFUSAL}"

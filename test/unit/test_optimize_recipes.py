@@ -91,5 +91,5 @@ def test_gate_refuses_an_int8_yolov8_below_the_f1_floor_and_fp32_serves(tmp_path
     for variant in int8:
         assert variant.status is VariantStatus.REJECTED
         assert variant.detection_f1 is not None and 0.3 < variant.detection_f1 < 0.99  # INT8 works, not well enough
-        assert f"box F1 vs FP32 at IoU 0.5 {variant.detection_f1:.3f} < 0.990" in variant.reason
+        assert f"box F1 at IoU 0.5 vs FP32 {variant.detection_f1:.3f} < 0.990" in variant.reason
     assert report.chosen == FP32_FALLBACK
