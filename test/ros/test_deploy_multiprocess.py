@@ -223,7 +223,7 @@ def test_bad_bundles_are_rejected_while_results_keep_flowing(graph: Graph) -> No
         "unsigned": (graph.bundle("unsigned", version="2.0.0", sign=False), "not signed"),
         "wrong manifest field": (graph.bundle("badfield", version="2.0.1", input={"width": "wide", "height": 32}),
                                  "input.width must be an integer"),
-        "unknown task": (graph.bundle("badtask", version="2.0.2", task="segmentation"), "task must be one of"),
+        "unknown task": (graph.bundle("badtask", version="2.0.2", task="depth_estimation"), "task must be one of"),
         "not onnx": (graph.bundle("notonnx", version="2.0.3", model=b"this is not a model"),
                      "not a model ONNX Runtime can load"),
         "input mismatch": (graph.bundle("mismatch", version="2.0.4", model=colour_classifier(size=16)),

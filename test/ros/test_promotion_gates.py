@@ -143,7 +143,7 @@ def test_a_constant_class_model_is_refused(graph: Graph) -> None:
         response = graph.deploy(constant)
     assert not response.accepted
     assert "top-1 class agreement with the live model is 0.0%" in response.reason, response.reason
-    assert "mean top-1 score is 0.333" in response.reason
+    assert "stopped early" in response.reason  # it cannot reach the floor: no need to watch every frame
     assert graph.status().active.version == "1.0.0"
 
 

@@ -114,7 +114,7 @@ def test_watch_follows_the_status_until_ctrl_c(graph: RobotGraph) -> None:
                              stderr=subprocess.PIPE, text=True)
     try:
         assert rmd(graph, "push", str(graph.bundle("1.0.0")), "--deploy").returncode == 0
-        time.sleep(1.0)
+        time.sleep(3.0)  # the watch redraws at least once after the deployment, even on a loaded machine
         watch.send_signal(signal.SIGINT)
         stdout, _ = watch.communicate(timeout=20.0)
     finally:
