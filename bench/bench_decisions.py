@@ -388,7 +388,7 @@ def true_rejections(graph: Graph, args: argparse.Namespace, bundle: Callable[[st
     camera = graph.camera
     assert camera is not None
     for kind in ("slow", "nan_after_swap", "constant_class"):
-        kept_out, where = 0, []
+        kept_out, where, reasons = 0, [], []
         for _ in range(args.rounds):
             hook = None
             if kind == "nan_after_swap":
@@ -401,9 +401,12 @@ def true_rejections(graph: Graph, args: argparse.Namespace, bundle: Callable[[st
             stage = refused_where(outcome, report)
             kept_out += not outcome["accepted"]
             where.append(stage)
+            if stage == "other":
+                reasons.append(outcome["reason"])
             if outcome["accepted"]:  # a bad model went live: put the good one back for the next round
                 graph.deploy(bundle("identical"))
-        out[kind] = {"refused": kept_out, "of": args.rounds, "where": {s: where.count(s) for s in set(where)}}
+        out[kind] = {"refused": kept_out, "of": args.rounds, "where": {s: where.count(s) for s in set(where)},
+                     "other_reasons": reasons}
         print_progress(args, f"bad/{kind}", out[kind])
     return out
 
