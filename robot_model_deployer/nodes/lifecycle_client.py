@@ -15,6 +15,7 @@ from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.callback_groups import CallbackGroup
 from rclpy.node import Node
 from rclpy.task import Future
@@ -84,9 +85,13 @@ class RemoteLifecycleNode:
 
     def _call(self, client: Any, request: Any, what: str) -> Any:
         self._check_context(what)
-        if not client.service_is_ready() and not client.wait_for_service(timeout_sec=self._timeout):
-            raise LifecycleCallError(f"{self.name} does not offer {what} (is the node running?)")
-        future: Future = client.call_async(request)
+        try:
+            if not client.service_is_ready() and not client.wait_for_service(timeout_sec=self._timeout):
+                raise LifecycleCallError(f"{self.name} does not offer {what} (is the node running?)")
+            future: Future = client.call_async(request)
+        except RCLError:  # the context went away since the check above (Ctrl-C during a deployment)
+            self._check_context(what)
+            raise
         done = threading.Event()
         future.add_done_callback(lambda _: done.set())
         deadline = time.monotonic() + self._timeout

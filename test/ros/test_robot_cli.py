@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,15 +112,19 @@ def test_watch_follows_the_status_until_ctrl_c(graph: RobotGraph) -> None:
     watch = subprocess.Popen([sys.executable, "-m", "robot_model_deployer.robot.main", "robot", "status", "--watch"],
                              env={**os.environ, "ROS_DOMAIN_ID": str(graph.domain)}, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(watch.stdout.readline, "")), daemon=True)
+    reader.start()
     try:
         assert rmd(graph, "push", str(graph.bundle("1.0.0")), "--deploy").returncode == 0
-        time.sleep(3.0)  # the watch redraws at least once after the deployment, even on a loaded machine
+        # Whether it saw the idle state first depends on how fast it started; it must follow it to the end.
+        wait_for(lambda: any("active    colour_classifier@1.0.0" in line for line in list(lines)), 30.0,
+                 "the watch to show the deployed version")
         watch.send_signal(signal.SIGINT)
-        stdout, _ = watch.communicate(timeout=20.0)
+        watch.wait(timeout=20.0)
     finally:
         watch.kill()
     assert watch.returncode == 0
-    assert "stage     idle: waiting for a bundle" in stdout and "active    colour_classifier@1.0.0" in stdout
 
 
 def test_unreachable_robot_or_bad_usage_exits_2(graph: RobotGraph, tmp_path: Path) -> None:
