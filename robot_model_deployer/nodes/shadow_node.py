@@ -45,7 +45,6 @@ from typing import Any
 
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
-from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
 
 from robot_model_deployer.bundle.errors import BundleError
@@ -54,8 +53,9 @@ from robot_model_deployer.deploy.serving import open_serving_engine
 from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
 from robot_model_deployer.inference.preprocess import PixelFormat
 from robot_model_deployer.msg import InferenceResult, ShadowReport
-from robot_model_deployer.nodes.conversions import (image_to_array, result_to_prediction,
+from robot_model_deployer.nodes.conversions import (result_to_prediction,
                                                     serialized_header_stamp_ns, stamp_ns, verdict_to_report_msg)
+from robot_model_deployer.nodes.image_cdr import read_image
 from robot_model_deployer.nodes.model_lifecycle import ModelLifecycleNode
 from robot_model_deployer.nodes.parameters import ParameterSpec, declare_parameters
 from robot_model_deployer.nodes.runner import run_node
@@ -242,11 +242,10 @@ class ShadowNode(ModelLifecycleNode):
                 candidate, reference, frame, self._frame = self._engine, self._reference, self._frame, None
             if candidate is None:
                 return
-            msg = deserialize_message(frame.payload, Image)
             if frame.run is FrameRun.CANDIDATE:
-                self._run_candidate(candidate, msg, frame.stamp_ns)
+                self._run_candidate(candidate, frame.payload, frame.stamp_ns)
             elif reference is not None:
-                self._run_reference(reference, msg)
+                self._run_reference(reference, frame.payload)
             with self._lock:
                 schedule.run_done()
 
@@ -266,9 +265,10 @@ class ShadowNode(ModelLifecycleNode):
                 if self._comparator is not None:
                     self._comparator.add_labelled(comparison)
 
-    def _run_candidate(self, engine: InferenceEngine, msg: Image, key: int) -> None:
+    def _run_candidate(self, engine: InferenceEngine, data: bytes, key: int) -> None:
         try:
-            image, pixel_format = image_to_array(msg)
+            frame = read_image(data)
+            image, pixel_format = frame.pixels, frame.pixel_format
             prediction = engine.infer(image, pixel_format)
         except Exception:  # Any failure of the candidate is a verdict input, not a crash.
             with self._lock:
@@ -296,10 +296,10 @@ class ShadowNode(ModelLifecycleNode):
             if self._comparator is not None:
                 self._comparator.record_sample(self._samples_dir)
 
-    def _run_reference(self, engine: InferenceEngine, msg: Image) -> None:
+    def _run_reference(self, engine: InferenceEngine, data: bytes) -> None:
         try:
-            image, pixel_format = image_to_array(msg)
-            latency_ms = engine.infer(image, pixel_format).inference_ms
+            frame = read_image(data)
+            latency_ms = engine.infer(frame.pixels, frame.pixel_format).inference_ms
         except Exception as exc:  # The live node judges the live model; here it only times it.
             self.get_logger().warning(f"the latency reference failed on a frame: {exc}", throttle_duration_sec=10.0)
             return

@@ -166,3 +166,55 @@ def test_a_node_on_sim_time_says_it_waits_for_clock_until_time_comes(tmp_path: P
     warning = next(line for line in waiting.log().splitlines() if WAITING_FOR_CLOCK in line)
     assert "[WARN]" in warning and "use_sim_time" in warning, warning
     assert waiting.log().count(WAITING_FOR_CLOCK) == 1, "warned more than once within its first 10 s"
+
+
+def test_unreadable_frames_are_each_one_inference_error_and_the_node_serves_the_next(
+        tmp_path: Path, processes: list[NodeProcess], client) -> None:
+    from rclpy.callback_groups import ReentrantCallbackGroup
+    from rclpy.serialization import serialize_message
+
+    from robot_model_deployer.inference.preprocess import PixelFormat
+    from robot_model_deployer.msg import InferenceError, InferenceResult
+    from robot_model_deployer.nodes.conversions import array_to_image
+    from robot_model_deployer.nodes.lifecycle_client import LifecycleTransition, RemoteLifecycleNode
+    from robot_model_deployer.testing import models
+
+    bundle = models.write_bundle(tmp_path / "bundle", models.colour_classifier(), models.classifier_manifest())
+    domain = next_domain_id()
+    observer = client(domain)
+    processes.append(NodeProcess("perception_node", "perception", domain, tmp_path,
+                                 {"model_dir": str(bundle), "image_qos": "reliable"}))
+    remote = RemoteLifecycleNode(observer.node, "/perception", ReentrantCallbackGroup(), timeout=START_TIMEOUT_S)
+    assert remote.transition(LifecycleTransition.CONFIGURE) and remote.transition(LifecycleTransition.ACTIVATE)
+    errors: list[InferenceError] = []
+    results: list[InferenceResult] = []
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    observer.node.create_subscription(InferenceError, "/inference_errors", errors.append, reliable)
+    observer.node.create_subscription(InferenceResult, "/results", results.append, 10)
+    publisher = observer.node.create_publisher(Image, "/image", reliable)
+    wait_for(lambda: publisher.get_subscription_count() > 0, START_TIMEOUT_S, "the node's image subscription")
+
+    def stamped(msg: Image, second: int) -> Image:
+        msg.header.stamp = TimeMsg(sec=second)
+        return msg
+
+    green = array_to_image(models.solid_image("green"), PixelFormat.RGB8)
+    rgba = stamped(array_to_image(models.solid_image("green"), PixelFormat.RGB8), 1)
+    rgba.encoding = "rgba8"
+    short = stamped(array_to_image(models.solid_image("green"), PixelFormat.RGB8), 2)
+    short.height *= 2  # claims twice the rows it carries
+    truncated = serialize_message(stamped(array_to_image(models.solid_image("green"), PixelFormat.RGB8), 3))[:40]
+    for bad in (rgba, short, truncated):
+        publisher.publish(bad)
+    wait_for(lambda: len(errors) >= 3, START_TIMEOUT_S, "an InferenceError for each unreadable frame")
+    reasons = {error.header.stamp.sec: error.reason for error in errors}
+    assert "image encoding 'rgba8' is not supported; publish rgb8" in reasons[1], reasons
+    assert "image geometry is inconsistent: 64x96 rgb8" in reasons[2], reasons
+    assert "truncated" in reasons[3], reasons
+    assert [error.errors for error in errors] == [1, 2, 3]
+    publisher.publish(stamped(green, 4))
+    wait_for(lambda: any(result.header.stamp.sec == 4 for result in results), START_TIMEOUT_S,
+             "the result of the good frame after the bad ones")
+    answer = next(result for result in results if result.header.stamp.sec == 4)
+    assert answer.labels[0] == "green" and answer.header.frame_id == "camera"
+    assert not [result for result in results if result.header.stamp.sec in (1, 2, 3)]
