@@ -22,7 +22,7 @@ import onnxruntime as ort
 from robot_model_deployer.bundle.filelist import file_sha256
 from robot_model_deployer.bundle.manifest import Manifest
 from robot_model_deployer.inference.accelerators import Accelerator, Precision
-from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError
+from robot_model_deployer.inference.engine import InferenceEngine, ModelLoadError, cpu_session_options
 
 KEY_FILE = "cache_key.json"
 
@@ -42,10 +42,11 @@ class CompiledArtifact:
     extra_files: tuple[str, ...] = field(default=())
 
     def open_engine(self, root: str | Path, manifest: Manifest, labels: Sequence[str] = (),
-                    warmup_runs: int = 3, threads: int = 0) -> InferenceEngine:
+                    warmup_runs: int = 3, threads: int = 0, spinning: bool = False) -> InferenceEngine:
         """An InferenceEngine serving this artifact from directory ``root``.
 
-        ``threads`` caps the CPU threads of one inference (0: the runtime decides).
+        ``threads`` caps the CPU threads of one inference (0: the runtime decides); ``spinning`` lets ONNX
+        Runtime's pool spin between runs (engine.cpu_session_options).
         """
         root = Path(root)
         path = root / self.model_file
@@ -60,8 +61,7 @@ class CompiledArtifact:
                                  "does not have; re-run the optimize stage on this machine")
         if self.accelerator is Accelerator.TENSORRT:
             check_engine_cache(root / self.cache_dir, path, self.precision)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options = cpu_session_options(threads, spinning)
         if self.offline_optimized:
             # Optimizations were applied and saved at compile time; redoing them only costs start-up.
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
