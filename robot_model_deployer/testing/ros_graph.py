@@ -86,6 +86,8 @@ def _ros_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_ros_value(v) if not isinstance(v, str) else f"'{v}'" for v in value) + "]"
+    if value == "":
+        return "''"  # rcl refuses a bare `name:=`
     return str(value)
 
 
@@ -94,10 +96,12 @@ class NodeProcess:
 
     def __init__(self, exe: str, name: str, domain_id: int, log_dir: Path,
                  parameters: dict[str, Any] | None = None, remappings: dict[str, str] | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, params_file: Path | None = None) -> None:
         command = [executable(exe), "--ros-args", "-r", f"__node:={name}"]
         for key, value in (remappings or {}).items():
             command += ["-r", f"{key}:={value}"]
+        if params_file is not None:  # before the -p values, which override it
+            command += ["--params-file", str(params_file)]
         for key, value in (parameters or {}).items():
             command += ["-p", f"{key}:={_ros_value(value)}"]
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
