@@ -168,9 +168,14 @@ class BlueGreenSwitch:
         """Make the warm standby live again; returns the model now served."""
         live, standby = self._live_index, 1 - self._live_index
         previous = self._models[standby]
-        if previous is None or self._slots[standby].state() is not SlotState.INACTIVE:
+        if previous is None:
             raise SwapError(f"no previous model is loaded on {self._slots[standby].name} to roll back to")
-        self._hand_over(self._slots[live], self._slots[standby])
+        # No state query first: the activation is the check (a standby that is not inactive refuses it),
+        # and a round trip less is a rollback that serves sooner.
+        try:
+            self._hand_over(self._slots[live], self._slots[standby])
+        except SwapError as exc:
+            raise SwapError(f"could not roll back to {previous.label()} on {self._slots[standby].name}: {exc}") from None
         return previous
 
     def _hand_over(self, live_slot: PerceptionSlot, standby_slot: PerceptionSlot) -> None:

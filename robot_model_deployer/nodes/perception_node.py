@@ -12,13 +12,17 @@ deactivate = stop publishing (the model stays loaded: a warm standby)
 cleanup    = release the model
 
 The image subscription exists from configure on, so a standby node is
-already matched with the camera and starts serving on the very next frame
-after activation. A model that fails to load makes configure return
+already matched with the camera; it keeps the last frame it heard, and on
+activation answers that frame at once when it is under
+``catch_up_max_age_s`` old (a rollback then serves without waiting for the camera's next frame;
+that frame may also get the other node's answer, as frames do while both
+nodes are active during a hand-over). A model that fails to load makes configure return
 FAILURE: the node stays unconfigured and says why in its log.
 """
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
@@ -61,6 +65,10 @@ PARAMETERS = (
                   "Let ONNX Runtime's threads spin between frames: about 1 ms less per frame when the node has the "
                   "CPU to itself, about one core burnt at 30 Hz that the camera, the shadow and DDS then lack.",
                   read_only=True),
+    ParameterSpec("catch_up_max_age_s", 0.1,
+                  "On activation, answer the last frame heard while inactive if it is younger than this (seconds; "
+                  "0: wait for the next frame). A rollback then serves without waiting for the camera.",
+                  minimum=0.0, maximum=10.0, read_only=True),
     ParameterSpec("publish_vision_msgs", True,
                   "Also publish vision_msgs results: Detection2DArray on detections (detectors) or Classification "
                   "on classification (classifiers). Needs vision_msgs; without it the node says so once.",
@@ -87,6 +95,9 @@ class PerceptionNode(ModelLifecycleNode):
         self._vision_msgs = wants_vision and vision_msgs_usable(self)
         self._serving = threading.Event()
         self._errors = 0
+        self._latest: tuple[bytes, float] | None = None  # (frame, time.monotonic()) heard while not serving
+        self._served_since_activation = False
+        self._catch_up = None
 
     # Lifecycle transitions -------------------------------------------------
 
@@ -116,13 +127,17 @@ class PerceptionNode(ModelLifecycleNode):
         self._task_outputs = TaskOutputs(self, manifest, self._engine.labels)
         # Raw: the frame is read in place (nodes/image_cdr.py), not copied into Python objects by rclpy.
         self._subscription = self.create_subscription(Image, "image", self._on_image, self._image_qos(), raw=True)
+        self._catch_up = self.create_guard_condition(self._on_catch_up)
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)
         if self._vision is not None:
             self._vision.activate()
+        self._served_since_activation = False
         self._serving.set()
+        if self._latest is not None and time.monotonic() - self._latest[1] < self._settings["catch_up_max_age_s"]:
+            self._catch_up.trigger()  # answered once this transition's reply is out
         self.get_logger().info("active: publishing results")
         return result
 
@@ -136,8 +151,20 @@ class PerceptionNode(ModelLifecycleNode):
     # Frames -----------------------------------------------------------------
 
     def _on_image(self, data: bytes) -> None:
+        if not self._serving.is_set():
+            self._latest = (data, time.monotonic())
+            return
+        self._served_since_activation = True
+        self._serve(data)
+
+    def _on_catch_up(self) -> None:
+        latest, self._latest = self._latest, None
+        if latest is not None and self._serving.is_set() and not self._served_since_activation:
+            self._serve(latest[0])
+
+    def _serve(self, data: bytes) -> None:
         engine = self._engine
-        if not self._serving.is_set() or engine is None:
+        if engine is None:
             return
         try:
             image = read_image(data)
@@ -176,6 +203,10 @@ class PerceptionNode(ModelLifecycleNode):
 
     def _release(self) -> None:
         self._serving.clear()
+        self._latest = None
+        if self._catch_up is not None:
+            self.destroy_guard_condition(self._catch_up)
+            self._catch_up = None
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None

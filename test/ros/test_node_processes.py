@@ -218,3 +218,44 @@ def test_unreadable_frames_are_each_one_inference_error_and_the_node_serves_the_
     answer = next(result for result in results if result.header.stamp.sec == 4)
     assert answer.labels[0] == "green" and answer.header.frame_id == "camera"
     assert not [result for result in results if result.header.stamp.sec in (1, 2, 3)]
+
+
+def test_an_activated_standby_answers_the_last_frame_it_heard_when_it_is_fresh(
+        tmp_path: Path, processes: list[NodeProcess], client) -> None:
+    from rclpy.callback_groups import ReentrantCallbackGroup
+
+    from robot_model_deployer.inference.preprocess import PixelFormat
+    from robot_model_deployer.msg import InferenceResult
+    from robot_model_deployer.nodes.conversions import array_to_image
+    from robot_model_deployer.nodes.lifecycle_client import LifecycleTransition, RemoteLifecycleNode
+    from robot_model_deployer.testing import models
+
+    bundle = models.write_bundle(tmp_path / "bundle", models.colour_classifier(), models.classifier_manifest())
+    domain = next_domain_id()
+    observer = client(domain)
+    processes.append(NodeProcess("perception_node", "perception", domain, tmp_path,
+                                 {"model_dir": str(bundle), "image_qos": "reliable", "catch_up_max_age_s": 1.5}))
+    remote = RemoteLifecycleNode(observer.node, "/perception", ReentrantCallbackGroup(), timeout=START_TIMEOUT_S)
+    assert remote.transition(LifecycleTransition.CONFIGURE)
+    results: list[InferenceResult] = []
+    observer.node.create_subscription(InferenceResult, "/results", results.append, 10)
+    publisher = observer.node.create_publisher(Image, "/image", QoSProfile(depth=10,
+                                                                           reliability=ReliabilityPolicy.RELIABLE))
+    wait_for(lambda: publisher.get_subscription_count() > 0, START_TIMEOUT_S, "the node's image subscription")
+    frame = array_to_image(models.solid_image("blue"), PixelFormat.RGB8)
+
+    frame.header.stamp = TimeMsg(sec=1)  # heard while inactive, then left to age
+    publisher.publish(frame)
+    time.sleep(3.0)
+    assert remote.transition(LifecycleTransition.ACTIVATE)
+    time.sleep(1.0)
+    assert results == [], "a frame older than catch_up_max_age_s was answered on activation"
+
+    assert remote.transition(LifecycleTransition.DEACTIVATE)
+    frame.header.stamp = TimeMsg(sec=2)
+    publisher.publish(frame)
+    time.sleep(0.05)  # delivered, and fresh for the 1.5 s the activation may take on a loaded machine
+    assert remote.transition(LifecycleTransition.ACTIVATE)
+    wait_for(lambda: len(results) >= 1, START_TIMEOUT_S, "the answer to the frame heard just before activation")
+    time.sleep(0.5)
+    assert [(r.header.stamp.sec, r.labels[0]) for r in results] == [(2, "blue")], "answered once, on activation"

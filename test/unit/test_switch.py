@@ -169,7 +169,8 @@ def test_rollback_fails_when_the_standby_lost_its_model(switch, slots) -> None:
     switch.deploy(V1)
     switch.deploy(V2)
     b.unload()  # e.g. the standby node was restarted
-    with pytest.raises(SwapError, match="no previous model is loaded on perception_b"):
+    with pytest.raises(SwapError, match="could not roll back to det 1.0.0 on perception_b: .*cannot activate from "
+                                        "unconfigured"):
         switch.rollback()
     assert serving(slots) == V2.path
 
