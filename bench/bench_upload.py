@@ -5,8 +5,9 @@ Measures, in one run on this machine, for each transport (Fast DDS defaults,
 and config/fastdds_large_data.xml), each in a fresh child process because
 Fast DDS reads its profile once per process:
 - MB/s of `RobotClient.push` (a client in its own process, as `rmd robot
-  push` runs) for a 50 MB and a 200 MB bundle into a manager in another
-  process, next to a copy of the same file on the same disk (copy + fsync);
+  push` runs, at nice 10: it stands for the workstation) for a 50 MB and a
+  200 MB bundle into a manager in another process (its upload_max_mb_s as
+  shipped), next to a copy of the same file on the same disk (copy + fsync);
 - chunk sizes (64 KiB, 256 KiB, 1 MiB) and chunks in flight (the
   client's WINDOW, and 4) on the 50 MB bundle;
 - the live perception node's frame-to-result latency p50/p99 (camera at
@@ -32,6 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 TRANSPORTS = {"fastdds_default": None, "fastdds_large_data_profile": REPO / "config" / "fastdds_large_data.xml"}
 MB = 1_000_000
+CLIENT_NICE = 10  # the pushing client is the workstation's process, not the robot's
 SWEEP = ((64, None), (256, None), (None, 4))  # (chunk KiB, chunks in flight) besides the client's own, on 50 MB
 
 
@@ -54,8 +56,12 @@ def plain_copy(source: Path) -> float:
 
 
 def upload_in_child(bundle: Path, domain: int, chunk_kib: int | None, window: int | None) -> dict[str, Any]:
-    """One push from a client process of its own; returns its timing (monotonic, comparable across processes)."""
-    command = [sys.executable, __file__, "--uploader", str(bundle)]
+    """One push from a client process of its own; returns its timing (monotonic, comparable across processes).
+
+    The client stands for the workstation: on a robot its CPU is another computer's, so here it runs at
+    nice CLIENT_NICE and what it spends yields to the robot's processes (it still shares the two cores).
+    """
+    command = ["nice", "-n", str(CLIENT_NICE), sys.executable, __file__, "--uploader", str(bundle)]
     if chunk_kib:
         command += ["--chunk-kib", str(chunk_kib)]
     if window:
@@ -193,7 +199,8 @@ def main() -> int:
 def _print_table(results: dict[str, Any]) -> None:
     machine = results["machine"]
     print(f"{machine['cpu']} ({machine['cores']} cores, load {machine['load'][0]:.1f}), camera "
-          f"{results['rate_hz']:g} Hz 320x240, live model: tiny colour classifier")
+          f"{results['rate_hz']:g} Hz 320x240, live model: tiny colour classifier, pushing client at nice {CLIENT_NICE}, "
+          f"manager's upload_max_mb_s as shipped")
     print(f"{'transport':28} {'what':26} {'MB/s':>7} {'copy MB/s':>10} {'push/copy':>9} {'live p50':>9} "
           f"{'live p99':>9} {'p99/steady':>10}")
     for transport, cell_result in results["transports"].items():

@@ -7,13 +7,16 @@
 The services have a callback group of their own, so a chunk being written
 never delays status, deploy or rollback callbacks. A chunk's hashing and
 its plain file write run on one thread of their own at a lower CPU priority
-(``upload_nice``), so on a busy robot the live perception node wins the CPU.
+(``upload_nice``), so on a busy robot the live perception node wins the CPU,
+and each answer waits for its share of ``upload_max_mb_s``, which bounds
+what a transfer costs per second.
 An idle upload expires (a timer in the same group).
 """
 from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from rclpy.node import Node
 
 from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError
 from robot_model_deployer.srv import UploadBegin, UploadChunk, UploadStatus
-from robot_model_deployer.store.uploads import UploadError, UploadInfo, UploadLimits, UploadStore
+from robot_model_deployer.store.uploads import TransferPace, UploadError, UploadInfo, UploadLimits, UploadStore
 
 _DEFAULTS = UploadLimits()
 _MIB = 1 << 20
@@ -41,6 +44,10 @@ PARAMETERS = (
     ParameterSpec("upload_idle_s", _DEFAULTS.idle_seconds,
                   "Seconds an upload (unfinished, or finished and not deployed) may stay untouched before it is "
                   "deleted.", minimum=10.0, maximum=30 * 86400.0),
+    ParameterSpec("upload_max_mb_s", 20.0,
+                  "Most MB/s the upload services take (0: as fast as the client sends): each chunk's answer waits "
+                  "for its share, so a push costs the live path no more than a shadow run (bench/bench_upload.py).",
+                  minimum=0.0, maximum=100000.0),
     ParameterSpec("upload_nice", 10,
                   "Nice increment of the thread that hashes and writes upload chunks (0: the manager's own "
                   "priority); above 0 the live perception node wins the CPU over an upload.",
@@ -57,9 +64,10 @@ def upload_limits(settings: dict[str, Any]) -> UploadLimits:
 class UploadServer:
     """Owned by the manager; ``deployable(upload_id)`` gives the deploy flow the finished file."""
 
-    def __init__(self, node: Node, root: Path, limits: UploadLimits, nice: int) -> None:
+    def __init__(self, node: Node, root: Path, limits: UploadLimits, nice: int, pace: TransferPace) -> None:
         self._node = node
         self.store = UploadStore(root, limits)
+        self._pace = pace
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload",
                                           initializer=_lower_priority, initargs=(nice,))
         group = MutuallyExclusiveCallbackGroup()
@@ -104,6 +112,7 @@ class UploadServer:
             response.offset = self._offset_of(request.upload_id)
             return response
         response.accepted, response.offset, response.complete = True, info.offset, info.complete
+        time.sleep(self._pace.delay(len(request.data), time.monotonic()))  # this callback group only
         if info.complete:
             self._node.get_logger().info(f"upload {info.upload_id} of {info.name} complete ({info.size} bytes, "
                                          "sha256 matches); deployable by its id")
@@ -145,7 +154,8 @@ def _lower_priority(nice: int) -> None:
 
 def upload_server(node: Node, root: Path, settings: dict[str, Any]) -> UploadServer:
     try:
-        return UploadServer(node, root, upload_limits(settings), settings["upload_nice"])
+        return UploadServer(node, root, upload_limits(settings), settings["upload_nice"],
+                            TransferPace(settings["upload_max_mb_s"] * 1e6))
     except OSError as exc:
         raise ParameterValueError(f"parameter store_dir: cannot open the upload area {root}: {exc}") from None
 

@@ -41,6 +41,34 @@ class UploadError(ValueError):
     """A refused upload request; the message says what to do next. Nothing was changed."""
 
 
+class TransferPace:
+    """Holds a transfer to at most ``bytes_per_s`` (0: no limit): ``delay`` is how long to wait before answering.
+
+    A token bucket one second deep: a burst of a second's worth passes at
+    once, beyond it each chunk waits for its share of the rate.
+    """
+
+    def __init__(self, bytes_per_s: float) -> None:
+        if bytes_per_s < 0:
+            raise ValueError("upload pace: bytes_per_s must be 0 (no limit) or more")
+        self.bytes_per_s = bytes_per_s
+        self._credit = bytes_per_s
+        self._last: float | None = None
+
+    def delay(self, size: int, now: float) -> float:
+        """Seconds to wait before answering a chunk of ``size`` bytes that arrived at ``now`` (monotonic)."""
+        if self.bytes_per_s <= 0:
+            return 0.0
+        if self._last is not None:
+            self._credit = min(self.bytes_per_s, self._credit + (now - self._last) * self.bytes_per_s)
+        self._credit -= size
+        wait = max(0.0, -self._credit / self.bytes_per_s)
+        if wait:  # the answer goes out when the debt is paid
+            self._credit = 0.0
+        self._last = now + wait
+        return wait
+
+
 @dataclass(frozen=True)
 class UploadLimits:
     """Quotas of the upload area (the manager's ``upload_*`` parameters)."""

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from robot_model_deployer.store.model_store import STAGING_DIR, UPLOADS_DIR, ModelStore
-from robot_model_deployer.store.uploads import FINISHED_NAME, MAX_CHUNK_BYTES, UploadError, UploadLimits, UploadStore
+from robot_model_deployer.store.uploads import (FINISHED_NAME, MAX_CHUNK_BYTES, TransferPace, UploadError, UploadLimits,
+                                                UploadStore)
 
 DATA = os.urandom(3 * 1000 + 17)
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -193,3 +194,38 @@ def test_debris_of_a_crash_during_begin_is_removed_on_open(tmp_path: Path) -> No
 
 def test_a_name_with_directories_keeps_only_its_base_name(store: UploadStore) -> None:
     assert store.begin("../../x/evil.tar", len(DATA), SHA).name == "evil.tar"
+
+
+# TransferPace ----------------------------------------------------------------------
+
+def test_no_limit_never_waits() -> None:
+    pace = TransferPace(0)
+    assert [pace.delay(MAX_CHUNK_BYTES, now) for now in (0.0, 0.0, 0.001)] == [0.0, 0.0, 0.0]
+
+
+def test_a_seconds_worth_passes_at_once_then_each_chunk_waits_for_its_share() -> None:
+    pace = TransferPace(1000.0)
+    assert pace.delay(600, 0.0) == 0.0
+    assert pace.delay(400, 0.0) == 0.0          # the one-second burst is spent
+    assert pace.delay(500, 0.0) == pytest.approx(0.5)
+    assert pace.delay(500, 0.5) == pytest.approx(0.5)  # sent when the last answer went out: waits its own share
+
+
+def test_a_long_sustained_transfer_keeps_to_the_rate() -> None:
+    pace, now, sent = TransferPace(20e6), 0.0, 0
+    while sent < 200 * 10**6:  # a client that sends the next chunk as soon as the last is answered
+        now += pace.delay(MAX_CHUNK_BYTES, now)
+        sent += MAX_CHUNK_BYTES
+    assert (sent - 20e6) / now == pytest.approx(20e6, rel=0.01)  # beyond the first second's burst
+
+
+def test_an_idle_pause_refills_at_most_one_seconds_worth() -> None:
+    pace = TransferPace(1000.0)
+    pace.delay(1000, 0.0)
+    assert pace.delay(1000, 60.0) == 0.0
+    assert pace.delay(1, 60.0) == pytest.approx(0.001)
+
+
+def test_a_negative_rate_is_refused() -> None:
+    with pytest.raises(ValueError, match="0 \\(no limit\\) or more"):
+        TransferPace(-1.0)
