@@ -8,7 +8,7 @@ Fast DDS reads its profile once per process:
   push` runs, at nice 10: it stands for the workstation) for a 50 MB and a
   200 MB bundle into a manager in another process (its upload_max_mb_s as
   shipped), next to a copy of the same file on the same disk (copy + fsync);
-- chunk sizes (64 KiB, 256 KiB, 1 MiB) and chunks in flight (the
+- chunk sizes (64 KiB, the client's 256 KiB, 1 MiB) and chunks in flight (the
   client's WINDOW, and 4) on the 50 MB bundle;
 - the live perception node's frame-to-result latency p50/p99 (camera at
   --rate) while steady, during each upload, and during a shadow run.
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 TRANSPORTS = {"fastdds_default": None, "fastdds_large_data_profile": REPO / "config" / "fastdds_large_data.xml"}
 MB = 1_000_000
 CLIENT_NICE = 10  # the pushing client is the workstation's process, not the robot's
-SWEEP = ((64, None), (256, None), (None, 4))  # (chunk KiB, chunks in flight) besides the client's own, on 50 MB
+SWEEP = ((64, None), (1024, None), (None, 4))  # (chunk KiB, chunks in flight) besides the client's own, on 50 MB
 
 
 def _summary(latencies: list[float]) -> dict[str, float]:

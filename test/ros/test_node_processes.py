@@ -6,7 +6,9 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -168,14 +170,20 @@ def test_a_node_on_sim_time_says_it_waits_for_clock_until_time_comes(tmp_path: P
     assert waiting.log().count(WAITING_FOR_CLOCK) == 1, "warned more than once within its first 10 s"
 
 
-def test_unreadable_frames_are_each_one_inference_error_and_the_node_serves_the_next(
-        tmp_path: Path, processes: list[NodeProcess], client) -> None:
-    from rclpy.callback_groups import ReentrantCallbackGroup
-    from rclpy.serialization import serialize_message
+@dataclass
+class ColourPerception:
+    """A perception node process serving the colour classifier, configured, with an observer on its topics."""
 
-    from robot_model_deployer.inference.preprocess import PixelFormat
+    remote: Any
+    publisher: Any
+    results: list
+    errors: list
+
+
+def _colour_perception(tmp_path: Path, processes: list[NodeProcess], client, **parameters: Any) -> ColourPerception:
+    from rclpy.callback_groups import ReentrantCallbackGroup
+
     from robot_model_deployer.msg import InferenceError, InferenceResult
-    from robot_model_deployer.nodes.conversions import array_to_image
     from robot_model_deployer.nodes.lifecycle_client import LifecycleTransition, RemoteLifecycleNode
     from robot_model_deployer.testing import models
 
@@ -183,36 +191,51 @@ def test_unreadable_frames_are_each_one_inference_error_and_the_node_serves_the_
     domain = next_domain_id()
     observer = client(domain)
     processes.append(NodeProcess("perception_node", "perception", domain, tmp_path,
-                                 {"model_dir": str(bundle), "image_qos": "reliable"}))
+                                 {"model_dir": str(bundle), "image_qos": "reliable", **parameters}))
     remote = RemoteLifecycleNode(observer.node, "/perception", ReentrantCallbackGroup(), timeout=START_TIMEOUT_S)
-    assert remote.transition(LifecycleTransition.CONFIGURE) and remote.transition(LifecycleTransition.ACTIVATE)
-    errors: list[InferenceError] = []
-    results: list[InferenceResult] = []
+    assert remote.transition(LifecycleTransition.CONFIGURE)
+    node = ColourPerception(remote, None, [], [])
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    observer.node.create_subscription(InferenceError, "/inference_errors", errors.append, reliable)
-    observer.node.create_subscription(InferenceResult, "/results", results.append, 10)
-    publisher = observer.node.create_publisher(Image, "/image", reliable)
-    wait_for(lambda: publisher.get_subscription_count() > 0, START_TIMEOUT_S, "the node's image subscription")
+    observer.node.create_subscription(InferenceError, "/inference_errors", node.errors.append, reliable)
+    observer.node.create_subscription(InferenceResult, "/results", node.results.append, 10)
+    node.publisher = observer.node.create_publisher(Image, "/image", reliable)
+    wait_for(lambda: node.publisher.get_subscription_count() > 0, START_TIMEOUT_S, "the node's image subscription")
+    return node
 
-    def stamped(msg: Image, second: int) -> Image:
-        msg.header.stamp = TimeMsg(sec=second)
-        return msg
 
-    green = array_to_image(models.solid_image("green"), PixelFormat.RGB8)
-    rgba = stamped(array_to_image(models.solid_image("green"), PixelFormat.RGB8), 1)
+def _stamped(colour: str, second: int) -> Image:
+    from robot_model_deployer.inference.preprocess import PixelFormat
+    from robot_model_deployer.nodes.conversions import array_to_image
+    from robot_model_deployer.testing import models
+
+    msg = array_to_image(models.solid_image(colour), PixelFormat.RGB8)
+    msg.header.stamp = TimeMsg(sec=second)
+    return msg
+
+
+def test_unreadable_frames_are_each_one_inference_error_and_the_node_serves_the_next(
+        tmp_path: Path, processes: list[NodeProcess], client) -> None:
+    from rclpy.serialization import serialize_message
+
+    from robot_model_deployer.nodes.lifecycle_client import LifecycleTransition
+
+    node = _colour_perception(tmp_path, processes, client)
+    assert node.remote.transition(LifecycleTransition.ACTIVATE)
+    rgba = _stamped("green", 1)
     rgba.encoding = "rgba8"
-    short = stamped(array_to_image(models.solid_image("green"), PixelFormat.RGB8), 2)
+    short = _stamped("green", 2)
     short.height *= 2  # claims twice the rows it carries
-    truncated = serialize_message(stamped(array_to_image(models.solid_image("green"), PixelFormat.RGB8), 3))[:40]
+    truncated = serialize_message(_stamped("green", 3))[:40]
     for bad in (rgba, short, truncated):
-        publisher.publish(bad)
+        node.publisher.publish(bad)
+    errors, results = node.errors, node.results
     wait_for(lambda: len(errors) >= 3, START_TIMEOUT_S, "an InferenceError for each unreadable frame")
     reasons = {error.header.stamp.sec: error.reason for error in errors}
     assert "image encoding 'rgba8' is not supported; publish rgb8" in reasons[1], reasons
     assert "image geometry is inconsistent: 64x96 rgb8" in reasons[2], reasons
     assert "truncated" in reasons[3], reasons
     assert [error.errors for error in errors] == [1, 2, 3]
-    publisher.publish(stamped(green, 4))
+    node.publisher.publish(_stamped("green", 4))
     wait_for(lambda: any(result.header.stamp.sec == 4 for result in results), START_TIMEOUT_S,
              "the result of the good frame after the bad ones")
     answer = next(result for result in results if result.header.stamp.sec == 4)
@@ -222,40 +245,20 @@ def test_unreadable_frames_are_each_one_inference_error_and_the_node_serves_the_
 
 def test_an_activated_standby_answers_the_last_frame_it_heard_when_it_is_fresh(
         tmp_path: Path, processes: list[NodeProcess], client) -> None:
-    from rclpy.callback_groups import ReentrantCallbackGroup
+    from robot_model_deployer.nodes.lifecycle_client import LifecycleTransition
 
-    from robot_model_deployer.inference.preprocess import PixelFormat
-    from robot_model_deployer.msg import InferenceResult
-    from robot_model_deployer.nodes.conversions import array_to_image
-    from robot_model_deployer.nodes.lifecycle_client import LifecycleTransition, RemoteLifecycleNode
-    from robot_model_deployer.testing import models
-
-    bundle = models.write_bundle(tmp_path / "bundle", models.colour_classifier(), models.classifier_manifest())
-    domain = next_domain_id()
-    observer = client(domain)
-    processes.append(NodeProcess("perception_node", "perception", domain, tmp_path,
-                                 {"model_dir": str(bundle), "image_qos": "reliable", "catch_up_max_age_s": 1.5}))
-    remote = RemoteLifecycleNode(observer.node, "/perception", ReentrantCallbackGroup(), timeout=START_TIMEOUT_S)
-    assert remote.transition(LifecycleTransition.CONFIGURE)
-    results: list[InferenceResult] = []
-    observer.node.create_subscription(InferenceResult, "/results", results.append, 10)
-    publisher = observer.node.create_publisher(Image, "/image", QoSProfile(depth=10,
-                                                                           reliability=ReliabilityPolicy.RELIABLE))
-    wait_for(lambda: publisher.get_subscription_count() > 0, START_TIMEOUT_S, "the node's image subscription")
-    frame = array_to_image(models.solid_image("blue"), PixelFormat.RGB8)
-
-    frame.header.stamp = TimeMsg(sec=1)  # heard while inactive, then left to age
-    publisher.publish(frame)
+    node = _colour_perception(tmp_path, processes, client, catch_up_max_age_s=1.5)
+    results = node.results
+    node.publisher.publish(_stamped("blue", 1))  # heard while inactive, then left to age
     time.sleep(3.0)
-    assert remote.transition(LifecycleTransition.ACTIVATE)
+    assert node.remote.transition(LifecycleTransition.ACTIVATE)
     time.sleep(1.0)
     assert results == [], "a frame older than catch_up_max_age_s was answered on activation"
 
-    assert remote.transition(LifecycleTransition.DEACTIVATE)
-    frame.header.stamp = TimeMsg(sec=2)
-    publisher.publish(frame)
+    assert node.remote.transition(LifecycleTransition.DEACTIVATE)
+    node.publisher.publish(_stamped("blue", 2))
     time.sleep(0.05)  # delivered, and fresh for the 1.5 s the activation may take on a loaded machine
-    assert remote.transition(LifecycleTransition.ACTIVATE)
+    assert node.remote.transition(LifecycleTransition.ACTIVATE)
     wait_for(lambda: len(results) >= 1, START_TIMEOUT_S, "the answer to the frame heard just before activation")
     time.sleep(0.5)
     assert [(r.header.stamp.sec, r.labels[0]) for r in results] == [(2, "blue")], "answered once, on activation"
