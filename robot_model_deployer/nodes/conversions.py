@@ -21,22 +21,30 @@ class UnsupportedImageError(ValueError):
 
 def image_to_array(msg: Image) -> tuple[np.ndarray, PixelFormat]:
     """A zero-copy HxWxC view of an rgb8/bgr8/mono8 image, honouring ``step`` padding."""
+    return pixel_view(msg.data, 0, msg.width, msg.height, msg.encoding, msg.step, len(msg.data))
+
+
+def pixel_view(buffer, offset: int, width: int, height: int, encoding: str, step: int,
+               size: int) -> tuple[np.ndarray, PixelFormat]:
+    """A zero-copy HxWxC view of the ``size`` image bytes at ``offset`` in ``buffer`` (an Image's fields).
+
+    UnsupportedImageError names an encoding other than rgb8/bgr8/mono8, or a
+    geometry the bytes do not hold.
+    """
     try:
-        pixel_format = PixelFormat(msg.encoding.lower())
+        pixel_format = PixelFormat(encoding.lower())
     except ValueError:
         raise UnsupportedImageError(
-            f"image encoding '{msg.encoding}' is not supported; publish rgb8, bgr8 or mono8"
+            f"image encoding '{encoding}' is not supported; publish rgb8, bgr8 or mono8"
         ) from None
     channels = pixel_format.channels
-    row_bytes = msg.width * channels
-    if msg.step < row_bytes or len(msg.data) < msg.step * msg.height or msg.width == 0 or msg.height == 0:
+    row_bytes = width * channels
+    if step < row_bytes or size < step * height or width == 0 or height == 0:
         raise UnsupportedImageError(
-            f"image geometry is inconsistent: {msg.width}x{msg.height} {msg.encoding}, step {msg.step}, "
-            f"{len(msg.data)} data bytes"
+            f"image geometry is inconsistent: {width}x{height} {encoding}, step {step}, {size} data bytes"
         )
-    buffer = np.frombuffer(msg.data, dtype=np.uint8, count=msg.step * msg.height)
-    rows = buffer.reshape(msg.height, msg.step)[:, :row_bytes]
-    return rows.reshape(msg.height, msg.width, channels), pixel_format
+    rows = np.frombuffer(buffer, dtype=np.uint8, count=step * height, offset=offset).reshape(height, step)
+    return rows[:, :row_bytes].reshape(height, width, channels), pixel_format
 
 
 def array_to_image(array: np.ndarray, encoding: PixelFormat, frame_id: str = "camera") -> Image:
@@ -125,6 +133,9 @@ def report_msg_to_verdict(msg: ShadowReportMsg) -> ShadowVerdict:
     return ShadowVerdict(ShadowOutcome(msg.outcome), tuple(msg.reasons), float(msg.progress), report)
 
 
+_STAMP_OFFSET, _STAMP_END = 4, 12  # a header's stamp in CDR: after the 4-byte encapsulation header
+
+
 def serialized_header_stamp_ns(data: bytes) -> int:
     """Header stamp of a serialized message that starts with std_msgs/Header (e.g. an Image).
 
@@ -133,8 +144,16 @@ def serialized_header_stamp_ns(data: bytes) -> int:
     right after the 4-byte encapsulation header, whose second byte says
     the byte order.
     """
-    if len(data) < 12:
+    if len(data) < _STAMP_END:
         raise ValueError(f"serialized message of {len(data)} bytes is too short to hold a header")
-    order = "<" if data[1] & 1 else ">"
-    sec, nanosec = struct.unpack_from(order + "iI", data, 4)
+    sec, nanosec = struct.unpack_from(_stamp_format(data), data, _STAMP_OFFSET)
     return sec * 1_000_000_000 + nanosec
+
+
+def write_serialized_header_stamp(data: bytearray, stamp: int) -> None:
+    """Write ``stamp`` (ns) into a serialized message that starts with std_msgs/Header, in place."""
+    struct.pack_into(_stamp_format(data), data, _STAMP_OFFSET, *divmod(stamp, 1_000_000_000))
+
+
+def _stamp_format(data: bytes | bytearray) -> str:
+    return ("<" if data[1] & 1 else ">") + "iI"

@@ -19,7 +19,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from robot_model_deployer.inference.preprocess import PixelFormat
-from robot_model_deployer.nodes.conversions import UnsupportedImageError, image_to_array
+from robot_model_deployer.nodes.conversions import UnsupportedImageError, image_to_array, pixel_view
 
 # CDR and XCDR2 plain encapsulations (big-endian, little-endian). Image has no 8-byte member, so the
 # two lay its fields out alike; the first byte pair of the 4-byte encapsulation header names it.
@@ -34,10 +34,6 @@ class ReceivedImage:
     header: Header
     pixels: np.ndarray
     pixel_format: PixelFormat
-
-    @property
-    def stamp_ns(self) -> int:
-        return self.header.stamp.sec * 1_000_000_000 + self.header.stamp.nanosec
 
 
 class _Reader:
@@ -95,14 +91,5 @@ def read_image(data: bytes) -> ReceivedImage:
     reader.uint8()  # is_bigendian: the pixel formats read here are bytes, whatever the order
     step = reader.uint32()
     start, length = reader.byte_sequence()
-    try:
-        pixel_format = PixelFormat(encoding.lower())
-    except ValueError:
-        raise UnsupportedImageError(
-            f"image encoding '{encoding}' is not supported; publish rgb8, bgr8 or mono8") from None
-    row_bytes = width * pixel_format.channels
-    if step < row_bytes or length < step * height or width == 0 or height == 0:
-        raise UnsupportedImageError(
-            f"image geometry is inconsistent: {width}x{height} {encoding}, step {step}, {length} data bytes")
-    rows = np.frombuffer(data, dtype=np.uint8, count=step * height, offset=start).reshape(height, step)
-    return ReceivedImage(header, rows[:, :row_bytes].reshape(height, width, pixel_format.channels), pixel_format)
+    pixels, pixel_format = pixel_view(data, start, width, height, encoding, step, length)
+    return ReceivedImage(header, pixels, pixel_format)

@@ -95,8 +95,8 @@ class PerceptionNode(ModelLifecycleNode):
         self._vision_msgs = wants_vision and vision_msgs_usable(self)
         self._serving = threading.Event()
         self._errors = 0
-        self._latest: tuple[bytes, float] | None = None  # (frame, time.monotonic()) heard while not serving
-        self._served_since_activation = False
+        # (frame, time.monotonic()) heard while not serving; cleared by the first frame served after it
+        self._latest: tuple[bytes, float] | None = None
         self._catch_up = None
 
     # Lifecycle transitions -------------------------------------------------
@@ -134,7 +134,6 @@ class PerceptionNode(ModelLifecycleNode):
         result = super().on_activate(state)
         if self._vision is not None:
             self._vision.activate()
-        self._served_since_activation = False
         self._serving.set()
         if self._latest is not None and time.monotonic() - self._latest[1] < self._settings["catch_up_max_age_s"]:
             self._catch_up.trigger()  # answered once this transition's reply is out
@@ -154,12 +153,12 @@ class PerceptionNode(ModelLifecycleNode):
         if not self._serving.is_set():
             self._latest = (data, time.monotonic())
             return
-        self._served_since_activation = True
+        self._latest = None  # a newer frame is answered: the catch-up has nothing left to do
         self._serve(data)
 
     def _on_catch_up(self) -> None:
         latest, self._latest = self._latest, None
-        if latest is not None and self._serving.is_set() and not self._served_since_activation:
+        if latest is not None and self._serving.is_set():
             self._serve(latest[0])
 
     def _serve(self, data: bytes) -> None:

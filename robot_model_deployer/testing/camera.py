@@ -1,8 +1,9 @@
 """A bench camera that publishes like a camera driver: frames serialized once, each stamp written into the bytes."""
 from __future__ import annotations
 
-import struct
 from typing import Sequence
+
+from robot_model_deployer.nodes.conversions import write_serialized_header_stamp
 
 
 class SerializedCamera:
@@ -20,6 +21,5 @@ class SerializedCamera:
     def frame(self, index: int, stamp_ns: int) -> bytes:
         """Frame ``index`` (cycling) with header stamp ``stamp_ns``, ready for ``Publisher.publish``."""
         data = self._frames[index % len(self._frames)]
-        order = "<" if data[1] & 1 else ">"  # the encapsulation header says the byte order
-        struct.pack_into(order + "iI", data, 4, *divmod(stamp_ns, 1_000_000_000))
+        write_serialized_header_stamp(data, stamp_ns)
         return bytes(data)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from rclpy.serialization import serialize_message
 
-from robot_model_deployer.nodes.conversions import UnsupportedImageError, image_to_array
+from robot_model_deployer.nodes.conversions import UnsupportedImageError, image_to_array, stamp_ns
 from robot_model_deployer.nodes.image_cdr import read_image
 
 from test_conversions import image_msg, padded
@@ -32,7 +32,7 @@ def test_frames_read_in_place_match_rclpys_reading(frame_id: str, encoding: str,
     np.testing.assert_array_equal(image.pixels, expected)
     assert image.header.frame_id == frame_id
     assert (image.header.stamp.sec, image.header.stamp.nanosec) == (-3, 999_999_999)
-    assert image.stamp_ns == -3 * 10**9 + 999_999_999
+    assert stamp_ns(image.header.stamp) == -3 * 10**9 + 999_999_999
 
 
 def test_pixels_are_a_view_of_the_received_bytes() -> None:
@@ -88,3 +88,24 @@ def test_random_bytes_never_escape_as_another_error() -> None:
             read_image(data)
         except UnsupportedImageError:
             pass
+
+
+@pytest.mark.parametrize("stamp", [0, 1, 1_700_000_000_123_456_789, -1])
+def test_a_stamp_written_into_the_bytes_is_the_one_every_reader_sees(stamp: int) -> None:
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+
+    from robot_model_deployer.nodes.conversions import serialized_header_stamp_ns, stamp_ns, write_serialized_header_stamp
+
+    data = bytearray(serialized(4, 2, "rgb8", 12, bytes(24)))
+    write_serialized_header_stamp(data, stamp)
+    assert serialized_header_stamp_ns(bytes(data)) == stamp
+    assert stamp_ns(read_image(bytes(data)).header.stamp) == stamp
+    assert stamp_ns(deserialize_message(bytes(data), Image).header.stamp) == stamp
+
+
+def test_a_message_too_short_for_a_header_has_no_stamp() -> None:
+    from robot_model_deployer.nodes.conversions import serialized_header_stamp_ns
+
+    with pytest.raises(ValueError, match="11 bytes is too short to hold a header"):
+        serialized_header_stamp_ns(bytes(11))
