@@ -4,24 +4,24 @@
   ~/upload_chunk   srv UploadChunk   one chunk (at most 1 MiB) at the upload's end
   ~/upload_status  srv UploadStatus  where an upload stands (its offset), or cancel it
 
-The services have a callback group of their own, so a chunk being written
-never delays status, deploy or rollback callbacks. A chunk's hashing and
-its plain file write run on one thread of their own at a lower CPU priority
-(``upload_nice``), so on a busy robot the live perception node wins the CPU,
-and each answer waits for its share of ``upload_max_mb_s``, which bounds
-what a transfer costs per second.
-An idle upload expires (a timer in the same group).
+The services belong to a node of their own (``<manager>_uploads``, same
+namespace), spun by its own executor on one thread at a lower CPU priority
+(``upload_nice``): taking a chunk from DDS, hashing and writing it never
+delays the manager's status, deploy or rollback callbacks, and on a busy
+robot the live perception node wins the CPU. Each answer waits for its
+share of ``upload_max_mb_s``, which bounds what a transfer costs per second.
+An idle upload expires (a steady-clock timer on the same thread).
 """
 from __future__ import annotations
 
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError
@@ -31,6 +31,7 @@ from robot_model_deployer.store.uploads import TransferPace, UploadError, Upload
 _DEFAULTS = UploadLimits()
 _MIB = 1 << 20
 EXPIRY_CHECK_S = 30.0
+CLOSE_JOIN_S = 5.0
 
 PARAMETERS = (
     ParameterSpec("upload_max_mb", _DEFAULTS.max_bytes // _MIB,
@@ -49,7 +50,7 @@ PARAMETERS = (
                   "for its share, so a push costs the live path no more than a shadow run (bench/bench_upload.py).",
                   minimum=0.0, maximum=100000.0),
     ParameterSpec("upload_nice", 10,
-                  "Nice increment of the thread that hashes and writes upload chunks (0: the manager's own "
+                  "Nice increment of the thread that takes, hashes and writes upload chunks (0: the manager's own "
                   "priority); above 0 the live perception node wins the CPU over an upload.",
                   minimum=0, maximum=19, read_only=True),
 )
@@ -65,16 +66,21 @@ class UploadServer:
     """Owned by the manager; ``deployable(upload_id)`` gives the deploy flow the finished file."""
 
     def __init__(self, node: Node, root: Path, limits: UploadLimits, nice: int, pace: TransferPace) -> None:
-        self._node = node
+        self._node = node  # its logger: the lines are the manager's
         self.store = UploadStore(root, limits)
         self._pace = pace
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload",
-                                          initializer=_lower_priority, initargs=(nice,))
-        group = MutuallyExclusiveCallbackGroup()
-        node.create_service(UploadBegin, "~/upload_begin", self._on_begin, callback_group=group)
-        node.create_service(UploadChunk, "~/upload_chunk", self._on_chunk, callback_group=group)
-        node.create_service(UploadStatus, "~/upload_status", self._on_status, callback_group=group)
-        node.create_timer(EXPIRY_CHECK_S, self._expire, callback_group=group)
+        # Global remaps (__node:=) would rename this node to the manager's name: it takes none.
+        self._ros = Node(f"{node.get_name()}_uploads", namespace=node.get_namespace(), context=node.context,
+                         use_global_arguments=False, start_parameter_services=False)
+        prefix = node.get_fully_qualified_name()
+        self._ros.create_service(UploadBegin, f"{prefix}/upload_begin", self._on_begin)
+        self._ros.create_service(UploadChunk, f"{prefix}/upload_chunk", self._on_chunk)
+        self._ros.create_service(UploadStatus, f"{prefix}/upload_status", self._on_status)
+        self._ros.create_timer(EXPIRY_CHECK_S, self._expire, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._executor = SingleThreadedExecutor(context=node.context)
+        self._executor.add_node(self._ros)
+        self._thread = threading.Thread(target=self._spin, args=(nice,), name="uploads", daemon=True)
+        self._thread.start()
 
     def bundle_path(self, request: Any) -> tuple[str, str]:
         """The bundle a deploy request names (its path, or its finished upload's file), or why it names none."""
@@ -88,7 +94,17 @@ class UploadServer:
             return "", str(exc)
 
     def close(self) -> None:
-        self._writer.shutdown(wait=True)
+        self._executor.shutdown()
+        self._thread.join(timeout=CLOSE_JOIN_S)
+        self._ros.destroy_node()
+
+    def _spin(self, nice: int) -> None:
+        if nice:  # Linux gives each thread its own nice value: lower this one's only
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        try:
+            self._executor.spin()
+        except ExternalShutdownException:
+            pass
 
     def _on_begin(self, request: UploadBegin.Request, response: UploadBegin.Response) -> UploadBegin.Response:
         response.max_chunk = self.store.limits.max_chunk
@@ -105,14 +121,13 @@ class UploadServer:
 
     def _on_chunk(self, request: UploadChunk.Request, response: UploadChunk.Response) -> UploadChunk.Response:
         try:
-            info = self._writer.submit(self.store.write, request.upload_id, request.offset,
-                                       memoryview(request.data), request.sha256).result()
+            info = self.store.write(request.upload_id, request.offset, memoryview(request.data), request.sha256)
         except (UploadError, OSError) as exc:
             self._refuse(response, str(exc))
             response.offset = self._offset_of(request.upload_id)
             return response
         response.accepted, response.offset, response.complete = True, info.offset, info.complete
-        time.sleep(self._pace.delay(len(request.data), time.monotonic()))  # this callback group only
+        time.sleep(self._pace.delay(len(request.data), time.monotonic()))  # the upload thread only
         if info.complete:
             self._node.get_logger().info(f"upload {info.upload_id} of {info.name} complete ({info.size} bytes, "
                                          "sha256 matches); deployable by its id")
@@ -144,12 +159,6 @@ class UploadServer:
         for upload_id in self.store.expire():
             self._node.get_logger().info(f"upload {upload_id} expired (idle over {self.store.limits.idle_seconds:g} "
                                          "s) and was deleted")
-
-
-def _lower_priority(nice: int) -> None:
-    """Linux gives each thread its own nice value: lower this one's only."""
-    if nice:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 def upload_server(node: Node, root: Path, settings: dict[str, Any]) -> UploadServer:

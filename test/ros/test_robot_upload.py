@@ -60,6 +60,20 @@ def test_a_pushed_bundle_deploys_by_its_id_and_serves(graph: RobotGraph, robot: 
     wait_for(lambda: "1.0.0" in graph.camera.versions_since(start), 20.0, "results of the pushed model")
     assert robot.status()["last"] == {"outcome": "deployed", "version": "colour_classifier@1.0.0",
                                       "reason": outcome.reason}
+    # The upload services belong to a node of their own, spun on one thread at upload_nice (10 as shipped).
+    served = {name for name, _ in robot.node.get_service_names_and_types_by_node("model_manager_uploads", "/")}
+    assert {"/model_manager/upload_begin", "/model_manager/upload_chunk", "/model_manager/upload_status"} <= served
+    nices = thread_nices(graph.manager.process.pid)
+    assert nices.count(10) == 1 and set(nices) == {0, 10}, nices
+
+
+def thread_nices(pid: int) -> list[int]:
+    """The nice value of each thread of process ``pid`` (field 19 of /proc/PID/task/TID/stat)."""
+    nices = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        nices.append(int(stat[stat.rindex(")") + 2:].split()[16]))
+    return nices
 
 
 def test_an_uploaded_bundle_is_verified_like_any_other(graph: RobotGraph, robot: RobotClient) -> None:
