@@ -89,8 +89,11 @@ def test_shutting_the_manager_down_cancels_and_joins_a_running_deployment(graph:
     took = time.monotonic() - started
 
     log = manager.log()
-    assert "cancelling the running deployment (shadow" in log, log[-3000:]
-    assert "the cancelled deployment ended" in log, log[-3000:]
+    # Ctrl-C shuts the context down at once: either the manager's shutdown poll cancels the deployment first,
+    # or the deploy thread's next call sees the context gone first and the deployment ends refused for it.
+    cancelled = "cancelling the running deployment (shadow" in log and "the cancelled deployment ended" in log
+    refused = "rejected: shadow validation could not run" in log and "this node is shutting down" in log
+    assert cancelled or refused, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
     assert took < 10.0, f"the manager took {took:.1f} s to stop"
     state = json.loads((tmp_path / "store" / "state.json").read_text())
