@@ -192,6 +192,7 @@ class DeploymentFlow:
             self.switch.deploy(model)
         except SwapError as exc:
             self._warm_previous()  # the failed load may have released the warm previous version
+            self._check_cancel(cancel)
             return self._reject(ref, f"swap failed: {exc}; the live model is unchanged", report, mark_bad=False)
 
         if self._probation is not None and live is not None:

@@ -30,13 +30,13 @@ import threading
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from typing import Any, Callable, TypeVar
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -64,10 +64,27 @@ from robot_model_deployer.nodes.version_report import LastOutcome, keep_report, 
 from robot_model_deployer.srv import DeployModel, GetReport, GetStatus, ListModels, Rollback
 
 T = TypeVar("T")
-_SHUTDOWN_POLL_S = 0.05  # how often a callback waiting for a deployment checks for a shutdown
 DESTROY_JOIN_S = 20.0
 """How long destroy_node waits for a cancelled deployment to end. Its stages stop within a poll period
 (the optimizer's child is killed); what may take longer is a lifecycle call already in flight."""
+
+
+class ShutdownCancel(threading.Event):
+    """A deployment's cancel: set by its caller, and set as soon as the node's context shuts down.
+
+    Ctrl-C shuts the context down at once, before any callback of ours runs, and the executor then waits
+    for the callback waiting on the deployment: every stage polls this, so the deployment stops then (not
+    only in destroy_node, which runs after the executor), and a stage that failed for the shutdown (a
+    lifecycle call "not called: this node is shutting down") finds it cancelled: the flow records a
+    cancel, not a refusal of the model.
+    """
+
+    def __init__(self, context: Context) -> None:
+        super().__init__()
+        self._context = context
+
+    def is_set(self) -> bool:
+        return super().is_set() or not self._context.ok()
 
 
 class ManagerNode(Node):
@@ -144,11 +161,11 @@ class ManagerNode(Node):
     # Requests: hand work to the deploy thread, answer with its outcome. -------
 
     def _on_deploy(self, request: DeployModel.Request, response: DeployModel.Response) -> DeployModel.Response:
-        cancel = threading.Event()
+        cancel = ShutdownCancel(self.context)
         bundle_path, refusal = self._uploads.bundle_path(request)
         job = None if refusal else self._start_job(lambda: self._deploy(bundle_path, request.force, cancel, None),
                                                    cancel)
-        outcome = (self._outcome_of(job) if job is not None
+        outcome = (job.result() if job is not None
                    else DeployOutcome(False, refusal or self._refuse("deploy", bundle_path)))
         response.accepted, response.reason = outcome.accepted, outcome.reason
         response.model = model_info(outcome.model)
@@ -170,7 +187,7 @@ class ManagerNode(Node):
 
     def _execute_goal(self, goal_handle) -> Deploy.Result:
         key = bytes(goal_handle.goal_id.uuid)
-        cancel = self._goal_cancels.setdefault(key, threading.Event())
+        cancel = self._goal_cancels.setdefault(key, ShutdownCancel(self.context))
         if goal_handle.is_cancel_requested:  # cancelled between acceptance and now
             cancel.set()
         try:
@@ -181,7 +198,7 @@ class ManagerNode(Node):
             if job is None:
                 outcome = DeployOutcome(False, refusal or self._refuse("Deploy goal", bundle_path))
             else:
-                outcome = self._outcome_of(job)
+                outcome = job.result()
         finally:
             self._goal_cancels.pop(key, None)
         if not self.context.ok():  # shut down while it ran: the goal can no longer be answered
@@ -206,7 +223,7 @@ class ManagerNode(Node):
         running = self._running
         if running is not None and not running[0].done() and not self._closing:
             running[1].set()
-            outcome = self._outcome_of(running[0])
+            outcome = running[0].result()
             if isinstance(outcome, DeployOutcome) and outcome.rolled_back:
                 response.success, response.message = True, f"cancelled the deployment on probation: {outcome.reason}"
                 response.active = model_info(self._flow.switch.snapshot().live_model)
@@ -245,23 +262,9 @@ class ManagerNode(Node):
                 self._busy.release()
 
         future = self._worker.submit(run)
-        self._running = (future, cancel or threading.Event())
+        self._running = (future, cancel or ShutdownCancel(self.context))
         future.add_done_callback(self._log_failed_job)
         return future
-
-    def _outcome_of(self, job: Future) -> Any:
-        """The job's result, waited for in an executor callback.
-
-        Ctrl-C shuts the context down at once, and the executor then waits for
-        this callback: so a shutdown cancels the deployment here, not only in
-        destroy_node, which runs after the executor has stopped.
-        """
-        while True:
-            try:
-                return job.result(timeout=_SHUTDOWN_POLL_S)
-            except FutureTimeout:
-                if not self.context.ok():
-                    self._cancel_for_shutdown()
 
     def _log_failed_job(self, job: Future) -> None:
         error = None if job.cancelled() else job.exception()
@@ -280,7 +283,7 @@ class ManagerNode(Node):
         if served is not None:
             self._set_stage(DeploymentStage.IDLE, f"serving {served.label()} from the store")
         elif initial_bundle:
-            self._deploy(initial_bundle, False, threading.Event(), None)
+            self._deploy(initial_bundle, False, ShutdownCancel(self.context), None)
         else:
             self._set_stage(DeploymentStage.IDLE, "waiting for a bundle")
 

@@ -89,18 +89,13 @@ def test_shutting_the_manager_down_cancels_and_joins_a_running_deployment(graph:
     took = time.monotonic() - started
 
     log = manager.log()
-    # Ctrl-C shuts the context down at once: either the manager's shutdown poll cancels the deployment first,
-    # or the deploy thread's next call sees the context gone first and the deployment ends refused for it.
-    cancelled = "cancelling the running deployment (shadow" in log and "the cancelled deployment ended" in log
-    refused = "rejected: shadow validation could not run" in log and "this node is shutting down" in log
-    assert cancelled or refused, log[-3000:]
-    assert "Traceback" not in log, log[-3000:]
+    # Ctrl-C shuts the context down at once; whichever sees it first (the manager's shutdown poll, or a stage whose
+    # call to another node fails for it), the deployment ends cancelled, never as a refusal of the model.
+    assert "rejected" not in log and "Traceback" not in log, log[-3000:]
     assert took < 10.0, f"the manager took {took:.1f} s to stop"
     state = json.loads((tmp_path / "store" / "state.json").read_text())
     assert state["active"] == "colour_classifier@1.0.0" and state["candidate"] is None and state["bad"] == []
-    # Cancelled, or (when a lifecycle call in flight gave up first) refused because the manager shut down.
-    last = state["history"][-1]["message"]
-    assert "cancelled by the caller" in last or "shutting down" in last, last
+    assert "cancelled by the caller" in state["history"][-1]["message"], state["history"][-1]
 
 
 def _committed_store(tmp_path: Path) -> Path:
