@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import rclpy
 from rclpy.callback_groups import CallbackGroup
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
@@ -26,6 +24,7 @@ from robot_model_deployer.deploy.switch import ServedModel, SwapError, release_s
 from robot_model_deployer.msg import InferenceError, InferenceResult, ShadowReport
 from robot_model_deployer.nodes.conversions import report_msg_to_verdict, serialized_header_stamp_ns, stamp_ns
 from robot_model_deployer.nodes.lifecycle_client import LifecycleSlot, RemoteLifecycleNode
+from robot_model_deployer.nodes.side_node import SideNode
 from robot_model_deployer.store.state import VersionRef
 from robot_model_deployer.validation.answer_rate import AnswerTracker
 from robot_model_deployer.validation.health import DEFAULT_WALL_MARGIN_S, HealthStatus, HealthThresholds, HealthWatch
@@ -116,10 +115,9 @@ class ShadowRun:
 class ProbationWatch:
     """Feeds a HealthWatch from the camera, results and errors topics while a new model is on probation.
 
-    Camera-rate traffic is heard by a small listener node (``<manager>_probation``)
-    spun by its own single-threaded executor: rclpy's MultiThreadedExecutor,
-    which the manager needs, spins a core while it hands 30 Hz callbacks to
-    its threads, and that core is the live node's. The subscriptions live as
+    Camera-rate traffic is heard by a side node (``<manager>_probation``), not
+    on the manager's executor, whose hand-out of 30 Hz callbacks would spin a
+    core the live node needs. The subscriptions live as
     long as the manager: destroying one from the deploy thread while an
     executor builds its wait set crashes rclpy ("cannot use Destroyable because
     destruction was requested"). Between probations the callbacks only keep
@@ -139,27 +137,17 @@ class ProbationWatch:
         self._watch: HealthWatch | None = None
         self._answers = AnswerTracker()
         self._answered: dict[str, float] = {}  # perception node -> time.monotonic() of its last result
-        # Without the process's global arguments: a global `-r __node:=NAME` would give the listener the
-        # manager's own name. What it needs of them it takes from the manager: its namespace, the topics
-        # as the manager resolves them (remaps included) and use_sim_time.
-        self._listener = rclpy.create_node(
-            f"{node.get_name()}_probation", namespace=node.get_namespace(), context=node.context,
-            cli_args=_remaps_as_resolved_by(node, ("image", "results", "inference_errors", "/clock")), use_global_arguments=False,
-            parameter_overrides=[Parameter("use_sim_time", value=node.get_parameter("use_sim_time").value)],
-            start_parameter_services=False)
-        self._listener.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data, raw=True)
-        self._listener.create_subscription(InferenceResult, "results", self._on_result, 50)
-        self._listener.create_subscription(InferenceError, "inference_errors", self._on_error, 50)
-        self._executor = SingleThreadedExecutor(context=node.context)
-        self._executor.add_node(self._listener)
-        self._thread = threading.Thread(target=self._listen, name="probation-listener", daemon=True)
-        self._thread.start()
-
-    def _listen(self) -> None:
-        try:
-            self._executor.spin()
-        except ExternalShutdownException:
-            pass  # the process is shutting down (Ctrl-C)
+        # Of the manager's arguments the listener needs the topics as the manager resolves them (remaps
+        # included) and use_sim_time.
+        self._side = SideNode(
+            node, "probation",
+            cli_args=_remaps_as_resolved_by(node, ("image", "results", "inference_errors", "/clock")),
+            parameter_overrides=[Parameter("use_sim_time", value=node.get_parameter("use_sim_time").value)])
+        listener = self._side.node
+        listener.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data, raw=True)
+        listener.create_subscription(InferenceResult, "results", self._on_result, 50)
+        listener.create_subscription(InferenceError, "inference_errors", self._on_error, 50)
+        self._side.start()
 
     def wait_for_answer(self, node_name: str, since: float, timeout: float = HANDOVER_TIMEOUT_S) -> None:
         """Return once ``node_name`` has published a result after ``since`` (time.monotonic()), or after ``timeout``."""
@@ -172,9 +160,7 @@ class ProbationWatch:
 
     def close(self) -> None:
         """Stop listening (the manager calls this when it is destroyed)."""
-        self._executor.shutdown(timeout_sec=1.0)
-        self._listener.destroy_node()
-        self._thread.join(timeout=2.0)
+        self._side.close()
 
     def _now(self) -> float:
         return self._clock.now().nanoseconds / 1e9

@@ -4,7 +4,7 @@
   ~/upload_chunk   srv UploadChunk   one chunk (at most 1 MiB) at the upload's end
   ~/upload_status  srv UploadStatus  where an upload stands (its offset), or cancel it
 
-The services belong to a node of their own (``<manager>_uploads``, same
+The services belong to a side node (``<manager>_uploads``, same
 namespace), spun by its own executor on one thread at a lower CPU priority
 (``upload_nice``): taking a chunk from DDS, hashing and writing it never
 delays the manager's status, deploy or rollback callbacks, and on a busy
@@ -14,16 +14,14 @@ An idle upload expires (a steady-clock timer on the same thread).
 """
 from __future__ import annotations
 
-import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
+from robot_model_deployer.nodes.side_node import SideNode
 from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError
 from robot_model_deployer.srv import UploadBegin, UploadChunk, UploadStatus
 from robot_model_deployer.store.uploads import TransferPace, UploadError, UploadInfo, UploadLimits, UploadStore
@@ -31,7 +29,6 @@ from robot_model_deployer.store.uploads import TransferPace, UploadError, Upload
 _DEFAULTS = UploadLimits()
 _MIB = 1 << 20
 EXPIRY_CHECK_S = 30.0
-CLOSE_JOIN_S = 5.0
 
 PARAMETERS = (
     ParameterSpec("upload_max_mb", _DEFAULTS.max_bytes // _MIB,
@@ -69,18 +66,13 @@ class UploadServer:
         self._node = node  # its logger: the lines are the manager's
         self.store = UploadStore(root, limits)
         self._pace = pace
-        # Global remaps (__node:=) would rename this node to the manager's name: it takes none.
-        self._ros = Node(f"{node.get_name()}_uploads", namespace=node.get_namespace(), context=node.context,
-                         use_global_arguments=False, start_parameter_services=False)
+        self._side = SideNode(node, "uploads", nice)
         prefix = node.get_fully_qualified_name()
-        self._ros.create_service(UploadBegin, f"{prefix}/upload_begin", self._on_begin)
-        self._ros.create_service(UploadChunk, f"{prefix}/upload_chunk", self._on_chunk)
-        self._ros.create_service(UploadStatus, f"{prefix}/upload_status", self._on_status)
-        self._ros.create_timer(EXPIRY_CHECK_S, self._expire, clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self._executor = SingleThreadedExecutor(context=node.context)
-        self._executor.add_node(self._ros)
-        self._thread = threading.Thread(target=self._spin, args=(nice,), name="uploads", daemon=True)
-        self._thread.start()
+        self._side.node.create_service(UploadBegin, f"{prefix}/upload_begin", self._on_begin)
+        self._side.node.create_service(UploadChunk, f"{prefix}/upload_chunk", self._on_chunk)
+        self._side.node.create_service(UploadStatus, f"{prefix}/upload_status", self._on_status)
+        self._side.node.create_timer(EXPIRY_CHECK_S, self._expire, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._side.start()
 
     def bundle_path(self, request: Any) -> tuple[str, str]:
         """The bundle a deploy request names (its path, or its finished upload's file), or why it names none."""
@@ -94,17 +86,7 @@ class UploadServer:
             return "", str(exc)
 
     def close(self) -> None:
-        self._executor.shutdown()
-        self._thread.join(timeout=CLOSE_JOIN_S)
-        self._ros.destroy_node()
-
-    def _spin(self, nice: int) -> None:
-        if nice:  # Linux gives each thread its own nice value: lower this one's only
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        try:
-            self._executor.spin()
-        except ExternalShutdownException:
-            pass
+        self._side.close()
 
     def _on_begin(self, request: UploadBegin.Request, response: UploadBegin.Response) -> UploadBegin.Response:
         response.max_chunk = self.store.limits.max_chunk
