@@ -28,6 +28,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from robot_model_deployer.action import Deploy
 from robot_model_deployer.msg import DeploymentStatus, ShadowReport
+from robot_model_deployer.nodes.service_call import RESEND_S, answer_of
 from robot_model_deployer.robot.outcome import (DEFAULT_TIMEOUT_S, LIVE_STAGES, DeployOutcome, Outcome, RobotAnswer, RobotRefused,
                                                 RobotUnreachable, StageProgress, Until)
 from robot_model_deployer.robot.views import listed_dicts, model_dict, status_dict
@@ -98,8 +99,11 @@ class RobotClient:
 
     # ---- requests ---------------------------------------------------------------
 
-    def _call(self, name: str, request: Any, timeout: float | None = None) -> Any:
-        """One service call; RobotUnreachable when the manager does not answer within ``timeout``."""
+    def _call(self, name: str, request: Any, timeout: float | None = None, query: bool = False) -> Any:
+        """One service call; RobotUnreachable when the manager does not answer within ``timeout``.
+
+        A ``query`` (changes nothing on the robot) is sent again while unanswered: see nodes/service_call.py.
+        """
         timeout = self.timeout if timeout is None else timeout
         client = self._clients[name] if name in self._clients else self._cancel_goals
         service = client.srv_name
@@ -108,27 +112,24 @@ class RobotClient:
                 f"no manager answers {service} within {timeout:g} s: check that the robot's nodes run, that "
                 f"ROS_DOMAIN_ID ({os.environ.get('ROS_DOMAIN_ID', '0')}) and --namespace match the robot's, "
                 "or raise --timeout")
-        future = client.call_async(request)
-        done = threading.Event()
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout):
-            client.remove_pending_request(future)
+        answer = answer_of(client, request, timeout, RESEND_S if query else None)
+        if answer is None:
             raise RobotUnreachable(f"{service} did not answer within {timeout:g} s: the manager may be busy or "
                                    "gone; check `rmd robot status`, or raise --timeout")
-        return future.result()
+        return answer
 
     def status(self) -> dict[str, Any]:
         """The manager's status as ``views.status_dict`` (active, previous, running stage, last outcome)."""
-        return status_dict(self._call("get_status", GetStatus.Request()).status)
+        return status_dict(self._call("get_status", GetStatus.Request(), query=True).status)
 
     def list(self, name: str = "") -> list[dict[str, Any]]:
         """Every installed version (of ``name``) with its slot."""
-        answer = self._call("list_models", ListModels.Request(name=name))
+        answer = self._call("list_models", ListModels.Request(name=name), query=True)
         return listed_dicts(answer.models, answer.slots)
 
     def report(self, version: str) -> dict[str, Any]:
         """What the robot knows about one installed version (``name@version`` or a version alone)."""
-        answer = self._call("get_report", GetReport.Request(version=version))
+        answer = self._call("get_report", GetReport.Request(version=version), query=True)
         if not answer.found:
             raise RobotRefused(answer.reason)
         return json.loads(answer.report_json)
@@ -224,7 +225,7 @@ class RobotClient:
 
     def upload_state(self, upload_id: str) -> UploadStatus.Response:
         """Where an upload stands on the robot; RobotRefused when the robot does not know the id."""
-        answer = self._call("upload_status", UploadStatus.Request(upload_id=upload_id))
+        answer = self._call("upload_status", UploadStatus.Request(upload_id=upload_id), query=True)
         if not answer.found:
             raise RobotRefused(answer.reason)
         return answer

@@ -27,6 +27,8 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
+from robot_model_deployer.nodes.service_call import RESEND_S, answer_of
+
 PACKAGE = "robot_model_deployer"
 MAX_DOMAIN_ID = 232  # Fast DDS's default ports allow 0..232; 0 (the default domain) is left to people
 _DOMAIN_LOCKS = Path(tempfile.gettempdir()) / "robot_model_deployer-ros-domains"
@@ -154,17 +156,16 @@ class RosTestClient:
                 if self.context.ok():
                     raise
 
-    def call(self, srv_type: Any, service: str, request: Any, timeout: float = 60.0) -> Any:
+    def call(self, srv_type: Any, service: str, request: Any, timeout: float = 60.0, query: bool = False) -> Any:
+        """The answer of ``service``; a ``query`` (safe to run twice) is sent again while unanswered."""
         client = self.node.create_client(srv_type, service)
         try:
             if not client.wait_for_service(timeout_sec=timeout):
                 raise TimeoutError(f"service {service} did not appear within {timeout} s")
-            future = client.call_async(request)
-            done = threading.Event()
-            future.add_done_callback(lambda _: done.set())
-            if not done.wait(timeout):
+            answer = answer_of(client, request, timeout, RESEND_S if query else None)
+            if answer is None:
                 raise TimeoutError(f"service {service} did not answer within {timeout} s")
-            return future.result()
+            return answer
         finally:
             self.node.destroy_client(client)
 

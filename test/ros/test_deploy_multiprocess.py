@@ -58,7 +58,7 @@ class Graph:
                                 DeployModel.Request(bundle_path=str(path), force=force), timeout=90.0)
 
     def status(self) -> DeploymentStatus:
-        return self.client.call(GetStatus, f"{MANAGER}/get_status", GetStatus.Request()).status
+        return self.client.call(GetStatus, f"{MANAGER}/get_status", GetStatus.Request(), query=True).status
 
     def results_since(self, start: float) -> list[InferenceResult]:
         return [r for t, r in list(self.results) if t >= start]
@@ -209,7 +209,7 @@ def test_deployed_model_answers_camera_frames_with_the_right_class(graph: Graph)
                                                                              "classification")
     status = graph.status()
     assert status.active.version == "1.0.0" and status.live_node == result.node_name
-    listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request())
+    listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request(), query=True)
     assert [(m.version, slot) for m, slot in zip(listed.models, listed.slots)] == [("1.0.0", "active")]
 
 
@@ -251,7 +251,7 @@ def test_bad_bundles_are_rejected_while_results_keep_flowing(graph: Graph) -> No
     status = graph.status()
     assert status.stage == "failed" and status.active.version == "1.0.0"
     assert status.message.isprintable() and "\x1b" not in status.message
-    listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request())
+    listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request(), query=True)
     assert [m.version for m in listed.models] == ["1.0.0"], "a rejected bundle was installed"
 
 
@@ -340,7 +340,7 @@ def test_candidate_failing_in_probation_is_rolled_back_automatically(graph: Grap
     assert status.active.version == "1.0.0"
     # Probation judged 2.0.0, which no longer serves: its verdict is in the message, health is cleared.
     assert status.health == "" and "NaN" in status.message, (status.health, status.message)
-    listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request())
+    listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request(), query=True)
     assert {(m.version, slot) for m, slot in zip(listed.models, listed.slots)} == {("1.0.0", "active"),
                                                                                   ("2.0.0", "")}
     retry = graph.deploy(graph.bundle("nan-again", version="2.0.0", model=colour_classifier(nan_unless="green")))

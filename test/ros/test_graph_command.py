@@ -80,7 +80,7 @@ def test_one_command_starts_the_launch_files_graph_serves_a_model_and_ctrl_c_sto
         assert "action /model_manager/deploy_bundle" in ready[0] and "unsigned bundles accepted" in ready[0]
         # The shipped parameters file reached the nodes: its optimize target, not the built-in default ''.
         answer = client.call(GetParameters, "/model_manager/get_parameters",
-                             GetParameters.Request(names=["optimize_target", "store_dir"]))
+                             GetParameters.Request(names=["optimize_target", "store_dir"]), query=True)
         assert [value.string_value for value in answer.values] == ["x86_cpu", str(tmp_path / "store")]
         assert "fastdds_large_data.xml" in text
         started = time.monotonic()

@@ -133,7 +133,7 @@ def mender(graph: Graph, tmp_path: Path) -> Mender:
 
 
 def _models(graph: Graph) -> set[tuple[str, str]]:
-    listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request())
+    listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request(), query=True)
     return {(m.version, slot) for m, slot in zip(listed.models, listed.slots)}
 
 

@@ -26,7 +26,7 @@ def graph(tmp_path: Path, request: pytest.FixtureRequest):
 
 def _listed(graph: Graph) -> dict[str, tuple[str, bool, str, str]]:
     """version -> (slot, bad, bad_reason, model_sha256) as ListModels answers."""
-    listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request())
+    listed = graph.client.call(ListModels, f"{MANAGER}/list_models", ListModels.Request(), query=True)
     return {m.version: (slot, m.bad, m.bad_reason, m.model_sha256) for m, slot in zip(listed.models, listed.slots)}
 
 
