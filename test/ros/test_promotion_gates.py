@@ -82,7 +82,11 @@ def labelled_bundle(graph: Graph, name: str, version: str, model, colours: tuple
 
 
 def _verdict(graph: Graph, version: str):
-    return [r for r in graph.shadow_reports if r.candidate_version == version and r.outcome != "pending"][-1]
+    """The shadow node's last decided report on ``version``; it may reach the test after the deploy answer."""
+    def decided():
+        return [r for r in graph.shadow_reports if r.candidate_version == version and r.outcome != "pending"]
+    wait_for(lambda: bool(decided()), 10.0, f"the shadow verdict on {version}")
+    return decided()[-1]
 
 
 def test_an_improved_model_is_promoted_though_it_disagrees_with_the_live_one(graph: Graph,
