@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Mapping, Sequence
 
 import yaml
+from xml.etree import ElementTree
 
 PACKAGE = "robot_model_deployer"
 PERCEPTION_NODES = ("perception_a", "perception_b")
@@ -174,7 +175,42 @@ def start_graph(options: GraphOptions, work_dir: Path, log_dir: Path | None = No
     overrides.write_text(yaml.safe_dump(override_parameters(options), sort_keys=False), encoding="utf-8")
     prefix = share_dir().parent.parent
     commands = graph_commands(options, prefix / "lib" / PACKAGE, overrides)
+    warning = socket_buffer_warning(options.fastdds_profile)
+    if warning:
+        print(f"[graph] {warning}", file=say, flush=True)
     return RunningGraph(commands, graph_environment(options, os.environ), log_dir, say)
+
+
+def socket_buffer_warning(profile: str, limits: Path = Path("/proc/sys/net/core")) -> str:
+    """Why the kernel caps the UDP socket buffers ``profile`` asks for ('' when it does not).
+
+    Linux caps SO_RCVBUF / SO_SNDBUF at net.core.rmem_max / wmem_max without an error: the
+    profile's larger buffers then do nothing, and each participant joining (an ``rmd robot``
+    command) drops discovery datagrams, which holds live results back (bench/bench_swap.py).
+    """
+    if not profile:
+        return ""
+    try:
+        root = ElementTree.parse(profile).getroot()
+    except (OSError, ElementTree.ParseError):
+        return ""  # check_files said what is wrong with the file
+    wanted = {"receiveBufferSize": "rmem_max", "sendBufferSize": "wmem_max"}
+    short = []
+    for element in root.iter():
+        limit = wanted.get(element.tag.rsplit("}", 1)[-1])
+        if limit is None:
+            continue
+        try:
+            size, cap = int((element.text or "").strip()), int((limits / limit).read_text())
+        except (OSError, ValueError):
+            continue
+        if cap < size:
+            short.append(f"net.core.{limit}={size}")
+    if not short:
+        return ""
+    return (f"the kernel caps UDP socket buffers below what {Path(profile).name} asks for: a DDS participant "
+            f"joining then drops datagrams and holds live results back; run `sudo sysctl -w "
+            f"{' '.join(sorted(set(short)))}` (and put it in /etc/sysctl.d/ to keep it)")
 
 
 def parse_options(argv: Sequence[str]) -> GraphOptions:

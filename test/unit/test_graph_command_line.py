@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from robot_model_deployer.nodes.graph import (GraphOptions, check_files, graph_commands, graph_environment,
-                                              override_parameters)
+                                              override_parameters, socket_buffer_warning)
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "deployer.launch.py"
@@ -82,3 +82,26 @@ def test_a_missing_params_file_or_profile_is_refused_naming_the_option(tmp_path)
     with pytest.raises(ValueError, match=r"^--fastdds-profile .* is not a file.*'' for Fast DDS's defaults"):
         check_files(options(tmp_path, fastdds_profile=str(tmp_path / "missing.xml")))
     check_files(options(tmp_path))
+
+
+def _limits(tmp_path: Path, rmem: int, wmem: int) -> Path:
+    limits = tmp_path / "core"
+    limits.mkdir(parents=True)
+    (limits / "rmem_max").write_text(f"{rmem}\n")
+    (limits / "wmem_max").write_text(f"{wmem}\n")
+    return limits
+
+
+def test_the_shipped_profile_warns_when_the_kernel_caps_its_socket_buffers(tmp_path: Path) -> None:
+    profile = str(ROOT / "config" / "fastdds_large_data.xml")
+    warning = socket_buffer_warning(profile, _limits(tmp_path, 212992, 212992))
+    assert "sudo sysctl -w net.core.rmem_max=4194304 net.core.wmem_max=4194304" in warning, warning
+    assert socket_buffer_warning(profile, _limits(tmp_path / "big", 4194304, 8388608)) == ""
+
+
+def test_a_profile_without_socket_buffers_or_no_profile_warns_of_nothing(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.xml"
+    plain.write_text('<dds xmlns="http://www.eprosima.com"><profiles/></dds>')
+    limits = _limits(tmp_path, 1, 1)
+    assert socket_buffer_warning(str(plain), limits) == ""
+    assert socket_buffer_warning("", limits) == ""
