@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Mapping, Sequence
+from xml.etree import ElementTree
 
 import yaml
-from xml.etree import ElementTree
 
 PACKAGE = "robot_model_deployer"
 PERCEPTION_NODES = ("perception_a", "perception_b")
@@ -186,7 +186,7 @@ def socket_buffer_warning(profile: str, limits: Path = Path("/proc/sys/net/core"
 
     Linux caps SO_RCVBUF / SO_SNDBUF at net.core.rmem_max / wmem_max without an error: the
     profile's larger buffers then do nothing, and each participant joining (an ``rmd robot``
-    command) drops discovery datagrams, which holds live results back (bench/bench_swap.py).
+    command) drops discovery datagrams, which holds live results back (measured: the profile's comment).
     """
     if not profile:
         return ""

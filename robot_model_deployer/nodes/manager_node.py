@@ -36,7 +36,6 @@ from typing import Any, Callable, TypeVar
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -59,6 +58,7 @@ from robot_model_deployer.nodes.manager_status import (deployment_diagnostics, d
 from robot_model_deployer.nodes.manager_settings import PARAMETERS, flow_settings, open_store, optimize_target
 from robot_model_deployer.nodes.parameters import declare_parameters
 from robot_model_deployer.nodes.runner import run_node
+from robot_model_deployer.nodes.shutdown_cancel import ShutdownCancel
 from robot_model_deployer.nodes.upload_server import PARAMETERS as UPLOAD_PARAMETERS, upload_server
 from robot_model_deployer.nodes.version_report import LastOutcome, keep_report, version_report
 from robot_model_deployer.srv import DeployModel, GetReport, GetStatus, ListModels, Rollback
@@ -67,24 +67,6 @@ T = TypeVar("T")
 DESTROY_JOIN_S = 20.0
 """How long destroy_node waits for a cancelled deployment to end. Its stages stop within a poll period
 (the optimizer's child is killed); what may take longer is a lifecycle call already in flight."""
-
-
-class ShutdownCancel(threading.Event):
-    """A deployment's cancel: set by its caller, and set as soon as the node's context shuts down.
-
-    Ctrl-C shuts the context down at once, before any callback of ours runs, and the executor then waits
-    for the callback waiting on the deployment: every stage polls this, so the deployment stops then (not
-    only in destroy_node, which runs after the executor), and a stage that failed for the shutdown (a
-    lifecycle call "not called: this node is shutting down") finds it cancelled: the flow records a
-    cancel, not a refusal of the model.
-    """
-
-    def __init__(self, context: Context) -> None:
-        super().__init__()
-        self._context = context
-
-    def is_set(self) -> bool:
-        return super().is_set() or not self._context.ok()
 
 
 class ManagerNode(Node):

@@ -21,8 +21,8 @@ from typing import Any
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
-from robot_model_deployer.nodes.side_node import SideNode
 from robot_model_deployer.nodes.parameters import ParameterSpec, ParameterValueError
+from robot_model_deployer.nodes.side_node import SideNode
 from robot_model_deployer.srv import UploadBegin, UploadChunk, UploadStatus
 from robot_model_deployer.store.uploads import TransferPace, UploadError, UploadInfo, UploadLimits, UploadStore
 
